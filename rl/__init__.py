@@ -1,0 +1,1 @@
+"""unigrpo rl package."""
