@@ -1,0 +1,122 @@
+"""`unigrpo`: the command line.
+
+    unigrpo train [CONFIG.yaml] [key=value ...]       start a run (default config: configs/tiny.yaml)
+    unigrpo train --resume runs/NAME [key=value ...]  continue a run from its latest checkpoint
+    unigrpo rewards check --input rollouts.jsonl       score a dump of rollouts with the reward functions
+
+Exit codes: 0 finished; 2 bad config, data or arguments (nothing was started); 1 the run failed;
+130 stopped by SIGINT/SIGTERM after checkpointing (resume with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    from rl.config import SECTIONS
+
+    sections = "\n".join(f"  {name:<11} {desc}" for name, desc in SECTIONS.items())
+    return argparse.ArgumentParser(
+        prog="unigrpo train",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run UniGRPO: Ray rollout actors, Ray reward actors and a DeepSpeed learner.",
+        epilog=(
+            "config sections (override any key as section.key=value, e.g. learner.lr=1e-6):\n" + sections
+            + "\n\nexamples:\n  unigrpo train\n  unigrpo train configs/mmada_8b_math.yaml data.files=[gsm8k.parquet]"
+            "\n  unigrpo train --resume runs/tiny\n\nexit codes: 0 done, 1 failed, 2 bad config/data, "
+            "130 interrupted (checkpointed)"
+        ),
+    )
+
+
+def _fresh_run_dir(base: Path) -> Path:
+    """`make demo` twice must not clobber the first run: tiny, tiny-1, tiny-2, ..."""
+    if not base.exists():
+        return base
+    n = 1
+    while base.with_name(f"{base.name}-{n}").exists():
+        n += 1
+    return base.with_name(f"{base.name}-{n}")
+
+
+def train_main(argv: list[str]) -> int:
+    from rl.config import ConfigError, load_config
+    from rl.data import DataError
+
+    parser = _train_parser()
+    parser.add_argument("config", nargs="?", help="YAML config (default: configs/tiny.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides key=value")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    config_path = args.config
+    if config_path and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
+        overrides.insert(0, config_path)  # `unigrpo train learner.lr=1e-3` without a config file
+        config_path = None
+
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            saved = run_dir / "config.yaml"
+            if not saved.is_file():
+                raise ConfigError(f"--resume {run_dir}: no config.yaml there (not a unigrpo run directory)")
+            cfg = load_config(config_path or saved, overrides)
+        else:
+            cfg = load_config(config_path, overrides)
+            run_dir = _fresh_run_dir(cfg.run_dir)
+        from rl.data import build_dataset
+
+        build_dataset(cfg.data)  # reject bad data before any actor starts
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"unigrpo: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from rl.driver import Driver
+
+    driver = Driver(cfg, run_dir=run_dir, resume=bool(args.resume))
+    print(f"unigrpo: run directory {run_dir}", flush=True)
+    try:
+        driver.setup()
+        summary = driver.train()
+    except (ConfigError, DataError) as err:
+        print(f"unigrpo: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("unigrpo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - report, then a trustworthy exit code
+        traceback.print_exc()
+        return EXIT_FAILED
+    finally:
+        driver.shutdown()
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "reward_first10", "reward_last10")}))
+    print(f"unigrpo: summary in {run_dir / 'summary.json'}, reward curve in {run_dir / 'reward_curve.png'}")
+    return EXIT_INTERRUPTED if summary.get("interrupted") else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: unigrpo {train,rewards check} ...  (unigrpo train --help)"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() if argv else usage)
+        return EXIT_OK if argv else EXIT_USAGE
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        return train_main(rest)
+    if command == "rewards" and rest[:1] == ["check"]:
+        from rewards.cli import check_main
+
+        return check_main(rest[1:])
+    print(f"unigrpo: unknown command {' '.join(argv[:2])!r}\n{usage}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The run configuration: a typed schema, YAML files, dotted overrides, validation before any actor starts.
+
+    cfg = load_config("configs/tiny.yaml", ["learner.lr=1e-6", "rollout.num_workers=8"])
+
+YAML and overrides are merged with OmegaConf (so `a.b=c` dotlists and `${...}` interpolation work);
+the result is validated by pydantic models, and every problem is reported as
+`<dotted.key>: <what was wrong> (got <value>)` in one ConfigError, before Ray is even started.
+Unknown keys are errors too: a typo like `learner.lr_rate=1e-6` must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+
+
+class ConfigError(ValueError):
+    """One or more problems in a run configuration, each naming its key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyPolicySpec(Section):
+    """A tiny random policy built into the run directory (the embedded default needs no download)."""
+
+    d_model: int = Field(64, ge=8)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(4, ge=1)
+    mlp_hidden_size: int | None = None
+    codebook_size: int = Field(64, ge=2)
+    seed: int = 0
+
+
+class ModelSection(Section):
+    path: str | None = Field(None, description="local policy directory (config.json + safetensors + tokenizer)")
+    tiny: TinyPolicySpec | None = Field(default_factory=TinyPolicySpec)
+    dtype: Literal["float32", "bfloat16", "auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.path is None and self.tiny is None:
+            raise ValueError("set model.path (a local policy directory) or model.tiny")
+        return self
+
+
+class DataSection(Section):
+    task: Literal["toy_copy", "math", "custom"] = "toy_copy"
+    files: list[str] = Field(default_factory=list, description="Parquet or JSONL prompt files")
+    question_field: str = "question"
+    answer_field: str = "answer"
+    prompts_per_step: int = Field(8, ge=1)
+    shuffle: bool = True
+    seed: int = 0
+    think: bool = False
+    toy_size: int = Field(512, ge=1, description="rows of the built-in toy task")
+
+    @model_validator(mode="after")
+    def _files_for_file_tasks(self):
+        if self.task != "toy_copy" and not self.files:
+            raise ValueError(f"data.files is empty; task {self.task!r} reads prompts from files")
+        return self
+
+
+class TextSamplerSection(Section):
+    gen_length: int = Field(8, ge=1)
+    steps: int = Field(8, ge=1)
+    block_length: int = Field(8, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    remasking: Literal["low_confidence", "random"] = "low_confidence"
+    threshold: float | None = Field(None, gt=0.0, le=1.0)
+    use_cache: bool = False
+    cfg_scale: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _divisible(self):
+        if self.gen_length % self.block_length:
+            raise ValueError(
+                f"rollout.text.gen_length={self.gen_length} must be a multiple of block_length={self.block_length}"
+            )
+        blocks = self.gen_length // self.block_length
+        if self.steps % blocks:
+            raise ValueError(f"rollout.text.steps={self.steps} must be a multiple of the {blocks} blocks")
+        return self
+
+
+class ImageSamplerSection(Section):
+    steps: int = Field(15, ge=1)
+    guidance_scale: float = Field(3.5, ge=0.0)
+    temperature: float = Field(1.0, ge=0.0)
+    resolution: int = Field(512, ge=16)
+    max_text_len: int = Field(128, ge=4)
+
+
+class RolloutSection(Section):
+    num_workers: int = Field(1, ge=1)
+    num_gpus_per_worker: float = Field(0.0, ge=0.0)
+    group_size: int = Field(8, ge=2, description="G: responses per prompt (group normalisation needs >= 2)")
+    text: TextSamplerSection = Field(default_factory=TextSamplerSection)
+    image: ImageSamplerSection = Field(default_factory=ImageSamplerSection)
+
+
+class RewardEntry(Section):
+    name: str
+    weight: float = 1.0
+    tasks: list[str] | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = Field(None, description="module:function or module:Class of a user reward")
+
+    @field_validator("path")
+    @classmethod
+    def _path_shape(cls, v):
+        if v is not None and (":" not in v or not all(v.split(":", 1))):
+            raise ValueError(f"expected 'module:attribute', got {v!r}")
+        return v
+
+
+class RewardsSection(Section):
+    functions: list[RewardEntry] = Field(
+        default_factory=lambda: [RewardEntry(name="math", weight=2.0, kwargs={"last_number_fallback": True})]
+    )
+    num_workers: int = Field(1, ge=1)
+    num_model_workers: int = Field(1, ge=0)
+    model_device: str = "cpu"
+    clip_model_path: str | None = None
+
+
+class UniGRPOSection(Section):
+    mu: int = Field(2, ge=1, description="inner UniGRPO iterations per rollout batch")
+    eps_low: float = Field(0.2, ge=0.0)
+    eps_high: float = Field(0.2, ge=0.0)
+    beta: float = Field(0.0, ge=0.0, description="k3 KL coefficient; 0 drops the reference model")
+    mask_schedule: Literal["stratified", "paper_formula", "random", "full"] = "stratified"
+    p_min: float = Field(0.0, ge=0.0, le=1.0)
+    loss_norm: Literal["sequence", "token"] = "sequence"
+
+
+class AdvantageSection(Section):
+    eps: float = Field(1e-6, gt=0)
+    drop_zero_variance_groups: bool = False
+
+
+class LearnerSection(Section):
+    num_ranks: int = Field(1, ge=1)
+    num_gpus_per_rank: float = Field(0.0, ge=0.0)
+    deepspeed_config: str = "configs/deepspeed/zero2.json"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    micro_batch_tokens: int = Field(16384, ge=16)
+    gradient_checkpointing: bool = False
+    bf16: Literal["auto", "true", "false"] = "auto"
+
+
+class RaySection(Section):
+    address: str | None = Field(None, description="None starts a local cluster on loopback; 'auto' joins one")
+    num_cpus: int | None = Field(None, ge=1)
+    include_dashboard: bool = False
+
+
+class RunSection(Section):
+    name: str = "tiny"
+    dir: str = "runs"
+    steps: int = Field(120, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    seed: int = 0
+    max_wall_s: float | None = Field(None, gt=0, description="stop (gracefully) after this many seconds")
+    weight_transport: Literal["object_store", "broadcast"] = "object_store"
+    plot: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str):
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError(f"run.name must be a plain directory name, got {v!r}")
+        return v
+
+
+class RunConfig(Section):
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+    rewards: RewardsSection = Field(default_factory=RewardsSection)
+    unigrpo: UniGRPOSection = Field(default_factory=UniGRPOSection)
+    advantages: AdvantageSection = Field(default_factory=AdvantageSection)
+    learner: LearnerSection = Field(default_factory=LearnerSection)
+    ray: RaySection = Field(default_factory=RaySection)
+    run: RunSection = Field(default_factory=RunSection)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.dir) / self.run.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+SECTIONS = {name: field.description or name for name, field in RunConfig.model_fields.items()}
+
+
+def _describe(errors: list[dict]) -> str:
+    lines = []
+    for err in errors:
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {key}: {err['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def validate_config(raw: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError("invalid configuration:\n" + _describe(err.errors())) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """YAML file (default: configs/tiny.yaml) + dotted `key=value` overrides -> validated RunConfig."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        base = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    for item in overrides or []:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. learner.lr=1e-6")
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides or [])))
+        raw = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"could not apply overrides {overrides}: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return validate_config(raw)
+
+
+def save_resolved(cfg: RunConfig, run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "config.yaml"
+    out.write_text(cfg.to_yaml())
+    return out

@@ -1,0 +1,444 @@
+"""The single-controller UniGRPO loop (DESIGN.md "One RL step"), with real Ray actors.
+
+    prompts  = dataset.next_batch()                        resumable cursor
+    rollouts = rollout workers .generate(prompts, G)       sharded over N Ray actors
+    scores   = reward pool .score(rollouts)                separate Ray actors, per-call timeouts
+    adv      = group_normalise(weighted sum of scores)
+    stats    = learner group .update(train batch)          M DeepSpeed ranks, mu UniGRPO iterations
+    learner group .publish -> rollout workers .load_weights(version)
+    store.append(step, rollouts + scores + adv); metrics.log(step, stats, timings)
+    every k steps (and on SIGINT/SIGTERM): checkpoint learner + driver state
+
+Every rollout carries the policy version it was sampled from, so an asynchronous variant (rollouts of
+step t+1 overlapping the update of step t) can come later without changing the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rl.advantages import group_normalise
+from rl.config import RunConfig, save_resolved
+from rl.data import PromptDataset, build_dataset
+from rl.metrics import MetricsLog, console_line, mean, plot_rewards
+from rl.store import RolloutStore
+
+DRIVER_STATE = "driver_state.json"
+
+
+def ensure_local_ray_env() -> None:
+    """Keep a local cluster on loopback and without auth tokens (see the platform notes)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass
+class StepTimer:
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def time(self, name: str):
+        timer = self
+
+        class _Phase:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.phases[name] = timer.phases.get(name, 0.0) + time.perf_counter() - self.t0
+
+        return _Phase()
+
+
+class GracefulStop:
+    """SIGINT/SIGTERM set a flag; the loop finishes the current phase, checkpoints and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. the driver runs inside a test thread)
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nreceived signal {signum}: stopping after the current phase and checkpointing", flush=True)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Driver:
+    def __init__(self, cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, console: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
+        self.resume = resume
+        self.console = console
+        self.step = 0
+        self.policy_version = 0
+        self.run_id = uuid.uuid4().hex[:12]
+        self.stop = GracefulStop()
+        self.latest_weights = None  # (version, payload) the rollout workers must hold
+        self.restarts = {"rollout": 0}
+        self.dataset: PromptDataset | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+        save_resolved(cfg, self.run_dir)
+        self.metrics = MetricsLog(self.run_dir)
+        self.store = RolloutStore(self.run_dir)
+        self.dataset = build_dataset(cfg.data)  # bad rows fail here, before any actor starts
+        self.policy_path = self._prepare_policy()
+        self._start_ray()
+        self._start_actors()
+        if self.resume:
+            self._restore()
+        self._seed_everything(cfg.run.seed + self.step)
+
+    def _prepare_policy(self) -> Path:
+        if self.cfg.model.path:
+            path = Path(self.cfg.model.path)
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(f"model.path={path}: not a policy directory (no config.json)")
+            return path
+        from policy.tiny import build_tiny_policy
+
+        path = self.run_dir / "policy_init"
+        if not (path / "config.json").is_file():
+            spec = self.cfg.model.tiny.model_dump()
+            build_tiny_policy(path, codebook_size=spec.pop("codebook_size"), seed=spec.pop("seed"), **spec)
+        return path
+
+    def _start_ray(self) -> None:
+        ensure_local_ray_env()
+        import ray
+
+        if ray.is_initialized():
+            return
+        c = self.cfg
+        if c.ray.address:
+            ray.init(address=c.ray.address, log_to_driver=False)
+            return
+        # Logical CPUs for scheduling: every actor asks for one, and the phases of a step run one after
+        # another, so a 2-core machine can host rollout, reward and learner actors side by side.
+        needed = c.rollout.num_workers + c.rewards.num_workers + c.rewards.num_model_workers + c.learner.num_ranks
+        num_cpus = c.ray.num_cpus or max(os.cpu_count() or 1, needed + 1)
+        ray.init(num_cpus=num_cpus, include_dashboard=c.ray.include_dashboard, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
+
+    def _start_actors(self) -> None:
+        from rewards.api import RewardSpec
+        from rewards.pool import RewardPool
+        from rollout.worker import create_rollout_workers
+        from trainer.learner import LearnerConfig, LearnerGroup
+        from trainer.unigrpo import UniGRPOConfig
+
+        c = self.cfg
+        text = c.rollout.text
+        self.rollout_workers = create_rollout_workers(
+            c.rollout.num_workers,
+            str(self.policy_path),
+            text_config=dict(gen_length=text.gen_length, steps=text.steps, block_length=text.block_length,
+                             temperature=text.temperature, remasking=text.remasking, threshold=text.threshold,
+                             use_cache=text.use_cache, cfg_scale=text.cfg_scale),
+            image_config=dict(steps=c.rollout.image.steps, guidance_scale=c.rollout.image.guidance_scale,
+                              temperature=c.rollout.image.temperature),
+            num_gpus_per_worker=c.rollout.num_gpus_per_worker,
+        )
+        self.reward_pool = RewardPool(
+            [RewardSpec.from_dict(r.model_dump()) for r in c.rewards.functions],
+            num_workers=c.rewards.num_workers,
+            num_model_workers=c.rewards.num_model_workers,
+            model_device=c.rewards.model_device,
+            clip_model_path=c.rewards.clip_model_path,
+        )
+        u = c.unigrpo
+        unigrpo_cfg = UniGRPOConfig(mu=u.mu, eps_low=u.eps_low, eps_high=u.eps_high, beta=u.beta,
+                                    mask_schedule=u.mask_schedule, p_min=u.p_min, loss_norm=u.loss_norm,
+                                    seed=c.run.seed)
+        lc = c.learner
+        learner_cfg = LearnerConfig(lr=lc.lr, weight_decay=lc.weight_decay, lr_schedule=lc.lr_schedule,
+                                    warmup_steps=lc.warmup_steps, total_steps=c.run.steps, grad_clip=lc.grad_clip,
+                                    micro_batch_tokens=lc.micro_batch_tokens, deepspeed_config=lc.deepspeed_config,
+                                    gradient_checkpointing=lc.gradient_checkpointing, seed=c.run.seed,
+                                    bf16={"auto": None, "true": True, "false": False}[lc.bf16])
+        self.learner = LearnerGroup.create(lc.num_ranks, str(self.policy_path), learner_cfg, unigrpo_cfg,
+                                           num_gpus_per_rank=lc.num_gpus_per_rank)
+
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> Path:
+        ckpt = self.run_dir / "checkpoints" / f"step_{self.step}"
+        state = {
+            "step": self.step,
+            "policy_version": self.policy_version,
+            "run_id": self.run_id,
+            "data_cursor": self.dataset.state_dict(),
+            "python_random": repr(random.getstate()),
+            "numpy_random": np.random.get_state()[1].tolist(),
+        }
+        self.learner.save_checkpoint(str(ckpt), extra_state={"driver": state})
+        (ckpt / DRIVER_STATE).write_text(json.dumps(state))
+        (self.run_dir / "checkpoints" / "latest").write_text(ckpt.name)
+        return ckpt
+
+    def _restore(self) -> None:
+        latest = self.run_dir / "checkpoints" / "latest"
+        if not latest.exists():
+            raise FileNotFoundError(f"{self.run_dir}: no checkpoint to resume from")
+        ckpt = self.run_dir / "checkpoints" / latest.read_text().strip()
+        self.learner.load_checkpoint(str(ckpt))
+        state = json.loads((ckpt / DRIVER_STATE).read_text())
+        self.step = state["step"]
+        self.policy_version = state["policy_version"]
+        self.run_id = state["run_id"]
+        self.dataset.load_state_dict(state["data_cursor"])
+        self.metrics.truncate_after(self.step)
+        self.store.truncate_after(self.step)
+        self._publish()
+
+    # ------------------------------------------------------------------ one step
+    def _generate(self, prompts, seed: int) -> list[dict]:
+        """Shard prompts over rollout workers; a worker that dies is restarted, given the current weights
+        and its shard is generated again, so no group is lost or counted twice."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        G = self.cfg.rollout.group_size
+        # The same prompt may appear twice in one batch (small datasets wrap around): each occurrence is
+        # its own group, so the id sent out carries the batch position and is split off again below.
+        payloads = [p.to_dict() | {"prompt_id": f"{p.prompt_id}@{j}", "text": p.question,
+                                   "think": self.cfg.data.think} for j, p in enumerate(prompts)]
+        shards = [payloads[i :: len(self.rollout_workers)] for i in range(len(self.rollout_workers))]
+        results: dict[int, list[dict]] = {}
+        for _attempt in range(3):
+            pending = {
+                i: self.rollout_workers[i].generate.remote(shard, G, seed + 7919 * i)
+                for i, shard in enumerate(shards) if shard and i not in results
+            }
+            for i, ref in pending.items():
+                try:
+                    results[i] = ray.get(ref)
+                except RayActorError:
+                    self.restarts["rollout"] += 1
+                    self._reload_worker(i)
+            if all(i in results for i, s in enumerate(shards) if s):
+                break
+        else:
+            raise RuntimeError("rollout workers kept failing; giving up after 3 attempts")
+        records = [r for i in sorted(results) for r in results[i]]
+        for r in records:
+            prompt_id, position = r["prompt_id"].rsplit("@", 1)
+            r["prompt_id"], r["group"] = prompt_id, int(position)
+            r["gold"] = prompts[r["group"]].answer
+            r["question"] = prompts[r["group"]].question
+        records.sort(key=lambda r: (r["group"], r["group_index"]))
+        return records
+
+    def _reload_worker(self, i: int) -> None:
+        import ray
+
+        worker = self.rollout_workers[i]
+        deadline = time.time() + 120
+        while True:  # the actor restarts from its constructor (initial weights)
+            try:
+                ray.get(worker.ping.remote(), timeout=30)
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        if self.latest_weights is not None:
+            version, payload = self.latest_weights
+            ray.get(worker.load_weights.remote(version, payload))
+
+    def _score(self, records: list[dict]) -> np.ndarray:
+        from rewards.api import RewardInput
+
+        inputs = [RewardInput(task=r["task"], prompt=r["question"], response=r["response_text"], gold=r["gold"],
+                              image=None, metadata={"prompt_id": r["prompt_id"]}) for r in records]
+        scored = self.reward_pool.score(inputs)
+        totals = np.zeros(len(records))
+        for i, (r, s) in enumerate(zip(records, scored)):
+            totals[i] = s.total
+            r["reward"] = float(s.total)
+            r["reward_components"] = {k: {"value": v.value, "status": v.status} for k, v in s.components.items()}
+        return totals
+
+    def _train_batch(self, records: list[dict], advantages: np.ndarray, keep: np.ndarray):
+        from trainer.batch import TrainBatch
+
+        rows = [i for i in range(len(records)) if keep[i]]
+        if not rows:
+            return None
+        prompt_w = max(len(records[i]["prompt_ids"]) for i in rows)
+        resp_w = max(len(records[i]["response_ids"]) for i in rows)
+        pad = records[rows[0]].get("pad_id", 0)
+        n = len(rows)
+        input_ids = np.full((n, prompt_w + resp_w), pad, dtype=np.int64)
+        attention = np.zeros((n, prompt_w + resp_w), dtype=np.int64)
+        response_mask = np.zeros((n, prompt_w + resp_w), dtype=bool)
+        for row, i in enumerate(rows):
+            p, o = records[i]["prompt_ids"], records[i]["response_ids"]
+            input_ids[row, prompt_w - len(p) : prompt_w] = p  # prompts left-padded, as in the sampler
+            input_ids[row, prompt_w : prompt_w + len(o)] = o
+            attention[row, prompt_w - len(p) : prompt_w + len(o)] = 1
+            response_mask[row, prompt_w : prompt_w + len(o)] = True
+        return TrainBatch(
+            input_ids=input_ids,
+            attention_mask=attention,
+            response_mask=response_mask,
+            advantages=advantages[rows].astype(np.float32),
+            is_image=np.array([records[i]["task"] == "t2i" for i in rows], dtype=bool),
+        )
+
+    def _publish(self) -> None:
+        import ray
+
+        payload = self.learner.publish_object_store(self.policy_version)
+        self.latest_weights = (self.policy_version, payload)
+        ray.get([w.load_weights.remote(self.policy_version, payload) for w in self.rollout_workers])
+
+    def run_step(self) -> dict:
+        cfg = self.cfg
+        timer = StepTimer()
+        t0 = time.perf_counter()
+        step = self.step + 1
+        prompts = self.dataset.next_batch(cfg.data.prompts_per_step)
+
+        with timer.time("generate"):
+            records = self._generate(prompts, seed=cfg.run.seed * 1_000_003 + step)
+        with timer.time("reward"):
+            rewards = self._score(records)
+        group_ids = np.array([r["group"] for r in records])
+        adv = group_normalise(rewards, group_ids, cfg.advantages.eps, cfg.advantages.drop_zero_variance_groups)
+        for r, a in zip(records, adv.values):
+            r["advantage"] = float(a)
+            r["step"] = step
+
+        stats = {}
+        batch = self._train_batch(records, adv.values, adv.keep)
+        with timer.time("update"):
+            if batch is not None:
+                stats = self.learner.update(batch)
+        self.policy_version += 1
+        with timer.time("publish"):
+            self._publish()
+        with timer.time("store"):
+            self.store.append(step, records)
+        self.step = step
+
+        m = {
+            "reward/mean": float(rewards.mean()),
+            "reward/std": float(rewards.std()),
+            "adv/zero_variance_groups": adv.zero_variance_groups,
+            "adv/groups": adv.groups,
+            "policy_version": self.policy_version,
+            "rollouts": len(records),
+            "restarts/rollout": self.restarts["rollout"],
+            "response/len_mean": mean(len(r["response_text"]) for r in records),
+        }
+        for name in {k for r in records for k in r["reward_components"]}:
+            comps = [r["reward_components"][name] for r in records if name in r["reward_components"]]
+            m[f"reward/{name}/mean"] = mean(c["value"] for c in comps)
+            for status in ("timeout", "error", "unparsable"):
+                m[f"reward/{name}/{status}"] = sum(c["status"] == status for c in comps)
+        m.update({f"learner/{k}": v for k, v in stats.items()})
+        gen_compute = sum(r.get("timings", {}).get("gen_s", 0.0) for r in records)
+        m.update({f"time/{k}_s": v for k, v in timer.phases.items()})
+        m["time/step_s"] = time.perf_counter() - t0
+        m["time/gen_compute_s"] = gen_compute
+        m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
+        self.metrics.log(step, m)
+        return m
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        start = time.time()
+        self.stop.install()
+        interrupted = False
+        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="unigrpo", unit="step", disable=not self.console,
+                   dynamic_ncols=True, leave=False)
+        try:
+            if self.step == 0 and not self.resume:
+                self._publish()
+            while self.step < cfg.run.steps:
+                m = self.run_step()
+                bar.update(1)
+                if self.console:
+                    bar.write(console_line(self.step, cfg.run.steps, m))
+                if self.step % cfg.run.checkpoint_every == 0:
+                    self.checkpoint()
+                out_of_time = cfg.run.max_wall_s is not None and time.time() - start > cfg.run.max_wall_s
+                if self.stop.requested or out_of_time:
+                    interrupted = self.stop.requested
+                    break
+        finally:
+            bar.close()
+            self.stop.restore()
+        last_ckpt = self.run_dir / "checkpoints" / f"step_{self.step}"
+        if not last_ckpt.exists():
+            self.checkpoint()
+        summary = self.summarise(time.time() - start, interrupted)
+        return summary
+
+    def summarise(self, wall_s: float, interrupted: bool) -> dict:
+        metrics = self.metrics.read()
+        rewards = [m["reward/mean"] for m in metrics]
+        k = min(10, len(rewards))
+        summary = {
+            "run_id": self.run_id,
+            "steps": self.step,
+            "wall_s": round(wall_s, 2),
+            "interrupted": interrupted,
+            "reward_first10": mean(rewards[:k]),
+            "reward_last10": mean(rewards[-k:]),
+            "policy_version": self.policy_version,
+            "run_dir": str(self.run_dir),
+            "rollout_restarts": self.restarts["rollout"],
+            "reward_stats": self.reward_pool.stats(),
+        }
+        if self.cfg.run.plot and metrics:
+            summary["plot"] = str(plot_rewards(metrics, self.run_dir / "reward_curve.png",
+                                               f"UniGRPO on {self.cfg.data.task}: {self.run_dir.name}"))
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        return summary
+
+    def shutdown(self) -> None:
+        import ray
+
+        for name in ("learner", "reward_pool"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                try:
+                    obj.shutdown()
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    pass
+        for w in getattr(self, "rollout_workers", []):
+            ray.kill(w)

@@ -1,0 +1,54 @@
+"""The rollout store: one Parquet partition per RL step under runs/<name>/rollouts/step=N/.
+
+Everything a rollout record holds (DESIGN.md "Rollouts and the data they keep") plus the rewards and
+the advantage goes in one row; the dashboard, evaluation and replay read these files back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+_JSON_FIELDS = ("sampler", "timings", "reward_components")
+
+
+def _row(record: dict) -> dict:
+    row = dict(record)
+    for key in _JSON_FIELDS:
+        if key in row and not isinstance(row[key], str):
+            row[key] = json.dumps(row[key], default=float)
+    return row
+
+
+class RolloutStore:
+    def __init__(self, run_dir: Path) -> None:
+        self.root = Path(run_dir) / "rollouts"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def append(self, step: int, records: list[dict]) -> Path:
+        part = self.root / f"step={step}"
+        part.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([_row(r) for r in records])
+        out = part / "part-0.parquet"
+        tmp = out.with_suffix(".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        tmp.replace(out)  # a reader never sees a half-written partition
+        return out
+
+    def read_step(self, step: int) -> list[dict]:
+        return pq.read_table(self.root / f"step={step}" / "part-0.parquet").to_pylist()
+
+    def read_all(self) -> pa.Table:
+        return ds.dataset(self.root, format="parquet", partitioning="hive").to_table()
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, forget partitions the interrupted run wrote after its last checkpoint."""
+        for part in self.root.glob("step=*"):
+            if int(part.name.split("=", 1)[1]) > step:
+                for f in part.iterdir():
+                    f.unlink()
+                part.rmdir()
