@@ -1,0 +1,59 @@
+"""Ray actors for rewards. Rule actors own a SandboxPool (the hard per-call timeout lives there, so it
+works although actor methods do not run on a main thread with signals); model actors hold model
+rewards (CLIP) on their device and score batches in-process. Both are plain synchronous actors."""
+
+from __future__ import annotations
+
+import ray
+
+from rewards.api import RewardInput, RewardResult, RewardSpec
+from rewards.registry import load_reward
+from rewards.sandbox import Call, SandboxPool
+
+
+@ray.remote
+class RuleRewardActor:
+    def __init__(self, num_procs: int = 1, mem_limit_mb: int = 3072):
+        self.pool = SandboxPool(num_procs, mem_limit_mb)
+        self.pool.warm_up()
+
+    def ready(self) -> bool:
+        return True
+
+    def run(self, calls: list[tuple[dict, RewardInput, float]]) -> list[tuple[float, str, str]]:
+        res = self.pool.run([Call(s, x, t) for s, x, t in calls])
+        return [(r.value, r.status, r.detail) for r in res]
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def shutdown(self) -> None:
+        self.pool.close()
+
+
+@ray.remote
+class ModelRewardActor:
+    def __init__(self, specs: list[dict], device: str = "cpu", clip_model_path: str | None = None):
+        self.models, self.errors = {}, {}
+        for d in specs:
+            spec = RewardSpec(**d)
+            try:
+                self.models[spec.name] = load_reward(
+                    spec, extra_init={"model_path": clip_model_path, "device": device})
+            except Exception as exc:  # reported per sample, the actor stays usable for other rewards
+                self.errors[spec.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+
+    def ready(self) -> bool:
+        return True
+
+    def score(self, name: str, batch: list[RewardInput]) -> list[tuple[float, str, str]]:
+        if name in self.errors:
+            res = [RewardResult(0.0, "error", self.errors[name])] * len(batch)
+        else:
+            try:
+                res = self.models[name].score_batch(batch)
+            except Exception as exc:
+                res = [RewardResult(0.0, "error", f"{type(exc).__name__}: {str(exc)[:300]}")] * len(batch)
+        return [(r.value, r.status, r.detail) for r in res]

@@ -1,0 +1,254 @@
+"""Parsing a normalised answer string into a small structure of sympy values, without executing text.
+
+Top-level structure (sets, tuples/intervals, unions, relations, lists) is split here by a bracket-aware
+scanner, so that ``(3,1)`` stays a pair and is never turned into an (empty) interval by a parser;
+each element is then parsed by
+  * a fast path for plain numbers (integers, decimals, e-notation, a/b, \\frac{a}{b}) into Fraction, or
+  * latex2sympy2_extended's ANTLR grammar, which builds sympy trees directly (no eval, no sympify of
+    text), followed by the complexity guard of rewards/math_guard.py.
+sympy's ``sympify``/``parse_expr`` are never used: they run Python's ``eval`` on their input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any
+
+from rewards.math_guard import TooComplex, check_text, check_tree
+
+
+class Unparsable(ValueError):
+    """Nothing in the answer could be read as math (or as a short textual answer)."""
+
+
+@dataclass(frozen=True)
+class Num:
+    value: Fraction
+    inexact: bool = False  # written as a decimal: compared with a relative tolerance
+
+
+@dataclass(frozen=True)
+class Expr:
+    value: Any  # a guarded sympy object (Expr, Set, Matrix, Tuple, ...)
+    inexact: bool = False
+
+
+@dataclass(frozen=True)
+class Text:
+    value: str
+
+
+@dataclass(frozen=True)
+class Seq:  # (a, b), [a, b), ... : tuples, points and intervals share a shape
+    open: str
+    close: str
+    items: tuple = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class SetOf:  # {a, b} or a bare list "a, b": order does not matter
+    items: tuple = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Union:
+    parts: tuple = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Rel:  # a chain "a < x <= b" or an equation "y = 2x + 1"
+    items: tuple
+    ops: tuple
+
+
+_DEC_RE = re.compile(r"[+-]?(?:\d{1,400}(?:\.\d{0,400})?|\.\d{1,400})(?:[eE][+-]?\d{1,3})?")
+_FRAC_RE = re.compile(r"([+-]?)\\frac\{\s*([+-]?\d{1,300})\s*\}\{\s*([+-]?\d{1,300})\s*\}")
+_SLASH_RE = re.compile(r"([+-]?\d{1,300})\s*/\s*(\d{1,300})")
+_SCI_RE = re.compile(r"([+-]?\d{1,50}(?:\.\d{1,50})?)\s*(?:\\times|\\cdot|\*|x)\s*10\^\{?\s*([+-]?\d{1,3})\s*\}?")
+_CHOICE_RE = re.compile(r"\(?([A-Ea-e])\)?")
+_WORDS_RE = re.compile(r"[A-Za-z][A-Za-z' -]{2,60}")
+_REL_RE = re.compile(r"\\leq?(?![a-z])|\\geq?(?![a-z])|\\neq?(?![a-z])|\\lt(?![a-z])|\\gt(?![a-z])|<=|>=|!=|=|<|>")
+_REL_NAMES = {"\\le": "<=", "\\leq": "<=", "\\ge": ">=", "\\geq": ">=", "\\ne": "!=", "\\neq": "!=",
+              "\\lt": "<", "\\gt": ">"}
+_MATRIX_RE = re.compile(r"\\begin\{[pbvBV]?matrix\}|\\begin\{array\}")
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+
+
+def parse_number(s: str) -> Num | None:
+    """Plain numbers only; None if ``s`` is anything else. No sympy involved: this is the fast path."""
+    s = s.strip()
+    if _DEC_RE.fullmatch(s):
+        return Num(Fraction(s), inexact=("." in s or "e" in s.lower()))
+    m = _FRAC_RE.fullmatch(s) or None
+    if m:
+        den = int(m.group(3))
+        if den == 0:
+            return None
+        v = Fraction(int(m.group(2)), den)
+        return Num(-v if m.group(1) == "-" else v)
+    m = _SLASH_RE.fullmatch(s)
+    if m and int(m.group(2)) != 0:
+        return Num(Fraction(int(m.group(1)), int(m.group(2))))
+    m = _SCI_RE.fullmatch(s)
+    if m:
+        return Num(Fraction(m.group(1)) * Fraction(10) ** int(m.group(2)), inexact="." in m.group(1))
+    return None
+
+
+def split_top(s: str, seps: tuple[str, ...]) -> list[str]:
+    """Split at separators that are outside every bracket (``\\{``/``\\}`` count as brackets)."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(s):
+        if s.startswith("\\{", i) or s.startswith("\\left", i):
+            depth += 1 if s.startswith("\\{", i) else 0
+            i += 2
+            continue
+        if s.startswith("\\}", i):
+            depth -= 1
+            i += 2
+            continue
+        c = s[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0:
+            for sep in seps:
+                if s.startswith(sep, i):
+                    parts.append(s[start:i])
+                    i += len(sep)
+                    start = i
+                    break
+            else:
+                i += 1
+                continue
+            continue
+        i += 1
+    parts.append(s[start:])
+    return [p.strip() for p in parts]
+
+
+def _outer_group(s: str) -> tuple[str, str, str] | None:
+    """If the whole of ``s`` is one bracketed group, return (open, inner, close)."""
+    if s.startswith("\\{") and s.endswith("\\}"):
+        inner = s[2:-2]
+        if split_top(inner + ",", (",",))[-1] == "" and _balanced(inner):
+            return "\\{", inner, "\\}"
+        return None
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _balanced(s[1:-1]):
+        return s[0], s[1:-1], s[-1]
+    return None
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for c in s.replace("\\{", "(").replace("\\}", ")"):
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
+
+
+@lru_cache(maxsize=4096)
+def parse_answer(s: str) -> Any:
+    """Normalised answer string -> structure. Raises Unparsable or TooComplex."""
+    s = s.strip()
+    check_text(s)
+    if not s:
+        raise Unparsable("empty answer")
+    if s in ("\\emptyset", "\\{\\}", "{}", "\\{ \\}"):
+        return SetOf(())
+    if _MATRIX_RE.search(s):
+        return Expr(_latex(s))
+    parts = split_top(s, ("\\cup", "\u222a"))
+    if len(parts) > 1:
+        return Union(tuple(parse_answer(p) for p in parts))
+    group = _outer_group(s)
+    if group and group[0] == "\\{":
+        items = [p for p in split_top(group[1], (",", ";")) if p]
+        return SetOf(tuple(_element(p) for p in items))
+    if group:
+        items = split_top(group[1], (",",))
+        if len(items) > 1:
+            return Seq(group[0], group[2], tuple(_element(p) for p in items))
+    items = split_top(s, (",", ";", " and ", " or "))
+    if len(items) > 1:
+        if len(items) > 50:
+            raise TooComplex("more than 50 items")
+        return SetOf(tuple(_element(p) for p in items if p))
+    pieces = _split_relation(s)
+    if pieces:
+        items, ops = pieces
+        return Rel(tuple(_element(p) for p in items), tuple(ops))
+    return _element(s)
+
+
+def _split_relation(s: str) -> tuple[list[str], list[str]] | None:
+    ops, items, depth, last, scan = [], [], 0, 0, 0
+    for m in _REL_RE.finditer(s):
+        pre = s[scan:m.start()]
+        depth += sum(pre.count(c) for c in "([{") - sum(pre.count(c) for c in ")]}")
+        scan = m.end()
+        if depth == 0:
+            items.append(s[last:m.start()])
+            ops.append(_REL_NAMES.get(m.group(0), m.group(0)))
+            last = m.end()
+    if not ops:
+        return None
+    items.append(s[last:])
+    items = [i.strip() for i in items]
+    if any(not i for i in items):
+        raise Unparsable("relation with an empty side")
+    return items, ops
+
+
+def _element(s: str) -> Any:
+    s = s.strip()
+    if not s:
+        raise Unparsable("empty element")
+    num = parse_number(s)
+    if num is not None:
+        return num
+    group = _outer_group(s)
+    if group and group[0] != "\\{" and "," in group[1]:
+        return parse_answer(s)
+    m = _CHOICE_RE.fullmatch(s)
+    if m and (not s.isalpha() or s.isupper()):
+        return Text(m.group(1).upper())
+    if _WORDS_RE.fullmatch(s) and " " in s.strip():
+        return Text(" ".join(s.lower().split()))
+    try:
+        return Expr(_latex(s), inexact=bool(re.search(r"\d\.\d", s)))
+    except TooComplex:
+        raise
+    except Exception as exc:  # the grammar raises many exception types on bad input
+        if _WORDS_RE.fullmatch(s):
+            return Text(" ".join(s.lower().split()))
+        raise Unparsable(f"cannot parse: {type(exc).__name__}") from None
+
+
+def _latex(s: str) -> Any:
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy
+    from latex2sympy2_extended.math_normalization import NormalizationConfig
+
+    # Our own normalisation already ran; ask the library only to repair malformed operators.
+    cfg = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=False,
+                              boxed="none", equations=False)
+    try:
+        out = latex2sympy(s, normalization_config=cfg)
+    except RecursionError:
+        raise TooComplex("recursion limit while parsing") from None
+    if isinstance(out, list):
+        raise Unparsable("ambiguous parse")
+    check_tree(out)
+    return out
+
+
+__all__ = ["Num", "Expr", "Text", "Seq", "SetOf", "Union", "Rel", "Unparsable", "TooComplex",
+           "parse_answer", "parse_number", "split_top"]

@@ -1,0 +1,168 @@
+"""RewardPool: scores batches with rule-reward actors (CPU, sandboxed) and model-reward actors (CLIP),
+scaled independently. Assumes ``ray.init`` was called by the caller.
+
+Failure handling, so that a reward can never stall or kill training:
+  * per call: the sandbox deadline inside the rule actors (timeout status, worker replaced);
+  * per actor call: a watchdog deadline; a stuck model actor is killed and restarted (max_restarts);
+  * a dead actor (RayActorError): Ray restarts it and its chunk is resubmitted once; the results that
+    count are the ones returned, so nothing is lost or counted twice. A second failure marks the chunk
+    as "error" for those samples only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from rewards.actors import ModelRewardActor, RuleRewardActor
+from rewards.api import RewardInput, RewardResult, RewardSpec, ScoredSample
+from rewards.engine import ResultCache, Stats, cache_key, combine
+from rewards.registry import kind_of
+
+ACTOR_SLACK_S = 60.0  # on top of the per-call timeouts: scheduling, restarts, model warm-up
+
+
+class RewardPool:
+    def __init__(self, specs: list[RewardSpec], num_workers: int = 1, num_model_workers: int = 1,
+                 model_device: str = "cpu", clip_model_path: str | None = None, *,
+                 procs_per_worker: int = 1, worker_num_cpus: float = 0.5, model_num_cpus: float = 0.5,
+                 model_num_gpus: float | None = None, max_restarts: int = 4, cache_size: int = 100_000):
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError("RewardPool: reward names must be unique")
+        self.specs = list(specs)
+        self.kinds = {s.name: kind_of(s) for s in specs}
+        rule_specs = [s for s in specs if self.kinds[s.name] == "rule"]
+        model_specs = [s for s in specs if self.kinds[s.name] == "model"]
+        self.procs_per_worker = max(1, procs_per_worker)
+        self.rule_actors = [
+            RuleRewardActor.options(num_cpus=worker_num_cpus, max_restarts=max_restarts).remote(
+                self.procs_per_worker) for _ in range(num_workers if rule_specs else 0)]
+        gpus = model_num_gpus if model_num_gpus is not None else (1 if model_device.startswith("cuda") else 0)
+        self._model_args = ([s.to_dict() for s in model_specs], model_device, clip_model_path)
+        self.model_actors = [
+            ModelRewardActor.options(num_cpus=model_num_cpus, num_gpus=gpus, max_restarts=max_restarts).remote(
+                *self._model_args) for _ in range(num_model_workers if model_specs else 0)]
+        self.cache = ResultCache(cache_size)
+        self._stats = Stats()
+        ray.get([a.ready.remote() for a in self.rule_actors + self.model_actors])
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def score(self, batch: list[RewardInput]) -> list[ScoredSample]:
+        self._stats.batches += 1
+        results: dict[str, list[RewardResult | None]] = {s.name: [None] * len(batch) for s in self.specs}
+        keys: dict[tuple[str, int], str] = {}
+        rule_calls: list[tuple[str, int]] = []
+        model_calls: dict[str, list[int]] = {}
+        for spec in self.specs:
+            for i, x in enumerate(batch):
+                if not spec.applies_to(x.task):
+                    continue
+                k = cache_key(spec, x)
+                hit = self.cache.get(k)
+                if hit is not None:
+                    results[spec.name][i] = hit
+                    self._stats.cache_hits[spec.name] += 1
+                    continue
+                keys[(spec.name, i)] = k
+                if self.kinds[spec.name] == "rule":
+                    rule_calls.append((spec.name, i))
+                else:
+                    model_calls.setdefault(spec.name, []).append(i)
+        by_name = {s.name: s for s in self.specs}
+        jobs = []  # (kind, actor index, list of (name, i), name for model jobs)
+        if rule_calls and self.rule_actors:
+            n = len(self.rule_actors)
+            for a in range(n):
+                part = rule_calls[a::n]
+                if part:
+                    jobs.append(("rule", a, part, None))
+        for name, idx in model_calls.items():
+            n = len(self.model_actors)
+            size = math.ceil(len(idx) / n)
+            for a in range(n):
+                part = idx[a * size:(a + 1) * size]
+                if part:
+                    jobs.append(("model", a, [(name, i) for i in part], name))
+        t0 = time.monotonic()
+        for (_kind, _a, part, _name), res in zip(jobs, self._run_jobs(jobs, batch, by_name)):
+            for (n_, i), r in zip(part, res):
+                results[n_][i] = r
+        dt = time.monotonic() - t0
+        scored = [n for n, _ in keys]
+        for n_ in set(scored):
+            self._stats.seconds[n_] += dt * scored.count(n_) / len(scored)
+        for (n_, i), k in keys.items():
+            self.cache.put(k, results[n_][i])
+        for spec in self.specs:
+            for r in results[spec.name]:
+                if r is not None:
+                    self._stats.add(spec.name, r)
+        return combine(self.specs, batch, results)
+
+    def _submit(self, job, batch, by_name):
+        kind, a, part, name = job
+        if kind == "rule":
+            calls = [(by_name[n].to_dict(), batch[i], by_name[n].timeout_s) for n, i in part]
+            return self.rule_actors[a].run.remote(calls)
+        return self.model_actors[a].score.remote(name, [batch[i] for _, i in part])
+
+    def _deadline(self, job, by_name) -> float:
+        kind, _, part, name = job
+        if kind == "rule":
+            worst = max(by_name[n].timeout_s for n, _ in part)
+            return math.ceil(len(part) / self.procs_per_worker) * worst + ACTOR_SLACK_S
+        return by_name[name].timeout_s * max(1, math.ceil(len(part) / 8)) + ACTOR_SLACK_S
+
+    def _run_jobs(self, jobs, batch, by_name) -> list[list[RewardResult]]:
+        out: list[list[RewardResult] | None] = [None] * len(jobs)
+        attempts = [0] * len(jobs)
+        refs = {}
+        for j, job in enumerate(jobs):
+            refs[self._submit(job, batch, by_name)] = (j, time.monotonic() + self._deadline(job, by_name))
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+            now = time.monotonic()
+            for ref in ready:
+                j, _ = refs.pop(ref)
+                try:
+                    out[j] = [RewardResult(v, s, d) for v, s, d in ray.get(ref)]
+                except (RayActorError, RayError) as exc:
+                    attempts[j] += 1
+                    if attempts[j] <= 1:  # the actor is being restarted: resubmit this chunk once
+                        self._stats.retries += 1
+                        refs[self._submit(jobs[j], batch, by_name)] = (j, now + self._deadline(jobs[j], by_name))
+                    else:
+                        msg = f"reward actor failed twice: {type(exc).__name__}"
+                        out[j] = [RewardResult(0.0, "error", msg)] * len(jobs[j][2])
+            for ref, (j, deadline) in list(refs.items()):
+                if now > deadline:  # an actor that does not answer at all: restart it, keep going
+                    refs.pop(ref)
+                    kind, a, part, _ = jobs[j]
+                    actor = (self.rule_actors if kind == "rule" else self.model_actors)[a]
+                    try:
+                        ray.kill(actor, no_restart=False)
+                    except Exception:
+                        pass
+                    out[j] = [RewardResult(0.0, "timeout", "reward actor did not answer; restarted")] * len(part)
+        return [o if o is not None else [] for o in out]
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        return self._stats.to_dict()
+
+    def shutdown(self) -> None:
+        for a in self.rule_actors:
+            try:
+                ray.get(a.shutdown.remote(), timeout=10)
+            except (GetTimeoutError, RayError):
+                pass
+        for a in self.rule_actors + self.model_actors:
+            try:
+                ray.kill(a)
+            except Exception:
+                pass
+        self.rule_actors, self.model_actors = [], []
