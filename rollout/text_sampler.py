@@ -38,6 +38,10 @@ Details that matter for RL and are chosen deliberately:
 - Early stop: after a block is finished, a sample whose block ends in EOS is done; its remaining
   positions are set to EOS (recorded with the sample's last forward index, confidence 1.0 and
   `early_filled=True`) and it leaves the batch, so later forwards run on fewer rows.
+- Under a threshold, rows finish a block after different numbers of steps; a finished row leaves the
+  batch (and the cache) for the rest of that block, so `unmask_step` counts only forwards it took part in.
+- "Masked" is tracked as a separate state, not by comparing tokens with the mask id: with
+  suppress_mask=False a position may legitimately be unmasked *to* the mask id (as in LLaDA's code).
 - Left-padded prompts: the attention mask (0 = pad) is extended with ones over the response and passed
   on every forward; positions count the padding, as in LLaDA/MMaDA.
 """
@@ -155,6 +159,13 @@ class _BlockModel:
             attn = None if attn is None else torch.cat([attn, attn])
         return x, attn
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (bool [R]) of the cache; the CFG twin rows follow their originals."""
+        if self.cache is not None:
+            if self.config.cfg_scale > 0:
+                rows = torch.cat([rows, rows])
+            self.cache = [(k[rows], v[rows]) for k, v in self.cache]
+
     def logits(self, x: torch.Tensor, attn: torch.Tensor | None, s: int, e: int) -> torch.Tensor:
         """x [A, L] -> float64 logits [A, e - s, columns] at the block's positions."""
         x, attn = self._inputs(x, attn)
@@ -207,27 +218,26 @@ def generate_text(
     attn = None
     if attention_mask is not None:
         attn = torch.cat([attention_mask.long(), torch.ones(B, gen, dtype=torch.long, device=device)], dim=1)
+    undecided = torch.ones(B, gen, dtype=torch.bool, device=device)  # not yet unmasked (tracked apart
+    # from the token value, so a position is never mistaken for masked by what was sampled there)
     unmask_step = torch.full((B, gen), -1, dtype=torch.long, device=device)
     confidence = torch.zeros(B, gen, dtype=torch.float32, device=device)
     early_filled = torch.zeros(B, gen, dtype=torch.bool, device=device)
     sample_forwards = torch.zeros(B, dtype=torch.long, device=device)
     num_forwards = 0
-    active = torch.arange(B, device=device)  # rows still generating
+    active = torch.arange(B, device=device)  # rows still generating (early stop removes rows)
     steps_per_block = config.steps // config.num_blocks if config.threshold is None else None
 
     for b in range(config.num_blocks):
-        if active.numel() == 0:
-            break
         s, e = L0 + b * bl, L0 + (b + 1) * bl  # block columns in x
+        cols = slice(s - L0, e - L0)  # the same block in response coordinates
         runner = _BlockModel(model, config, layout, L0)  # fresh prefix cache per block
         schedule = step_counts(bl, steps_per_block) if steps_per_block else None
+        rows = active  # rows still filling this block (under a threshold they finish at different steps)
         step = 0
-        while True:
-            xa = x[active]
-            masked = xa[:, s:e] == mask_id  # [A, bl]
-            if not masked.any():
-                break
-            logits = runner.logits(xa, None if attn is None else attn[active], s, e)
+        while rows.numel():
+            masked = undecided[rows, cols]  # [R, bl]
+            logits = runner.logits(x[rows], None if attn is None else attn[rows], s, e)
             tokens, probs = sample_tokens(logits, config.temperature, generator)
             if config.remasking == "low_confidence":
                 score = probs.clone()
@@ -236,34 +246,38 @@ def generate_text(
             score[~masked] = float("-inf")  # only masked positions of this block compete
 
             if config.threshold is None:
-                k = schedule[step]
                 order = torch.sort(score, dim=1, descending=True, stable=True).indices
                 select = torch.zeros_like(masked)
-                select.scatter_(1, order[:, :k], True)
+                select.scatter_(1, order[:, : schedule[step]], True)
             else:
                 select = masked & (score >= config.threshold)
                 best = score.argmax(dim=1)  # at least one per step: the most confident masked position
-                select[torch.arange(len(active), device=device), best] = True
+                select[torch.arange(len(rows), device=device), best] = True
             select &= masked
 
-            fidx = sample_forwards[active]  # forward index (per sample) of this step
-            block = xa[:, s:e]
-            x[active, s:e] = torch.where(select, tokens, block)
-            cols = slice(s - L0, e - L0)
-            unmask_step[active, cols] = torch.where(select, fidx[:, None], unmask_step[active, cols])
-            confidence[active, cols] = torch.where(select, probs.float(), confidence[active, cols])
-            sample_forwards[active] += 1
+            x[rows, s:e] = torch.where(select, tokens, x[rows, s:e])
+            fidx = sample_forwards[rows][:, None]  # per-sample index of this forward
+            unmask_step[rows, cols] = torch.where(select, fidx, unmask_step[rows, cols])
+            confidence[rows, cols] = torch.where(select, probs.float(), confidence[rows, cols])
+            undecided[rows, cols] = masked & ~select
+            sample_forwards[rows] += 1
             num_forwards += 1
             step += 1
+
+            unfinished = undecided[rows, cols].any(1)
+            if not unfinished.all():  # drop rows whose block is full (and their cache rows)
+                rows = rows[unfinished]
+                runner.keep(unfinished)
 
         if config.early_stop and b < config.num_blocks - 1:
             done = x[active, e - 1] == eos_id
             if done.any():
-                rows = active[done]
-                x[rows, e:] = eos_id
-                unmask_step[rows, e - L0 :] = (sample_forwards[rows] - 1)[:, None]
-                confidence[rows, e - L0 :] = 1.0
-                early_filled[rows, e - L0 :] = True
+                stop = active[done]
+                x[stop, e:] = eos_id
+                unmask_step[stop, e - L0 :] = (sample_forwards[stop] - 1)[:, None]
+                confidence[stop, e - L0 :] = 1.0
+                early_filled[stop, e - L0 :] = True
+                undecided[stop, e - L0 :] = False
                 active = active[~done]
 
     return TextGeneration(

@@ -1,0 +1,239 @@
+"""The rollout worker: a policy plus its samplers, turning prompts into rollout records.
+
+`RolloutWorker` is a plain class (tests and single-process runs use it directly); Ray enters only in
+`create_rollout_workers`, which wraps it with `ray.remote`. It imports nothing from trainer/, rewards/
+or rl/ -- the driver converts these records into whatever it stores.
+
+One record per rollout (G per prompt), all plain Python values:
+    prompt_id, group_index, task, seed, policy_version, sampler (settings dict), timings {"gen_s": ...},
+    num_forwards (forwards this sample took part in),
+    prompt_ids      text: the unpadded chat prompt; t2i: the conditional layout up to and including <|soi|>
+    prompt_mask     attention mask of prompt_ids (0 on t2i [iPAD])
+    response_ids    text: all gen_length ids exactly as the sampler produced them, EOS padding and
+                    early-stop EOS fill included (the learner must score the very sequence that was
+                    sampled, and LLaDA is trained to predict the EOS padding too); t2i: the N image
+                    token ids (code + image_offset), followed in the input by <|eoi|>
+    response_text   text decoded up to the first EOS, special tokens skipped ("" for t2i)
+    image_codes     t2i: the N codes in [0, codebook_size), else None
+    image_png       t2i: PNG bytes from the pluggable decoder (default: a false-colour code grid)
+    unmask_step, confidence   the denoising trajectory, one value per response position
+    early_filled    text: positions set to EOS by early stop (t2i: all False)
+
+Seeding: one torch.Generator per (call, modality), seeded from `seed`, so the same prompts, group size,
+seed and weights give the same records.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from policy.loading import load_policy
+from policy.prompts import chat_prompt_ids, left_pad, t2i_prompt_ids, t2i_uncond_prompt_ids
+from rollout.image_sampler import ImageSamplerConfig, generate_image
+from rollout.text_sampler import TextSamplerConfig, generate_text
+
+IMAGE_TASKS = ("t2i",)
+ImageDecoder = Callable[[torch.Tensor], list[bytes]]  # codes [B, N] -> one PNG per row
+
+
+def code_grid_decoder(codebook_size: int) -> ImageDecoder:
+    """The default decoder: a false-colour PNG of the square code grid (no image-tokenizer weights needed)."""
+    from policy.image_io import codes_grid_png
+
+    def decode(codes: torch.Tensor) -> list[bytes]:
+        side = math.isqrt(codes.shape[1])
+        grid = (side, side) if side * side == codes.shape[1] else (1, codes.shape[1])
+        return [codes_grid_png(row, grid, codebook_size) for row in codes.cpu()]
+
+    return decode
+
+
+def image_tokenizer_decoder(tokenizer) -> ImageDecoder:
+    """Wrap a `policy.image_tokenizer.ImageTokenizer` (e.g. MAGVIT-v2) as a PNG decoder."""
+    from policy.image_io import png_bytes, tensor_to_uint8
+
+    def decode(codes: torch.Tensor) -> list[bytes]:
+        pixels = tokenizer.decode(codes)
+        return [png_bytes(img) for img in tensor_to_uint8(pixels)]
+
+    return decode
+
+
+class RolloutWorker:
+    def __init__(
+        self,
+        policy_path: str | Path,
+        text_config: TextSamplerConfig | None = None,
+        image_config: ImageSamplerConfig | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        num_image_tokens: int = 1024,
+        max_text_len: int = 513,
+        max_batch_size: int = 64,
+        image_decoder: ImageDecoder | None = None,
+    ) -> None:
+        policy = load_policy(policy_path, dtype=dtype, device=device)
+        self.model, self.tokenizer, self.layout = policy.model, policy.tokenizer, policy.layout
+        self.text_config = text_config or TextSamplerConfig()
+        self.image_config = image_config or ImageSamplerConfig()
+        self.text_config.validate()
+        self.image_config.validate()
+        self.device = torch.device(device)
+        self.num_image_tokens, self.max_text_len = num_image_tokens, max_text_len
+        self.max_batch_size = max_batch_size
+        self.image_decoder = image_decoder or code_grid_decoder(self.layout.codebook_size)
+        self._version = 0
+
+    # ---- control ------------------------------------------------------------------------------
+    def ping(self) -> str:
+        return "pong"
+
+    def policy_version(self) -> int:
+        return self._version
+
+    def load_weights(self, version: int, payload: dict[str, np.ndarray]) -> int:
+        """Replace every weight by `payload` (full state dict, name -> array); names and shapes must match."""
+        state = self.model.state_dict()
+        missing = sorted(set(state) - set(payload))
+        unexpected = sorted(set(payload) - set(state))
+        wrong = [
+            f"{k}: got {tuple(np.shape(payload[k]))}, expected {tuple(state[k].shape)}"
+            for k in sorted(set(state) & set(payload))
+            if tuple(np.shape(payload[k])) != tuple(state[k].shape)
+        ]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"load_weights(version={version}): payload does not match the model: "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''} ({len(missing)}), "
+                f"unexpected {unexpected[:5]} ({len(unexpected)}), wrong shape {wrong[:5]} ({len(wrong)})"
+            )
+        with torch.no_grad():
+            for name, tensor in state.items():
+                tensor.copy_(torch.as_tensor(np.asarray(payload[name])).to(tensor.dtype))
+        self._version = int(version)
+        return self._version
+
+    # ---- generation ---------------------------------------------------------------------------
+    def generate(self, prompts: list[dict[str, Any]], group_size: int, seed: int) -> list[dict[str, Any]]:
+        """G rollouts for each prompt dict {prompt_id, task, text, think}; records in prompt order."""
+        if group_size <= 0:
+            raise ValueError(f"group_size must be > 0, got {group_size}")
+        jobs = [(p, g) for p in prompts for g in range(group_size)]
+        out: list[dict[str, Any] | None] = [None] * len(jobs)
+        for kind, run in (("text", self._generate_text), ("image", self._generate_images)):
+            index = [i for i, (p, _) in enumerate(jobs) if (p.get("task") in IMAGE_TASKS) == (kind == "image")]
+            if not index:
+                continue
+            gen = torch.Generator(self.device).manual_seed(seed if kind == "text" else seed + 1)
+            for start in range(0, len(index), self.max_batch_size):
+                chunk = index[start : start + self.max_batch_size]
+                for i, rec in zip(chunk, run([jobs[i] for i in chunk], gen)):
+                    rec["seed"] = seed
+                    out[i] = rec
+        return out
+
+    def _record(self, prompt: dict, group_index: int, **fields) -> dict[str, Any]:
+        return dict(prompt_id=prompt["prompt_id"], group_index=group_index, task=prompt.get("task", "math"),
+                    policy_version=self._version, **fields)
+
+    def _generate_text(self, jobs, generator) -> list[dict[str, Any]]:
+        prompt_lists = [chat_prompt_ids(self.tokenizer, self.layout, p["text"], think=bool(p.get("think")))
+                        for p, _ in jobs]
+        ids, mask = left_pad(prompt_lists, self.layout.pad_id)
+        start = time.perf_counter()
+        out = generate_text(self.model, ids.to(self.device), mask.to(self.device), self.layout,
+                            self.text_config, generator)
+        gen_s = time.perf_counter() - start
+        settings = {"kind": "text", **asdict(self.text_config)}
+        records = []
+        for row, ((prompt, g), prompt_ids) in enumerate(zip(jobs, prompt_lists)):
+            response = out.response_ids[row].tolist()
+            upto = response.index(self.layout.eos_id) if self.layout.eos_id in response else len(response)
+            records.append(self._record(
+                prompt, g,
+                prompt_ids=list(prompt_ids),
+                prompt_mask=[1] * len(prompt_ids),
+                response_ids=response,
+                response_text=self.tokenizer.decode(response[:upto], skip_special_tokens=True),
+                image_codes=None,
+                image_png=None,
+                unmask_step=out.unmask_step[row].tolist(),
+                confidence=out.confidence[row].tolist(),
+                early_filled=out.early_filled[row].tolist(),
+                num_forwards=int(out.sample_forwards[row]),
+                sampler=settings,
+                timings={"gen_s": gen_s, "batch_size": len(jobs)},
+            ))
+        return records
+
+    def _generate_images(self, jobs, generator) -> list[dict[str, Any]]:
+        n, width = self.num_image_tokens, self.max_text_len
+        conds = [t2i_prompt_ids(self.tokenizer, self.layout, p["text"], n, width) for p, _ in jobs]
+        uncond, uncond_mask = t2i_uncond_prompt_ids(self.tokenizer, self.layout, n, width)
+        cond_ids = torch.tensor([c for c, _ in conds], device=self.device)
+        cond_mask = torch.tensor([m for _, m in conds], device=self.device)
+        start = time.perf_counter()
+        out = generate_image(self.model, cond_ids, cond_mask, torch.tensor([uncond], device=self.device),
+                             torch.tensor([uncond_mask], device=self.device), self.layout, self.image_config,
+                             generator)
+        gen_s = time.perf_counter() - start
+        pngs = self.image_decoder(out.codes)
+        settings = {"kind": "image", **asdict(self.image_config), "num_image_tokens": n, "max_text_len": width}
+        prefix_len = width + 1  # [iPAD]* <|t2i|> <BOS> text <EOS> <|soi|>
+        records = []
+        for row, (prompt, g) in enumerate(jobs):
+            codes = out.codes[row]
+            records.append(self._record(
+                prompt, g,
+                prompt_ids=conds[row][0][:prefix_len],
+                prompt_mask=conds[row][1][:prefix_len],
+                response_ids=self.layout.code_to_token(codes).tolist(),
+                response_text="",
+                image_codes=codes.tolist(),
+                image_png=pngs[row],
+                unmask_step=out.unmask_step[row].tolist(),
+                confidence=out.confidence[row].tolist(),
+                early_filled=[False] * n,
+                num_forwards=out.num_forwards,
+                sampler=settings,
+                timings={"gen_s": gen_s, "batch_size": len(jobs)},
+            ))
+        return records
+
+
+def create_rollout_workers(
+    n: int,
+    policy_path: str | Path,
+    text_config: TextSamplerConfig | None = None,
+    image_config: ImageSamplerConfig | None = None,
+    num_gpus_per_worker: float = 0,
+    placement_group=None,
+    num_cpus_per_worker: float = 1,
+    **worker_kwargs,
+) -> list:
+    """Start `n` Ray actors running RolloutWorker (one per placement-group bundle when a group is given).
+
+    On GPU clusters pass num_gpus_per_worker=1 and device="cuda"; Ray sets CUDA_VISIBLE_DEVICES per actor."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    actor_cls = ray.remote(RolloutWorker)
+    workers = []
+    for i in range(n):
+        options: dict[str, Any] = {"num_gpus": num_gpus_per_worker, "num_cpus": num_cpus_per_worker}
+        if placement_group is not None:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=placement_group, placement_group_bundle_index=i
+            )
+        workers.append(actor_cls.options(**options).remote(
+            str(policy_path), text_config, image_config, **worker_kwargs
+        ))
+    return workers
