@@ -1,0 +1,380 @@
+"""The learner: M Ray actors, one DeepSpeed rank each, driven as one `LearnerGroup`.
+
+    group = LearnerGroup.create(num_ranks, policy_path, LearnerConfig(...), UniGRPOConfig(...))
+    stats = group.update(batch)                  # all mu inner iterations of UniGRPO on one TrainBatch
+    ref   = group.publish_object_store(version)  # full weights as numpy -> rollout workers' load_weights
+    group.save_checkpoint(dir, extra_state) / group.load_checkpoint(dir) / group.export_policy(dir)
+
+One update (DESIGN.md "UniGRPO"), split across ranks by rows:
+    driver:  masks for every (response, iteration) from Generator([seed, update_index])  -> shards
+    rank:    for n in 1..mu, every micro-batch:  logp_old (and logp_ref if beta > 0), no grad
+             for n in 1..mu:  for every micro-batch: logp_theta -> UniGRPO loss -> backward
+                              optimizer step (grad clip, LR schedule)
+Loss weights use the global batch's sizes, so summing over micro-batches and averaging over ranks
+(DeepSpeed's data-parallel mean, undone by a factor of world size) gives the same gradient as one
+rank on the whole batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import socket
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from policy.model import MMadaModelLM
+from policy.vocab import VocabLayout
+from policy.weight_sync import init_weight_group, make_payload, send_weights
+from trainer.batch import TrainBatch
+from trainer.engine import (
+    LearnerConfig,
+    build_reference,
+    build_train_engine,
+    import_deepspeed,
+    load_deepspeed_config,
+    num_micro_batches,
+    resolve_bf16,
+    resolve_path,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    split_rows,
+    zero_stage_of,
+)
+from trainer.unigrpo import (
+    UniGRPOConfig,
+    masked_token_logprobs,
+    masks_for_update,
+    token_weights,
+    unigrpo_loss,
+)
+
+__all__ = ["Learner", "LearnerConfig", "LearnerGroup", "UniGRPOConfig"]
+
+SUM_KEYS = ("loss", "policy_loss", "kl", "clip_low_count", "clip_high_count", "ratio_sum", "token_count",
+            "entropy_sum")
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".index.json")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class Learner:
+    """One DeepSpeed rank. Plain Python (usable in-process, e.g. by the benchmark); `LearnerActor`
+    is the same class as a Ray actor."""
+
+    def __init__(self, rank: int, world_size: int, policy_path: str, learner_cfg: LearnerConfig,
+                 unigrpo_cfg: UniGRPOConfig, ds_config: dict) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.policy_path = str(policy_path)
+        self.cfg, self.ucfg, self.ds_config = learner_cfg, unigrpo_cfg, ds_config
+        self.weight_group = None
+
+    # ---- setup (a rendezvous: call every rank's setup in one ray.get) --------------------------------
+    def address(self) -> tuple[str, int]:
+        return ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1", free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> dict[str, Any]:
+        cuda = torch.cuda.is_available()
+        os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0",
+                          MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+        deepspeed = import_deepspeed()
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+        self.device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(0)
+        seed_everything(self.cfg.seed + self.rank)
+
+        model = MMadaModelLM.from_pretrained(self.policy_path, dtype=torch.float32).to(self.device)
+        self.layout = VocabLayout.from_model_config(model.config)
+        self.zero3 = zero_stage_of(self.ds_config) == 3
+        self.bf16 = bool(self.ds_config["bf16"]["enabled"])
+        ref = copy.deepcopy(model) if self.ucfg.beta > 0 else None  # frozen pi_ref = initial policy
+        if self.cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        self.engine, self.scheduler = build_train_engine(model, self.cfg, self.ds_config)
+        self.ref = None
+        if ref is not None:
+            self.ref = build_reference(ref.to(torch.bfloat16) if self.bf16 else ref, self.ds_config)
+        self.steps = 0
+        return {"rank": self.rank, "zero_stage": zero_stage_of(self.ds_config), "bf16": self.bf16,
+                "device": str(self.device)}
+
+    # ---- one UniGRPO update ---------------------------------------------------------------------------
+    def _logprobs(self, model, ids, attn, masked, is_image, with_entropy=False):
+        return masked_token_logprobs(model, ids, masked, is_image, self.layout.mask_id, self.layout.image_slice,
+                                     self.ucfg.logprob_chunk_size, attn, with_entropy)
+
+    def update(self, shard: TrainBatch, masked: np.ndarray, num_responses: int, tokens_per_iter: list[int],
+               num_micro: int) -> dict[str, Any]:
+        """All mu iterations on this rank's shard. masked [mu, n, L]: this shard's masks.
+        Returns sums over this rank (the group adds them across ranks)."""
+        cfg, dev, mu = self.ucfg, self.device, self.ucfg.mu
+        ids = torch.from_numpy(shard.input_ids).to(dev)
+        attn = None if shard.attention_mask is None else torch.from_numpy(shard.attention_mask).to(dev)
+        is_image = torch.from_numpy(shard.is_image).to(dev)
+        adv = torch.from_numpy(shard.advantages).to(dev)
+        masks = torch.from_numpy(masked).to(dev)
+        # A rank with fewer rows than micro-batches runs a zero-weight micro-batch on row 0 instead, so
+        # that every rank takes part in the same collectives (ZeRO-3 gathers weights in every forward).
+        micro = [(rows, 1.0) if len(rows) else (np.array([0]), 0.0) for rows in split_rows(shard.num_rows, num_micro)]
+
+        def inputs(n, rows):
+            r = torch.from_numpy(rows).to(dev)
+            return ids[r], None if attn is None else attn[r], masks[n][r], is_image[r], adv[r]
+
+        # 1. pi_old (and pi_ref) log-probs on every iteration's mask, before the first update
+        old, ref = [[None] * len(micro) for _ in range(mu)], [[None] * len(micro) for _ in range(mu)]
+        self.engine.eval()
+        with torch.no_grad():
+            for n in range(mu):
+                for j, (rows, _) in enumerate(micro):
+                    x, a, m, img, _ = inputs(n, rows)
+                    old[n][j] = self._logprobs(self.engine, x, a, m, img)[0]
+                    if self.ref is not None:
+                        ref[n][j] = self._logprobs(self.ref, x, a, m, img)[0]
+        self.engine.train()
+
+        # 2. mu gradient updates, one per mask iteration
+        totals = {k: 0.0 for k in SUM_KEYS}
+        ratio_max, grad_norms, lrs = 0.0, [], []
+        for n in range(mu):
+            for j, (rows, live) in enumerate(micro):
+                x, a, m, img, adv_rows = inputs(n, rows)
+                logp, entropy = self._logprobs(self.engine, x, a, m, img, with_entropy=True)
+                row_of_token = torch.nonzero(m)[:, 0]
+                w = token_weights(row_of_token, m.sum(1), cfg.loss_norm, num_responses, tokens_per_iter[n])
+                loss, sums = unigrpo_loss(logp, old[n][j], ref[n][j], adv_rows[row_of_token], w, cfg)
+                # x world_size: DeepSpeed averages gradients over ranks; the weights already hold 1/N
+                self.engine.backward(loss * (live * self.world_size), scale_wrt_gas=False)
+                if live:
+                    for k in SUM_KEYS[:-1]:
+                        totals[k] += float(sums[k])
+                    totals["entropy_sum"] += float(entropy.sum())
+                    ratio_max = max(ratio_max, float(sums["ratio_max"]))
+            lrs.append(self.scheduler.get_last_lr()[0])
+            self.engine.step()
+            self.steps += 1
+            norm = self.engine.get_global_grad_norm()
+            grad_norms.append(float(norm) if norm is not None else float("nan"))
+        return {**totals, "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs}
+
+    # ---- full weights (collective under ZeRO-3: every rank calls these) --------------------------------
+    def _param_entries(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+        return [(name, p.dtype, tuple(getattr(p, "ds_shape", p.shape)))
+                for name, p in self.engine.module.named_parameters()]
+
+    def _iter_full_params(self):
+        """(name, full CPU tensor) per parameter on rank 0 (None elsewhere), one parameter at a time."""
+        deepspeed = import_deepspeed()
+        for name, p in self.engine.module.named_parameters():
+            if self.zero3:
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    yield name, p.data.detach().cpu().clone() if self.rank == 0 else None
+            else:
+                yield name, p.detach().cpu().clone() if self.rank == 0 else None
+
+    def full_state(self, version: int) -> dict | None:
+        state = dict(self._iter_full_params())
+        return make_payload(version, state) if self.rank == 0 else None
+
+    def init_broadcast(self, host: str, port: int, world_size: int, backend: str) -> bool:
+        """Rank 0 joins (and hosts) the weight-broadcast group with the rollout workers."""
+        if self.rank == 0:
+            self.weight_group = init_weight_group(host, port, 0, world_size, backend)
+        return True
+
+    def broadcast_weights(self, version: int) -> bool:
+        if self.rank == 0:
+            if self.weight_group is None:
+                raise RuntimeError("init_broadcast was not called")
+            tensors = (t.to(self.device) for _, t in self._iter_full_params())
+            send_weights(self.weight_group, version, self._param_entries(), tensors)
+        else:
+            for _ in self._iter_full_params():
+                pass
+        return True
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def save_checkpoint(self, directory: str, client_state: dict) -> bool:
+        self.engine.save_checkpoint(directory, tag="engine", client_state={"unigrpo": client_state})
+        torch.save({"rng": rng_state(), "steps": self.steps}, Path(directory) / f"rank{self.rank}_state.pt")
+        return True
+
+    def load_checkpoint(self, directory: str) -> dict:
+        path, client_state = self.engine.load_checkpoint(directory, tag="engine")
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}")
+        own = torch.load(Path(directory) / f"rank{self.rank}_state.pt", weights_only=False)
+        set_rng_state(own["rng"])
+        self.steps = own["steps"]
+        return client_state["unigrpo"]
+
+    def export_policy(self, directory: str) -> str | None:
+        """A from_pretrained-loadable directory: config, model.safetensors, the source's tokenizer files."""
+        from safetensors.torch import save_file
+
+        state = dict(self._iter_full_params())
+        if self.rank != 0:
+            return None
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.engine.module.config.save_pretrained(out)
+        save_file({k: v.contiguous() for k, v in state.items()}, out / "model.safetensors", metadata={"format": "pt"})
+        for f in Path(self.policy_path).iterdir():
+            if f.is_file() and f.name != "config.json" and not f.name.endswith(WEIGHT_FILES):
+                shutil.copy2(f, out / f.name)
+        return str(out)
+
+
+LearnerActor = ray.remote(Learner)
+
+
+def _ensure_ray() -> None:
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(include_dashboard=False)
+
+
+class LearnerGroup:
+    """M learner ranks driven together; the caller passes whole batches, the group shards them."""
+
+    def __init__(self, actors: list, policy_path: str, learner_cfg: LearnerConfig, unigrpo_cfg: UniGRPOConfig,
+                 ds_config: dict) -> None:
+        self.actors = actors
+        self.policy_path = policy_path
+        self.cfg, self.ucfg, self.ds_config = learner_cfg, unigrpo_cfg, ds_config
+        self.num_updates = 0  # seeds the masks of the next update
+        self.policy_version = 0  # bumped by every update; the default tag of published weights
+
+    @property
+    def world_size(self) -> int:
+        return len(self.actors)
+
+    @classmethod
+    def create(cls, num_ranks: int, policy_path: str, learner_cfg: LearnerConfig | None = None,
+               unigrpo_cfg: UniGRPOConfig | None = None, num_gpus_per_rank: float = 0,
+               master_port: int | None = None, num_cpus_per_rank: float = 1) -> LearnerGroup:
+        _ensure_ray()
+        learner_cfg, unigrpo_cfg = learner_cfg or LearnerConfig(), unigrpo_cfg or UniGRPOConfig()
+        policy_path = str(resolve_path(policy_path))
+        use_bf16 = resolve_bf16(learner_cfg) if num_gpus_per_rank else learner_cfg.bf16 is True
+        ds_config = load_deepspeed_config(learner_cfg, num_ranks, use_bf16)
+        env = {} if num_gpus_per_rank else {"DS_ACCELERATOR": "cpu"}
+        actors = [
+            LearnerActor.options(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank,
+                                 runtime_env={"env_vars": env}).remote(
+                rank, num_ranks, policy_path, learner_cfg, unigrpo_cfg, ds_config)
+            for rank in range(num_ranks)
+        ]
+        host, port = ray.get(actors[0].address.remote())
+        ray.get([a.setup.remote(host, master_port or port) for a in actors])  # one rendezvous
+        return cls(actors, policy_path, learner_cfg, unigrpo_cfg, ds_config)
+
+    # ---- training ------------------------------------------------------------------------------------
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """All mu UniGRPO iterations on `batch`; statistics reduced over ranks and iterations."""
+        batch.validate()
+        ucfg, world = self.ucfg, self.world_size
+        ratios, masked = masks_for_update(batch.response_mask, ucfg, self.num_updates)
+        tokens_per_iter = [int(t) for t in masked.sum(axis=(1, 2))]
+        bounds = [batch.shard_bounds(r, world) for r in range(world)]
+        num_micro = num_micro_batches([b - a for a, b in bounds], batch.seq_len, self.cfg.micro_batch_tokens)
+        results = ray.get([
+            actor.update.remote(batch.select(slice(a, b)), masked[:, a:b], batch.num_rows, tokens_per_iter, num_micro)
+            for actor, (a, b) in zip(self.actors, bounds)
+        ])
+        self.num_updates += 1
+        self.policy_version += 1
+        return reduce_stats(results, ratios, ucfg.mu, num_micro)
+
+    # ---- weight publishing ---------------------------------------------------------------------------
+    def publish_object_store(self, version: int | None = None):
+        """ObjectRef of {"version", "state": {name: np.ndarray}, "dtypes"} from rank 0 (all ranks gather)."""
+        version = self.policy_version if version is None else version
+        refs = [a.full_state.remote(version) for a in self.actors]
+        ray.get(refs[1:])
+        ray.wait(refs[:1])
+        return refs[0]
+
+    def init_broadcast(self, world_size: int, port: int | None = None, backend: str | None = None):
+        """Start the broadcast group (learner rank 0 = group rank 0, receivers 1..world_size-1).
+        Returns (host, port, ref): hand host/port to the receivers, build them, then ray.get(ref)."""
+        host, free = ray.get(self.actors[0].address.remote())
+        port = port or free
+        backend = backend or ("nccl" if self.ds_config["bf16"]["enabled"] and torch.cuda.is_available() else "gloo")
+        return host, port, self.actors[0].init_broadcast.remote(host, port, world_size, backend)
+
+    def broadcast_weights(self, version: int | None = None) -> list:
+        """Send full weights over the broadcast group; non-blocking: receivers call receive(), then
+        ray.get the returned refs."""
+        version = self.policy_version if version is None else version
+        return [a.broadcast_weights.remote(version) for a in self.actors]
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def save_checkpoint(self, directory: str | Path, extra_state: dict | None = None) -> Path:
+        """DeepSpeed engine + optimizer + LR schedule per rank, RNG per rank, policy version, the
+        caller's extra_state, and an exported policy directory under `policy/`."""
+        directory = Path(directory).resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        client = {"num_updates": self.num_updates, "policy_version": self.policy_version,
+                  "extra_state": extra_state or {}, "learner_cfg": asdict(self.cfg), "unigrpo_cfg": asdict(self.ucfg)}
+        ray.get([a.save_checkpoint.remote(str(directory), client) for a in self.actors])
+        self.export_policy(directory / "policy")
+        return directory
+
+    def load_checkpoint(self, directory: str | Path) -> dict:
+        directory = Path(directory).resolve()
+        client = ray.get([a.load_checkpoint.remote(str(directory)) for a in self.actors])[0]
+        self.num_updates, self.policy_version = client["num_updates"], client["policy_version"]
+        return client["extra_state"]
+
+    def export_policy(self, directory: str | Path) -> Path:
+        directory = Path(directory).resolve()
+        ray.get([a.export_policy.remote(str(directory)) for a in self.actors])
+        return directory
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+
+
+def reduce_stats(results: list[dict], ratios: np.ndarray, mu: int, num_micro: int) -> dict[str, float]:
+    """Add the ranks' sums; loss/policy_loss/kl are means over the mu iterations, fractions are over
+    every masked token of every iteration."""
+    tot = {k: sum(r[k] for r in results) for k in SUM_KEYS}
+    tokens = max(tot["token_count"], 1.0)
+    grad_norms = results[0]["grad_norm"]
+    return {
+        "loss": tot["loss"] / mu,
+        "policy_loss": tot["policy_loss"] / mu,
+        "kl": tot["kl"] / mu,
+        "clip_frac_low": tot["clip_low_count"] / tokens,
+        "clip_frac_high": tot["clip_high_count"] / tokens,
+        "clip_frac": (tot["clip_low_count"] + tot["clip_high_count"]) / tokens,
+        "ratio_mean": tot["ratio_sum"] / tokens,
+        "ratio_max": max(r["ratio_max"] for r in results),
+        "entropy": tot["entropy_sum"] / tokens,
+        "mask_ratio_mean": float(ratios.mean()),
+        "mask_ratio_min": float(ratios.min()),
+        "mask_ratio_max": float(ratios.max()),
+        "mask_ratio_std": float(ratios.std()),
+        "masked_tokens": tot["token_count"] / mu,
+        "grad_norm": float(np.mean(grad_norms)),
+        "grad_norm_max": float(np.max(grad_norms)),
+        "lr": float(results[0]["lr"][-1]),
+        "micro_batches": float(num_micro),
+    }

@@ -1,0 +1,250 @@
+"""UniGRPO, the RL objective of MMaDA (arXiv 2505.15809 §2.3, Algorithm 1), in one place.
+
+A masked-diffusion LM has no token-by-token chain rule, so the log-likelihood of a response o_i is
+estimated on a partially masked copy of it, with the prompt q always clean:
+
+    1. mask ratio    p_{i,n} for response i at inner iteration n = 1..mu         (mask_ratios)
+    2. mask          exactly k_i = max(1, round(p_{i,n} * |o_i|)) response positions -> [MASK]
+                     (one mask per (response, iteration), shared by theta, old and ref)  (sample_masks)
+    3. log-probs     log pi(o_{i,t} | q, o~_i) at the masked positions t only               (masked_token_logprobs)
+                     = log_softmax(lm_head(h_t))[o_{i,t}], over the whole vocabulary for text
+                       and over the image-code slice for image responses
+    4. objective     per masked token, with A_i the response's advantage                   (unigrpo_loss)
+                     r_t   = exp(logp_theta - logp_old)
+                     surr_t = min(r_t * A_i, clip(r_t, 1 - eps_low, 1 + eps_high) * A_i)
+                     kl_t  = exp(logp_ref - logp_theta) - (logp_ref - logp_theta) - 1        (k3, >= 0)
+                     loss  = -mean_i [ (1/k_i) sum_{t masked in o_i} (surr_t - beta * kl_t) ]   "sequence"
+                       or  = -(1/sum_i k_i) sum_i sum_t (surr_t - beta * kl_t)                   "token"
+
+Mask-ratio schedules across the mu inner iterations (DESIGN.md "UniGRPO"), all clamped to [p_min, 1]:
+    stratified     p_{i,n} = (u_i + (n-1)/mu) mod 1,  u_i ~ U(0,1): one ratio in each stratum
+                   [k/mu, (k+1)/mu), with a random phase per response (the paper's 100 -> 300, 500, ...)
+    paper_formula  t_1 = floor(u_i * T),  t_n = floor((n-1)/(mu-1) * (T - t_1) + t_1),  p = t_n / T
+                   (Algorithm 1 as printed; the last iteration is fully masked)
+    random         p_{i,n} ~ U(p_min, 1) independently per iteration
+    full           p = 1 (mask the whole response, d1-style), for comparison
+
+The learner (trainer/learner.py) calls these in this order; everything here is a pure function of
+its arguments (numpy Generators for randomness), so it is tested on tiny tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint
+
+SCHEDULES = ("stratified", "paper_formula", "random", "full")
+LOSS_NORMS = ("sequence", "token")
+
+
+@dataclass
+class UniGRPOConfig:
+    """The paper leaves eps, beta, the schedule details and mu open; defaults and reasons in docs/learner.md."""
+
+    mu: int = 2  # inner iterations (gradient updates) per rollout batch
+    eps_low: float = 0.2  # clip ratio below at 1 - eps_low
+    eps_high: float = 0.2  # clip ratio above at 1 + eps_high
+    beta: float = 0.0  # k3 KL coefficient; 0 removes the reference model entirely
+    mask_schedule: str = "stratified"
+    p_min: float = 0.0  # lower clamp of every mask ratio; max(1, .) still masks at least one token
+    num_timesteps: int = 1000  # T of the `paper_formula` schedule
+    loss_norm: str = "sequence"  # "sequence": mean over masked tokens, then over responses; "token"
+    logprob_chunk_size: int = 1024  # masked positions per LM-head chunk
+    seed: int = 0  # mask sampling; masks of update k come from Generator([seed, k])
+
+    def __post_init__(self) -> None:
+        if self.mu < 1:
+            raise ValueError(f"mu={self.mu} must be >= 1")
+        if self.mask_schedule not in SCHEDULES:
+            raise ValueError(f"mask_schedule={self.mask_schedule!r} is not one of {SCHEDULES}")
+        if self.loss_norm not in LOSS_NORMS:
+            raise ValueError(f"loss_norm={self.loss_norm!r} is not one of {LOSS_NORMS}")
+        if not 0.0 <= self.p_min <= 1.0:
+            raise ValueError(f"p_min={self.p_min} must lie in [0, 1]")
+        if self.eps_low < 0 or self.eps_high < 0 or self.eps_low >= 1:
+            raise ValueError(f"eps_low={self.eps_low}, eps_high={self.eps_high}: need 0 <= eps_low < 1, eps_high >= 0")
+        if self.beta < 0:
+            raise ValueError(f"beta={self.beta} must be >= 0")
+        if self.logprob_chunk_size < 1 or self.num_timesteps < 1:
+            raise ValueError("logprob_chunk_size and num_timesteps must be >= 1")
+
+
+# ---- 1. mask ratios ---------------------------------------------------------------------------
+def paper_formula_timesteps(t1: int, num_timesteps: int, mu: int) -> list[int]:
+    """Algorithm 1: t_n = floor((n-1)/(mu-1) * (T - t_1) + t_1), n = 1..mu."""
+    if mu == 1:
+        return [int(t1)]
+    return [int(np.floor((n - 1) / (mu - 1) * (num_timesteps - t1) + t1)) for n in range(1, mu + 1)]
+
+
+def mask_ratios(num_responses: int, cfg: UniGRPOConfig, rng: np.random.Generator) -> np.ndarray:
+    """p [mu, N]: the mask ratio of every response at every inner iteration."""
+    mu, n = cfg.mu, num_responses
+    if cfg.mask_schedule == "stratified":
+        u = rng.random(n)
+        p = (u[None, :] + np.arange(mu)[:, None] / mu) % 1.0
+    elif cfg.mask_schedule == "paper_formula":
+        t1 = np.floor(rng.random(n) * cfg.num_timesteps).astype(np.int64)
+        p = np.array([paper_formula_timesteps(t, cfg.num_timesteps, mu) for t in t1], dtype=np.float64).T
+        p = p / cfg.num_timesteps
+    elif cfg.mask_schedule == "random":
+        p = rng.uniform(cfg.p_min, 1.0, size=(mu, n))
+    else:  # full
+        p = np.ones((mu, n))
+    return np.clip(p, cfg.p_min, 1.0)
+
+
+# ---- 2. masks -----------------------------------------------------------------------------------
+def num_masked(ratios: np.ndarray, response_lengths: np.ndarray) -> np.ndarray:
+    """k = max(1, round(p * |o|)), rounding halves up (not to even)."""
+    return np.clip(np.floor(ratios * response_lengths + 0.5), 1, response_lengths).astype(np.int64)
+
+
+def sample_masks(response_mask: np.ndarray, ratios: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """masked [mu, N, L] bool: exactly num_masked(p, |o_i|) response positions of each row, chosen
+    uniformly without replacement; prompt (and padding) positions are never chosen."""
+    response_mask = np.asarray(response_mask, bool)
+    mu = ratios.shape[0]
+    k = num_masked(ratios, response_mask.sum(-1)[None, :])  # [mu, N]
+    scores = rng.random((mu, *response_mask.shape))
+    scores[:, ~response_mask] = np.inf  # prompt positions sort last and are never reached
+    kth = np.take_along_axis(np.sort(scores, axis=-1), (k - 1)[..., None], axis=-1)  # k-th smallest score
+    return (scores <= kth) & response_mask[None]
+
+
+def masks_for_update(response_mask: np.ndarray, cfg: UniGRPOConfig, update_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ratios [mu, N], masked [mu, N, L]) for the `update_index`-th update: a pure function of
+    (seed, update_index), so a resumed run and any sharding of the batch see the same masks."""
+    rng = np.random.default_rng([cfg.seed, update_index])
+    ratios = mask_ratios(response_mask.shape[0], cfg, rng)
+    return ratios, sample_masks(response_mask, ratios, rng)
+
+
+# ---- 3. masked-token log-probabilities ------------------------------------------------------------
+def _chunk_logprobs(
+    hidden: torch.Tensor, head: torch.nn.Module, columns: slice | None, targets: torch.Tensor, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax(head(h)[:, columns])[target] in fp32 for one chunk; entropy -sum p log p (detached).
+
+    The head is called as a module (not through its weight) so ZeRO-3 gathers its parameters."""
+    logits = head(hidden)
+    logits = (logits if columns is None else logits[:, columns]).float()
+    lse = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
+    if not with_entropy:
+        return logp, logp.new_zeros(())
+    with torch.no_grad():
+        entropy = lse - (torch.softmax(logits, -1) * logits).sum(-1)
+    return logp, entropy
+
+
+def masked_token_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    masked: torch.Tensor,
+    is_image: torch.Tensor,
+    mask_id: int,
+    image_slice: slice,
+    chunk_size: int = 1024,
+    attention_mask: torch.Tensor | None = None,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(o_t | q, o~) at the masked positions, in row-major order of `masked` ([M] fp32).
+
+    input_ids [B, L] are the clean tokens; masked [B, L] bool says which become [MASK]. One forward
+    without logits, then the LM head on the masked hidden states only, `chunk_size` rows at a time,
+    each chunk recomputed in backward (so at most one chunk of vocabulary-wide logits is alive).
+    Image rows are scored over the image-code columns only (targets shifted by the slice start); their
+    logits are computed full-width and sliced, so that ZeRO-3 can gather the head as a module.
+    """
+    noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
+    out = model(noisy, attention_mask=attention_mask, compute_logits=False)
+    hidden = out.hidden_states[masked]  # [M, D]
+    targets = input_ids[masked]
+    image_rows = is_image[:, None].expand_as(masked)[masked]
+    head = model.lm_head
+    grad = torch.is_grad_enabled()
+
+    logp = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    entropy = torch.empty_like(logp) if with_entropy else None
+    pieces = []
+    for is_img in (False, True):
+        idx = torch.nonzero(image_rows == is_img).squeeze(-1)
+        if idx.numel() == 0:
+            continue
+        columns = image_slice if is_img else None
+        tgt = targets[idx] - (image_slice.start if is_img else 0)
+        for s in range(0, idx.numel(), chunk_size):
+            args = (hidden[idx[s:s + chunk_size]], head, columns, tgt[s:s + chunk_size], with_entropy)
+            lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if grad else _chunk_logprobs(*args)
+            pieces.append((idx[s:s + chunk_size], lp, ent))
+    # scatter back to the row-major order (index_put keeps autograd)
+    logp = logp.index_put((torch.cat([p[0] for p in pieces]),), torch.cat([p[1] for p in pieces]))
+    if with_entropy:
+        entropy = entropy.index_put((torch.cat([p[0] for p in pieces]),), torch.cat([p[2] for p in pieces]))
+    return logp, entropy
+
+
+# ---- 4. the objective ----------------------------------------------------------------------------
+def token_weights(
+    row_of_token: torch.Tensor, masked_per_row: torch.Tensor, loss_norm: str, num_responses: int, num_tokens: int
+) -> torch.Tensor:
+    """w_t such that loss = -sum_t w_t * (surr_t - beta * kl_t) is the chosen mean.
+
+    sequence: w_t = 1 / (k_i * N)   (mean over the k_i masked tokens of o_i, then over N responses)
+    token:    w_t = 1 / sum_i k_i   (one mean over every masked token of the batch)
+    N and sum_i k_i are the *global* batch's, so micro-batches and ranks just add their sums.
+    """
+    if loss_norm == "sequence":
+        return 1.0 / (masked_per_row[row_of_token].float() * num_responses)
+    return torch.full(row_of_token.shape, 1.0 / num_tokens, device=row_of_token.device)
+
+
+def unigrpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    weights: torch.Tensor,
+    cfg: UniGRPOConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss over M masked tokens (all arguments [M]; advantages already broadcast to tokens).
+
+    Returns (loss, sums) where sums are weighted/summed statistics that add across micro-batches and
+    ranks: loss, policy_loss, kl (weighted like the loss), clip_low/clip_high/ratio (token counts and
+    sums), ratio_max.
+    """
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio)  # r_t = pi_theta / pi_old
+    clipped = torch.clamp(ratio, 1.0 - cfg.eps_low, 1.0 + cfg.eps_high)
+    surrogate = torch.minimum(ratio * advantages, clipped * advantages)
+    policy_loss = -(weights * surrogate).sum()
+
+    if cfg.beta > 0:
+        if ref_logp is None:
+            raise ValueError("beta > 0 needs reference log-probs")
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1.0  # k3 estimator of KL(pi_theta || pi_ref), >= 0
+        kl_term = (weights * kl).sum()
+    else:
+        kl_term = logp.new_zeros(())
+    loss = policy_loss + cfg.beta * kl_term
+
+    with torch.no_grad():
+        # the clip is active (gradient zero) where it binds on the side the advantage pushes towards
+        clip_low = ((ratio < 1.0 - cfg.eps_low) & (advantages < 0)).sum().float()
+        clip_high = ((ratio > 1.0 + cfg.eps_high) & (advantages > 0)).sum().float()
+        sums = {
+            "loss": loss.detach(),
+            "policy_loss": policy_loss.detach(),
+            "kl": kl_term.detach(),
+            "clip_low_count": clip_low,
+            "clip_high_count": clip_high,
+            "ratio_sum": ratio.sum(),
+            "ratio_max": ratio.max() if ratio.numel() else ratio.new_zeros(()),
+            "token_count": torch.tensor(float(ratio.numel())),
+        }
+    return loss, sums
