@@ -27,15 +27,18 @@ _HEDGE_GAP_RE = re.compile(r"^[\s,;.$)]*(?:and|or|and also|or maybe|,)?[\s,;.$(]
                            re.IGNORECASE)
 
 
-def find_boxed(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, content) for every well-formed ``\\boxed{...}`` / ``\\fbox{...}``; unbalanced ones
-    are skipped. ``\\boxed 5`` (no braces) takes the next token."""
-    out = []
+def find_boxed(text: str, max_len: int = MAX_ANSWER_CHARS) -> list[tuple[int, int, str | None]]:
+    """(start, end, content) for every ``\\boxed{...}`` / ``\\fbox{...}`` that is not inside another
+    box. Content is None for a box that does not close within ``max_len`` characters (unbalanced or
+    too long to be an answer). ``\\boxed 5`` (no braces) takes the next token."""
+    out: list[tuple[int, int, str | None]] = []
     for m in _BOX_RE.finditer(text):
+        if out and m.start() < out[-1][1]:
+            continue  # nested inside the previous box: the outer box is the answer
         i = m.end()
         if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
+            depth, j, end = 0, i, min(len(text), i + max_len + 2)
+            while j < end:
                 c = text[j]
                 if c == "\\" and j + 1 < len(text):
                     j += 2  # skip escaped characters such as \{ and \}
@@ -48,6 +51,8 @@ def find_boxed(text: str) -> list[tuple[int, int, str]]:
                         out.append((m.start(), j + 1, text[i + 1:j]))
                         break
                 j += 1
+            else:
+                out.append((m.start(), m.end(), None))
         elif m.group(0).endswith(" ") or m.group(0).endswith("\t"):
             tok = re.match(r"[^\s$]+", text[i:i + 100])
             if tok:
@@ -58,8 +63,12 @@ def find_boxed(text: str) -> list[tuple[int, int, str]]:
 def _clean(ans: str) -> str:
     ans = ans.strip()
     inner = find_boxed(ans)
-    if inner:
-        ans = inner[-1][2].strip()
+    if inner and inner[-1][2] is not None:
+        return inner[-1][2].strip()
+    m = re.match(r"\s*(\$+|\\\(|\\\[)(.+?)(\$+|\\\)|\\\])", ans, re.DOTALL)
+    if m:  # "$\frac{3}{4}$. I hope it is correct." -> the math span
+        return m.group(2).strip()
+    ans = re.split(r"\.\s+[A-Z]", ans)[0]  # drop a following sentence
     # "$12$." or "\(12\)" wrappers and a sentence-final period
     ans = re.sub(r"^\s*(?:\$+|\\\(|\\\[)", "", ans)
     ans = re.sub(r"(?:\$+|\\\)|\\\])\s*[.!]?\s*$", "", ans)
@@ -74,16 +83,18 @@ def extract_answer(text: str, last_number_fallback: bool = True) -> tuple[str | 
     """Return (answer, how). ``answer`` is None when nothing usable was found (``how`` says why)."""
     if not isinstance(text, str) or not text.strip():
         return None, "empty"
-    text = text[-TAIL_CHARS:]
     boxes = find_boxed(text)
     if boxes:
         last = boxes[-1]
-        if len(boxes) >= 2:
+        if last[2] is None:  # a box that never closes (or is huge) is not an answer to guess around
+            return None, "boxed:unclosed_or_too_long"
+        if len(boxes) >= 2 and boxes[-2][2] is not None:
             prev = boxes[-2]
             gap = text[prev[1]:last[0]]
             if len(gap) < 40 and _HEDGE_GAP_RE.match(gap) and prev[2].strip() != last[2].strip():
                 return None, "hedge"
         return _checked(last[2].strip(), "boxed")
+    text = text[-TAIL_CHARS:]
     tags = _ANSWER_TAG_RE.findall(text)
     if tags:
         return _checked(_clean(tags[-1]), "answer_tag")
@@ -113,7 +124,7 @@ def extract_gold(gold: str) -> str:
     g = gold.strip()
     if "\\boxed" in g or "\\fbox" in g:
         boxes = find_boxed(g)
-        if boxes:
+        if boxes and boxes[-1][2] is not None:
             return boxes[-1][2].strip()
     if "####" in g:
         m = _GSM_RE.findall(g)

@@ -34,7 +34,7 @@ NUMBER_WORDS = {w: i for i, w in enumerate(
     "sixteen seventeen eighteen nineteen twenty".split())}
 
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname|textnormal|mathit)\s*\{([^{}]*)\}")
-_SPACES_RE = re.compile(r"\\(?:!|,|;|:|quad|qquad|displaystyle|textstyle|limits|nolimits)|~|\\ ")
+_SPACES_RE = re.compile(r"(?<!\\)\\(?:!|,|;|:|quad|qquad|displaystyle|textstyle|limits|nolimits| )|~")
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _SPACE_THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?$")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")

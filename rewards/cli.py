@@ -1,0 +1,171 @@
+"""``unigrpo rewards check``: score a JSONL dump of rollouts with the built-in (or configured) rewards.
+
+    python -m rewards.cli --input rollouts.jsonl [--rewards math,format] [--config FILE]
+                          [--output scored.jsonl] [--clip-model DIR]
+
+Each input line is an object with ``task``, ``prompt``, ``response``, ``gold`` and optionally ``image``
+(a file path). One JSON line is written per input line, in input order; a line that is not valid JSON
+(or not an object) gets an error record instead of stopping the run. A summary goes to stderr.
+Runs in-process with the sandbox pool (no Ray), so it starts quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+
+from rewards.api import DEFAULT_WEIGHTS, RewardInput, RewardSpec, specs_from_config
+
+CHUNK = 64
+
+
+def _load_config(path: str) -> list[RewardSpec]:
+    with open(path) as f:
+        text = f.read()
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError:
+        import yaml
+
+        cfg = yaml.safe_load(text)
+    return specs_from_config(cfg)
+
+
+def _load_image(path: object):
+    if not isinstance(path, str) or not path:
+        return None, "no image path"
+    try:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8), ""
+    except Exception as exc:
+        return None, f"cannot read image: {type(exc).__name__}"
+
+
+def _as_text(v: object) -> str:
+    if v is None:
+        return ""
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _record_input(obj: dict) -> RewardInput:
+    gold = obj.get("gold")
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    return RewardInput(task=_as_text(obj.get("task")), prompt=_as_text(obj.get("prompt")),
+                       response=_as_text(obj.get("response")), gold=None if gold is None else _as_text(gold),
+                       image=None, metadata=meta)
+
+
+def check_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="unigrpo rewards check", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--input", required=True, help="JSONL file of rollouts ('-' for stdin)")
+    ap.add_argument("--rewards", default=None, help="comma-separated reward names (default: math,format)")
+    ap.add_argument("--config", default=None, help="YAML/JSON file with a 'rewards:' list of reward specs")
+    ap.add_argument("--output", default="-", help="where to write scored JSONL (default stdout)")
+    ap.add_argument("--clip-model", default=None, help="local CLIP directory (enables the clip reward)")
+    ap.add_argument("--workers", type=int, default=1, help="sandbox worker processes")
+    args = ap.parse_args(argv)
+
+    try:
+        if args.config:
+            specs = _load_config(args.config)
+            if args.rewards:
+                wanted = [n.strip() for n in args.rewards.split(",") if n.strip()]
+                specs = [s for s in specs if s.name in wanted]
+        else:
+            names = [n.strip() for n in (args.rewards or "math,format").split(",") if n.strip()]
+            if args.clip_model and "clip" not in names and args.rewards is None:
+                names.append("clip")
+            specs = [RewardSpec.from_dict({"name": n, "weight": DEFAULT_WEIGHTS.get(n, 1.0)},
+                                          where=f"--rewards[{k}]") for k, n in enumerate(names)]
+        if not specs:
+            raise ValueError("no rewards selected")
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from rewards.engine import LocalScorer
+
+    scorer = LocalScorer(specs, num_procs=args.workers, model_init={"model_path": args.clip_model})
+    src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", errors="replace")
+    dst = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    t0 = time.monotonic()
+    n_lines = n_bad = 0
+    totals: list[float] = []
+    counts: dict[str, Counter] = defaultdict(Counter)
+    values: dict[str, list[float]] = defaultdict(list)
+    pending: list[tuple[int, dict, RewardInput, str]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        scored = scorer.score([x for _, _, x, _ in pending])
+        for (line_no, obj, _x, note), s in zip(pending, scored):
+            rec = {"line": line_no, "task": obj.get("task"), "total": s.total,
+                   "components": {k: r.to_dict() for k, r in s.components.items()}}
+            if note:
+                rec["note"] = note
+            for k, r in s.components.items():
+                counts[k][r.status] += 1
+                values[k].append(r.value)
+            totals.append(s.total)
+            dst.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        pending.clear()
+
+    try:
+        for line_no, line in enumerate(src, start=1):
+            n_lines += 1
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            except (ValueError, RecursionError) as exc:
+                flush()  # keep output in input order
+                n_bad += 1
+                dst.write(json.dumps({"line": line_no, "error": f"invalid input line: {str(exc)[:200]}"}) + "\n")
+                continue
+            inp = _record_input(obj)
+            note = ""
+            if "image" in obj and obj["image"] is not None:
+                inp.image, note = _load_image(obj["image"])
+            pending.append((line_no, obj, inp, note))
+            if len(pending) >= CHUNK:
+                flush()
+        flush()
+    finally:
+        scorer.close()
+        if src is not sys.stdin:
+            src.close()
+        if dst is not sys.stdout:
+            dst.close()
+        else:
+            dst.flush()
+
+    dt = time.monotonic() - t0
+    print(f"scored {len(totals)} samples ({n_bad} invalid lines) in {dt:.2f}s", file=sys.stderr)
+    for name in [s.name for s in specs]:
+        c, v = counts.get(name, Counter()), values.get(name, [])
+        mean = sum(v) / len(v) if v else 0.0
+        parts = " ".join(f"{k}={c[k]}" for k in ("ok", "unparsable", "timeout", "error"))
+        print(f"  {name:<10} n={len(v):<6} mean={mean:.4f}  {parts}", file=sys.stderr)
+    if totals:
+        print(f"  total      mean={sum(totals) / len(totals):.4f}", file=sys.stderr)
+    return 0
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["check"]:  # accept both "rewards.cli check ..." and "rewards.cli ..."
+        argv = argv[1:]
+    raise SystemExit(check_main(argv))
+
+
+if __name__ == "__main__":
+    main()
