@@ -128,7 +128,7 @@ hostile = [
     f"The answer is __import__('os').system('touch {MARK}')",
     f"#### __import__('os').system('touch {MARK}')",
     f"\\boxed{{\\pi+eval('__import__(\"os\").system(\"touch {MARK}\")')}}",
-    f"\\boxed{{[c for c in ().__class__.__base__.__subclasses__()]}}",
+    "\\boxed{[c for c in ().__class__.__base__.__subclasses__()]}",
     f"\\boxed{{exec('import os; os.system(\"touch {MARK}\")')}}",
     f"\\boxed{{\\text{{__import__('os').system('touch {MARK}')}}}}",
     "\\boxed{9**9**9}", "\\boxed{9^{9^{9}}}", "\\boxed{10^{10^{10}}}", "\\boxed{2^{2^{40}}}", "\\boxed{(10^{10})!}",
