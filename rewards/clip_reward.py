@@ -76,7 +76,7 @@ class ClipReward:
 
         self.torch = torch
         self.device = torch.device(device)
-        self.model = CLIPModel.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.model = CLIPModel.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).train(False)  # inference mode
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.preprocess = ImagePreprocessor(model_path, self.model.config.vision_config.image_size)
         self.batch_size = batch_size
