@@ -128,16 +128,19 @@ def test_cache_exact_for_one_layer_model_with_full_suffix(one_layer_policy):
 
 
 def test_cache_approximate_for_deeper_model(policy, prompts):
-    """Two layers: the prefix K/V go stale inside a block. The path must still fill everything and keep
-    the schedule; agreement with the plain path is measured, not assumed (the benchmark reports it on a
-    trained model)."""
+    """Two layers: the prefix K/V go stale inside a block, so later steps may differ from the plain path
+    (the benchmark measures by how much on a trained model). What must hold: everything is filled, the
+    schedule is kept, and the first step of a block -- the full forward that builds the cache -- picks
+    exactly what the plain path picks."""
     config = replace(GEN, steps=16)
     plain = run(policy, prompts, config)
     cached = run(policy, prompts, replace(config, use_cache=True, further_horizon=0))
     assert not (cached.response_ids == policy.layout.mask_id).any()
     assert gen_unmask_counts(cached, 0) == [1] * 16
-    agreement = (plain.response_ids == cached.response_ids).float().mean().item()
-    assert 0.0 <= agreement <= 1.0
+    first = plain.unmask_step == 0
+    assert torch.equal(cached.unmask_step == 0, first)
+    assert torch.equal(cached.response_ids[first], plain.response_ids[first])
+    assert torch.equal(cached.confidence[first], plain.confidence[first])
 
 
 def test_threshold_unmasks_at_least_one_and_respects_threshold(policy, prompts):
