@@ -4,8 +4,8 @@
 
 A random model has near-uniform confidences (no threshold ever fires) and no notion of EOS, which would
 make any speed comparison meaningless. So the script first trains a small policy for about a minute on
-a synthetic, offline corpus of short tasks ("count from 3 to 9" -> "3 4 5 6 7 8 9", "reverse abc" ->
-"cba", "repeat cat 2 times" -> "cat cat") with LLaDA's masked-diffusion SFT objective (answer followed by EOS padding to gen_length,
+a closed synthetic, offline corpus of short tasks ("count from 3 to 9" -> "3 4 5 6 7 8 9",
+"spell cat" -> "c a t", "repeat cat 2 times" -> "cat cat") with LLaDA's masked-diffusion SFT objective (answer followed by EOS padding to gen_length,
 t ~ U(0, 1), loss on masked response tokens weighted 1/t), saves it with save_pretrained and loads it
 back through `policy.loading.load_policy`, the path a real checkpoint takes. Then, on the same held-out
 prompts, at temperature 0:
