@@ -4,6 +4,8 @@ rewards (CLIP) on their device and score batches in-process. Both are plain sync
 
 from __future__ import annotations
 
+import time
+
 import ray
 
 from rewards.api import RewardInput, RewardResult, RewardSpec
@@ -16,13 +18,19 @@ class RuleRewardActor:
     def __init__(self, num_procs: int = 1, mem_limit_mb: int = 3072):
         self.pool = SandboxPool(num_procs, mem_limit_mb)
         self.pool.warm_up()
+        self.busy_s = 0.0  # time spent scoring (for the orchestration-overhead benchmark)
 
     def ready(self) -> bool:
         return True
 
     def run(self, calls: list[tuple[dict, RewardInput, float]]) -> list[tuple[float, str, str]]:
+        t0 = time.perf_counter()
         res = self.pool.run([Call(s, x, t) for s, x, t in calls])
+        self.busy_s += time.perf_counter() - t0
         return [(r.value, r.status, r.detail) for r in res]
+
+    def busy_seconds(self) -> float:
+        return self.busy_s
 
     def pid(self) -> int:
         import os
@@ -37,6 +45,7 @@ class RuleRewardActor:
 class ModelRewardActor:
     def __init__(self, specs: list[dict], device: str = "cpu", clip_model_path: str | None = None):
         self.models, self.errors = {}, {}
+        self.busy_s = 0.0
         for d in specs:
             spec = RewardSpec(**d)
             try:
@@ -48,7 +57,17 @@ class ModelRewardActor:
     def ready(self) -> bool:
         return True
 
+    def busy_seconds(self) -> float:
+        return self.busy_s
+
     def score(self, name: str, batch: list[RewardInput]) -> list[tuple[float, str, str]]:
+        t0 = time.perf_counter()
+        try:
+            return self._score(name, batch)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+
+    def _score(self, name: str, batch: list[RewardInput]) -> list[tuple[float, str, str]]:
         if name in self.errors:
             res = [RewardResult(0.0, "error", self.errors[name])] * len(batch)
         else:

@@ -154,6 +154,16 @@ class RewardPool:
     def stats(self) -> dict:
         return self._stats.to_dict()
 
+    def busy_seconds(self) -> float:
+        """Total time the reward actors spent scoring (actor-side), summed over actors."""
+        total = 0.0
+        for a in self.rule_actors + self.model_actors:
+            try:
+                total += ray.get(a.busy_seconds.remote(), timeout=10)
+            except (GetTimeoutError, RayError):
+                pass
+        return total
+
     def shutdown(self) -> None:
         for a in self.rule_actors:
             try:

@@ -48,7 +48,7 @@ def toy_copy_task(size: int, seed: int = 0) -> list[Prompt]:
     rng = random.Random(seed)
     rows = []
     for i in range(size):
-        n = rng.randrange(10)
+        n = rng.randrange(1, 10)  # no 0: "000" would equal 0 and reward a degenerate all-zeros answer
         rows.append(Prompt(prompt_id=f"toy-{i}", task="math", question=f"Repeat the number: {n}", answer=str(n)))
     return rows
 

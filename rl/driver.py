@@ -19,6 +19,7 @@ import json
 import os
 import random
 import signal
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -149,6 +150,8 @@ class Driver:
     def _start_actors(self) -> None:
         from rewards.api import RewardSpec
         from rewards.pool import RewardPool
+        from rollout.image_sampler import ImageSamplerConfig
+        from rollout.text_sampler import TextSamplerConfig
         from rollout.worker import create_rollout_workers
         from trainer.learner import LearnerConfig, LearnerGroup
         from trainer.unigrpo import UniGRPOConfig
@@ -158,12 +161,16 @@ class Driver:
         self.rollout_workers = create_rollout_workers(
             c.rollout.num_workers,
             str(self.policy_path),
-            text_config=dict(gen_length=text.gen_length, steps=text.steps, block_length=text.block_length,
+            text_config=TextSamplerConfig(gen_length=text.gen_length, steps=text.steps, block_length=text.block_length,
                              temperature=text.temperature, remasking=text.remasking, threshold=text.threshold,
                              use_cache=text.use_cache, cfg_scale=text.cfg_scale),
-            image_config=dict(steps=c.rollout.image.steps, guidance_scale=c.rollout.image.guidance_scale,
+            image_config=ImageSamplerConfig(steps=c.rollout.image.steps, guidance_scale=c.rollout.image.guidance_scale,
                               temperature=c.rollout.image.temperature),
             num_gpus_per_worker=c.rollout.num_gpus_per_worker,
+            device="cuda" if c.rollout.num_gpus_per_worker > 0 else "cpu",
+            dtype="float32" if c.model.dtype == "auto" and c.rollout.num_gpus_per_worker == 0 else
+            ("bfloat16" if c.model.dtype == "auto" else c.model.dtype),
+            max_text_len=c.rollout.image.max_text_len,
         )
         self.reward_pool = RewardPool(
             [RewardSpec.from_dict(r.model_dump()) for r in c.rewards.functions],
@@ -181,7 +188,7 @@ class Driver:
                                     warmup_steps=lc.warmup_steps, total_steps=c.run.steps, grad_clip=lc.grad_clip,
                                     micro_batch_tokens=lc.micro_batch_tokens, deepspeed_config=lc.deepspeed_config,
                                     gradient_checkpointing=lc.gradient_checkpointing, seed=c.run.seed,
-                                    bf16={"auto": None, "true": True, "false": False}[lc.bf16])
+                                    bf16={"auto": "auto", "true": True, "false": False}[lc.bf16])
         self.learner = LearnerGroup.create(lc.num_ranks, str(self.policy_path), learner_cfg, unigrpo_cfg,
                                            num_gpus_per_rank=lc.num_gpus_per_rank)
 
@@ -249,6 +256,10 @@ class Driver:
                 break
         else:
             raise RuntimeError("rollout workers kept failing; giving up after 3 attempts")
+        # Model compute inside the workers: each record carries its batch's time; workers run in parallel.
+        self._gen_compute_s = max(
+            sum(r["timings"]["gen_s"] / r["timings"]["batch_size"] for r in recs) for recs in results.values()
+        )
         records = [r for i in sorted(results) for r in results[i]]
         for r in records:
             prompt_id, position = r["prompt_id"].rsplit("@", 1)
@@ -271,16 +282,18 @@ class Driver:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.5)
-        if self.latest_weights is not None:
-            version, payload = self.latest_weights
-            ray.get(worker.load_weights.remote(version, payload))
+        if self.policy_version > 0:
+            payload = self.learner.publish_object_store(self.policy_version)
+            ray.get(worker.load_weights.remote(self.policy_version, payload))
 
     def _score(self, records: list[dict]) -> np.ndarray:
         from rewards.api import RewardInput
 
         inputs = [RewardInput(task=r["task"], prompt=r["question"], response=r["response_text"], gold=r["gold"],
                               image=None, metadata={"prompt_id": r["prompt_id"]}) for r in records]
+        busy_before = self.reward_pool.busy_seconds()
         scored = self.reward_pool.score(inputs)
+        self._reward_compute_s = max(0.0, self.reward_pool.busy_seconds() - busy_before)
         totals = np.zeros(len(records))
         for i, (r, s) in enumerate(zip(records, scored)):
             totals[i] = s.total
@@ -316,11 +329,36 @@ class Driver:
         )
 
     def _publish(self) -> None:
+        """Learner rank 0 -> every rollout worker, tagged with the policy version.
+
+        object_store: rank 0 gathers full weights as numpy into Ray's object store, each worker pulls.
+        broadcast: a torch.distributed group (gloo on CPU, NCCL on GPU) joining rank 0 and the workers;
+        a restarted worker cannot rejoin that group, so it is served from the object store instead."""
         import ray
 
-        payload = self.learner.publish_object_store(self.policy_version)
-        self.latest_weights = (self.policy_version, payload)
-        ray.get([w.load_weights.remote(self.policy_version, payload) for w in self.rollout_workers])
+        version = self.policy_version
+        if self.cfg.run.weight_transport == "broadcast" and self._broadcast_ready():
+            refs = self.learner.broadcast_weights(version)
+            refs += [self.rollout_workers[i].receive_weights.remote() for i in self._broadcast_members]
+            ray.get(refs)
+            self.latest_weights = None
+            return
+        payload = self.learner.publish_object_store(version)
+        self.latest_weights = (version, payload)
+        ray.get([w.load_weights.remote(version, payload) for w in self.rollout_workers])
+
+    def _broadcast_ready(self) -> bool:
+        import ray
+
+        if getattr(self, "_broadcast_members", None) is None:
+            members = list(range(len(self.rollout_workers)))
+            world = len(members) + 1
+            host, port, root = self.learner.init_broadcast(world)
+            joins = [self.rollout_workers[i].join_weight_group.remote(host, port, rank + 1, world)
+                     for rank, i in enumerate(members)]
+            ray.get([root, *joins])  # one rendezvous
+            self._broadcast_members = members
+        return self.restarts["rollout"] == 0
 
     def run_step(self) -> dict:
         cfg = self.cfg
@@ -367,10 +405,11 @@ class Driver:
             for status in ("timeout", "error", "unparsable"):
                 m[f"reward/{name}/{status}"] = sum(c["status"] == status for c in comps)
         m.update({f"learner/{k}": v for k, v in stats.items()})
-        gen_compute = sum(r.get("timings", {}).get("gen_s", 0.0) for r in records)
         m.update({f"time/{k}_s": v for k, v in timer.phases.items()})
         m["time/step_s"] = time.perf_counter() - t0
-        m["time/gen_compute_s"] = gen_compute
+        m["time/gen_compute_s"] = self._gen_compute_s
+        m["time/reward_compute_s"] = self._reward_compute_s
+        m["time/update_compute_s"] = stats.get("compute_s", float("nan"))
         m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
         self.metrics.log(step, m)
         return m
@@ -383,7 +422,8 @@ class Driver:
         start = time.time()
         self.stop.install()
         interrupted = False
-        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="unigrpo", unit="step", disable=not self.console,
+        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="unigrpo", unit="step",
+                   disable=not (self.console and sys.stderr.isatty()),
                    dynamic_ncols=True, leave=False)
         try:
             if self.step == 0 and not self.resume:

@@ -37,6 +37,7 @@ import torch
 
 from policy.loading import load_policy
 from policy.prompts import chat_prompt_ids, left_pad, t2i_prompt_ids, t2i_uncond_prompt_ids
+from policy.weight_sync import numpy_to_tensor
 from rollout.image_sampler import ImageSamplerConfig, generate_image
 from rollout.text_sampler import TextSamplerConfig, generate_text
 
@@ -99,8 +100,13 @@ class RolloutWorker:
     def policy_version(self) -> int:
         return self._version
 
-    def load_weights(self, version: int, payload: dict[str, np.ndarray]) -> int:
-        """Replace every weight by `payload` (full state dict, name -> array); names and shapes must match."""
+    def load_weights(self, version: int, payload: dict) -> int:
+        """Replace every weight by a full state dict: name -> array, or the learner's published payload
+        {"version", "state": {name: array}, "dtypes"} (bf16 travels as uint16 bits). Names and shapes
+        must match exactly; nothing is loaded otherwise."""
+        dtypes: dict[str, str] = {}
+        if isinstance(payload.get("state"), dict):
+            dtypes, payload = payload.get("dtypes") or {}, payload["state"]
         state = self.model.state_dict()
         missing = sorted(set(state) - set(payload))
         unexpected = sorted(set(payload) - set(state))
@@ -117,8 +123,24 @@ class RolloutWorker:
             )
         with torch.no_grad():
             for name, tensor in state.items():
-                tensor.copy_(torch.as_tensor(np.asarray(payload[name])).to(tensor.dtype))
+                value = payload[name]
+                if not isinstance(value, torch.Tensor):
+                    value = numpy_to_tensor(np.asarray(value), dtypes.get(name))
+                tensor.copy_(value.to(tensor.dtype))
         self._version = int(version)
+        return self._version
+
+    # ---- (b) weights over a torch.distributed broadcast group -------------------------------
+    def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo") -> bool:
+        """Join the group rooted at learner rank 0 (blocks until every member has joined)."""
+        from policy.weight_sync import BroadcastReceiver
+
+        self._receiver = BroadcastReceiver(host, port, rank, world_size, backend)
+        return True
+
+    def receive_weights(self) -> int:
+        """Receive one broadcast of the full weights; returns the policy version it carried."""
+        self._version = int(self._receiver.receive(self.model))
         return self._version
 
     # ---- generation ---------------------------------------------------------------------------
@@ -217,6 +239,7 @@ def create_rollout_workers(
     num_gpus_per_worker: float = 0,
     placement_group=None,
     num_cpus_per_worker: float = 1,
+    max_restarts: int = 4,
     **worker_kwargs,
 ) -> list:
     """Start `n` Ray actors running RolloutWorker (one per placement-group bundle when a group is given).
@@ -228,7 +251,10 @@ def create_rollout_workers(
     actor_cls = ray.remote(RolloutWorker)
     workers = []
     for i in range(n):
-        options: dict[str, Any] = {"num_gpus": num_gpus_per_worker, "num_cpus": num_cpus_per_worker}
+        # A crashed actor is restarted by Ray from its constructor (initial weights); the driver then
+        # sends it the current weights and re-issues its shard.
+        options: dict[str, Any] = {"num_gpus": num_gpus_per_worker, "num_cpus": num_cpus_per_worker,
+                                   "max_restarts": max_restarts}
         if placement_group is not None:
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 placement_group=placement_group, placement_group_bundle_index=i

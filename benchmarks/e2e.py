@@ -1,0 +1,105 @@
+"""End-to-end step-time breakdown and orchestration overhead of the distributed UniGRPO loop.
+
+Runs the real driver (Ray rollout actor, Ray reward actor, DeepSpeed learner rank, weight publishing,
+Parquet store) for a few steps on two configs in one process and splits every step into:
+
+    generate   model compute inside the rollout workers (sampler wall time, measured in the actor)
+    reward     reward scoring inside the reward actors (sandboxed calls, measured in the actor)
+    update     the UniGRPO update inside the learner ranks (measured in the actor, slowest rank)
+    overhead   everything else: Ray calls and serialisation, building the train batch, advantages,
+               weight publishing, writing the rollout store, metrics
+
+    overhead share = 1 - (generate + reward + update) / step time      (mean over steps after warm-up)
+
+Configs: `tiny` is the embedded default (`configs/tiny.yaml`); `small` is a 4-layer d_model=256 policy
+with 32-token responses, where compute is closer to a real run's share. Goal: overhead under 10% on
+tiny and under 5% on small. Ends with `RESULT {json}`.
+
+    python benchmarks/e2e.py [--steps 12] [--warmup 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rl.config import load_config  # noqa: E402
+from rl.driver import Driver, ensure_local_ray_env  # noqa: E402
+
+CONFIGS = {
+    "tiny": [],
+    "small": [
+        "model.tiny.d_model=256", "model.tiny.n_layers=4", "model.tiny.n_heads=4",
+        "rollout.text.gen_length=32", "rollout.text.steps=16", "rollout.text.block_length=8",
+    ],
+}
+
+
+def measure(name: str, overrides: list[str], steps: int, warmup: int, root: Path) -> dict:
+    cfg = load_config(None, overrides + [
+        f"run.dir={root}", f"run.name={name}", f"run.steps={steps}", "run.plot=false",
+        f"run.checkpoint_every={10 * steps}", "run.max_wall_s=null",
+    ])
+    driver = Driver(cfg, console=False)
+    t0 = time.perf_counter()
+    try:
+        driver.setup()
+        setup_s = time.perf_counter() - t0
+        driver.train()
+    finally:
+        driver.shutdown()
+    rows = driver.metrics.read()[warmup:]
+    step = statistics.mean(r["time/step_s"] for r in rows)
+    gen = statistics.mean(r["time/gen_compute_s"] for r in rows)
+    reward = statistics.mean(r["time/reward_compute_s"] for r in rows)
+    update = statistics.mean(r["time/update_compute_s"] for r in rows)
+    overhead = step - gen - reward - update
+    phases = {k.removeprefix("time/").removesuffix("_s"): statistics.mean(r[k] for r in rows)
+              for k in rows[0] if k.startswith("time/") and k.endswith("_s")}
+    return {
+        "config": name, "setup_s": round(setup_s, 2), "steps_measured": len(rows), "step_s": step,
+        "generate_compute_s": gen, "reward_compute_s": reward, "update_compute_s": update,
+        "overhead_s": overhead, "overhead_share": overhead / step, "phases": phases,
+        "rollouts_per_s": statistics.mean(r["throughput/rollouts_per_s"] for r in rows),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    ensure_local_ray_env()
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, overrides in CONFIGS.items():
+            results[name] = r = measure(name, overrides, args.steps, args.warmup, Path(tmp))
+            print(f"{name:>6}: step {r['step_s'] * 1e3:7.1f} ms = generate {r['generate_compute_s'] * 1e3:6.1f}"
+                  f" + reward {r['reward_compute_s'] * 1e3:5.1f} + update {r['update_compute_s'] * 1e3:6.1f}"
+                  f" + overhead {r['overhead_s'] * 1e3:5.1f} ms ({100 * r['overhead_share']:.1f}%)", flush=True)
+            print("        phases (driver wall, ms): " + ", ".join(
+                f"{k} {v * 1e3:.1f}" for k, v in r["phases"].items()), flush=True)
+    ray.shutdown()
+    print("RESULT " + json.dumps({
+        "overhead_tiny": round(results["tiny"]["overhead_share"], 4),
+        "overhead_small": round(results["small"]["overhead_share"], 4),
+        "step_ms_tiny": round(results["tiny"]["step_s"] * 1e3, 1),
+        "step_ms_small": round(results["small"]["step_s"] * 1e3, 1),
+        "rollouts_per_s_tiny": round(results["tiny"]["rollouts_per_s"], 1),
+        "rollouts_per_s_small": round(results["small"]["rollouts_per_s"], 1),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
