@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,7 +39,8 @@ def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def numpy_to_tensor(a: np.ndarray, dtype_name: str | None = None) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    a = np.ascontiguousarray(a)
+    t = torch.from_numpy(a if a.flags.writeable else a.copy())
     if dtype_name == "bfloat16" and t.dtype != torch.bfloat16:
         t = t.view(torch.bfloat16)
     return t
@@ -85,9 +87,20 @@ def load_state_into(
 
 
 # ---- (b) broadcast group -------------------------------------------------------------------------------
+@dataclass
+class WeightGroup:
+    """The broadcast group and the TCPStore it was built on (rank 0's store is the server: keep it)."""
+
+    pg: dist.ProcessGroup
+    store: dist.Store
+    backend: str
+    rank: int
+    world_size: int
+
+
 def init_weight_group(
     host: str, port: int, rank: int, world_size: int, backend: str = "gloo", timeout_s: float = 300.0
-) -> dist.ProcessGroup:
+) -> WeightGroup:
     """A process group of `world_size` members outside any default group. Rank 0 hosts the store.
     Every member must call this at about the same time (it is a rendezvous)."""
     timeout = datetime.timedelta(seconds=timeout_s)
@@ -101,20 +114,19 @@ def init_weight_group(
         pg = dist.ProcessGroupNCCL(prefixed, rank, world_size, options)
     else:
         raise ValueError(f"backend={backend!r}: expected 'gloo' or 'nccl'")
-    pg._unigrpo_store = store  # keep the store (and rank 0's server) alive with the group
-    return pg
+    return WeightGroup(pg, store, backend, rank, world_size)
 
 
-def _device_of(pg: dist.ProcessGroup) -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if pg.name() == "nccl" else torch.device("cpu")
+def _device_of(group: WeightGroup) -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if group.backend == "nccl" else torch.device("cpu")
 
 
-def _broadcast(pg: dist.ProcessGroup, tensor: torch.Tensor) -> None:
-    pg.broadcast(tensor, 0).wait()
+def _broadcast(group: WeightGroup, tensor: torch.Tensor) -> None:
+    group.pg.broadcast(tensor, 0).wait()
 
 
 def send_weights(
-    pg: dist.ProcessGroup,
+    pg: WeightGroup,
     version: int,
     entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
     tensors: Iterable[torch.Tensor],
@@ -136,7 +148,7 @@ def send_weights(
         raise ValueError(f"announced {len(entries)} tensors, sent {count}")
 
 
-def receive_weights(pg: dist.ProcessGroup, sink) -> int:
+def receive_weights(pg: WeightGroup, sink) -> int:
     """Ranks > 0: receive one publication; call sink(name, tensor) per entry; return the version."""
     device = _device_of(pg)
     length = torch.zeros(1, dtype=torch.int64, device=device)

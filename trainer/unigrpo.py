@@ -124,13 +124,10 @@ def masks_for_update(response_mask: np.ndarray, cfg: UniGRPOConfig, update_index
 
 
 # ---- 3. masked-token log-probabilities ------------------------------------------------------------
-def _chunk_logprobs(
-    hidden: torch.Tensor, head: torch.nn.Module, columns: slice | None, targets: torch.Tensor, with_entropy: bool
+def _logprobs_from_logits(
+    logits: torch.Tensor, columns: slice | None, targets: torch.Tensor, with_entropy: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log softmax(head(h)[:, columns])[target] in fp32 for one chunk; entropy -sum p log p (detached).
-
-    The head is called as a module (not through its weight) so ZeRO-3 gathers its parameters."""
-    logits = head(hidden)
+    """log softmax(logits[:, columns])[target] in fp32; entropy -sum p log p (detached) if asked."""
     logits = (logits if columns is None else logits[:, columns]).float()
     lse = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
@@ -139,6 +136,14 @@ def _chunk_logprobs(
     with torch.no_grad():
         entropy = lse - (torch.softmax(logits, -1) * logits).sum(-1)
     return logp, entropy
+
+
+def _chunk_logprobs(
+    hidden: torch.Tensor, head: torch.nn.Module, columns: slice | None, targets: torch.Tensor, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM head on one chunk of hidden states, then its log-probs. The head is called as a module
+    (not through its weight) so that ZeRO-3 can gather its parameters."""
+    return _logprobs_from_logits(head(hidden), columns, targets, with_entropy)
 
 
 def masked_token_logprobs(
@@ -151,6 +156,7 @@ def masked_token_logprobs(
     chunk_size: int = 1024,
     attention_mask: torch.Tensor | None = None,
     with_entropy: bool = False,
+    single_head_call: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(o_t | q, o~) at the masked positions, in row-major order of `masked` ([M] fp32).
 
@@ -158,7 +164,11 @@ def masked_token_logprobs(
     without logits, then the LM head on the masked hidden states only, `chunk_size` rows at a time,
     each chunk recomputed in backward (so at most one chunk of vocabulary-wide logits is alive).
     Image rows are scored over the image-code columns only (targets shifted by the slice start); their
-    logits are computed full-width and sliced, so that ZeRO-3 can gather the head as a module.
+    logits are computed full-width and sliced.
+
+    single_head_call: call the head once on all masked positions (the fp32 softmax is still chunked).
+    ZeRO-3 needs this: every head call is a parameter all-gather that all ranks must join, and ranks
+    hold different numbers of masked (and image) tokens.
     """
     noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
     out = model(noisy, attention_mask=attention_mask, compute_logits=False)
@@ -167,9 +177,8 @@ def masked_token_logprobs(
     image_rows = is_image[:, None].expand_as(masked)[masked]
     head = model.lm_head
     grad = torch.is_grad_enabled()
+    all_logits = head(hidden) if single_head_call else None
 
-    logp = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-    entropy = torch.empty_like(logp) if with_entropy else None
     pieces = []
     for is_img in (False, True):
         idx = torch.nonzero(image_rows == is_img).squeeze(-1)
@@ -178,13 +187,21 @@ def masked_token_logprobs(
         columns = image_slice if is_img else None
         tgt = targets[idx] - (image_slice.start if is_img else 0)
         for s in range(0, idx.numel(), chunk_size):
-            args = (hidden[idx[s:s + chunk_size]], head, columns, tgt[s:s + chunk_size], with_entropy)
-            lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if grad else _chunk_logprobs(*args)
-            pieces.append((idx[s:s + chunk_size], lp, ent))
-    # scatter back to the row-major order (index_put keeps autograd)
-    logp = logp.index_put((torch.cat([p[0] for p in pieces]),), torch.cat([p[1] for p in pieces]))
+            rows, t = idx[s:s + chunk_size], tgt[s:s + chunk_size]
+            if single_head_call:
+                lp, ent = _logprobs_from_logits(all_logits[rows], columns, t, with_entropy)
+            elif grad:
+                lp, ent = checkpoint(_chunk_logprobs, hidden[rows], head, columns, t, with_entropy,
+                                     use_reentrant=False)
+            else:
+                lp, ent = _chunk_logprobs(hidden[rows], head, columns, t, with_entropy)
+            pieces.append((rows, lp, ent))
+    # scatter back to the row-major order of `masked` (index_put keeps autograd)
+    order = torch.cat([p[0] for p in pieces])
+    logp = hidden.new_zeros(hidden.shape[0], dtype=torch.float32).index_put((order,), torch.cat([p[1] for p in pieces]))
+    entropy = None
     if with_entropy:
-        entropy = entropy.index_put((torch.cat([p[0] for p in pieces]),), torch.cat([p[2] for p in pieces]))
+        entropy = torch.zeros_like(logp).index_put((order,), torch.cat([p[2] for p in pieces]))
     return logp, entropy
 
 
