@@ -113,8 +113,10 @@ class Learner:
 
     # ---- one UniGRPO update ---------------------------------------------------------------------------
     def _logprobs(self, model, ids, attn, masked, is_image, with_entropy=False):
-        return masked_token_logprobs(model, ids, masked, is_image, self.layout.mask_id, self.layout.image_slice,
-                                     self.ucfg.logprob_chunk_size, attn, with_entropy, single_head_call=self.zero3)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
+            return masked_token_logprobs(model, ids, masked, is_image, self.layout.mask_id, self.layout.image_slice,
+                                         self.ucfg.logprob_chunk_size, attn, with_entropy,
+                                         single_head_call=self.zero3)
 
     def update(self, shard: TrainBatch, masked: np.ndarray, num_responses: int, tokens_per_iter: list[int],
                num_micro: int) -> dict[str, Any]:
