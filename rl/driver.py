@@ -185,7 +185,7 @@ class Driver:
                                     seed=c.run.seed)
         lc = c.learner
         learner_cfg = LearnerConfig(lr=lc.lr, weight_decay=lc.weight_decay, lr_schedule=lc.lr_schedule,
-                                    warmup_steps=lc.warmup_steps, total_steps=c.run.steps, grad_clip=lc.grad_clip,
+                                    warmup_steps=lc.warmup_steps, total_steps=c.run.steps * c.unigrpo.mu, grad_clip=lc.grad_clip,
                                     micro_batch_tokens=lc.micro_batch_tokens, deepspeed_config=lc.deepspeed_config,
                                     gradient_checkpointing=lc.gradient_checkpointing, seed=c.run.seed,
                                     bf16={"auto": "auto", "true": True, "false": False}[lc.bf16])
