@@ -3,11 +3,11 @@
 import time
 
 
-def sleepy(task, prompt, response, gold, image=None, metadata=None, **kwargs):
+def sleepy(inp, **kwargs):
     """A reward that hangs: the reward actors must time it out instead of stalling the step."""
     time.sleep(3600)
     return 1.0
 
 
-def length_bonus(task, prompt, response, gold, image=None, metadata=None, **kwargs):
-    return min(len(response), 8) / 8.0
+def length_bonus(inp, **kwargs):
+    return min(len(inp.response), 8) / 8.0
