@@ -31,6 +31,9 @@ def _load_config(path: str) -> list[RewardSpec]:
         import yaml
 
         cfg = yaml.safe_load(text)
+    # A unigrpo run config keeps the list under rewards.functions; accept it as it is.
+    if isinstance(cfg, dict) and isinstance(cfg.get("rewards"), dict) and "functions" in cfg["rewards"]:
+        cfg = {"rewards": cfg["rewards"]["functions"]}
     return specs_from_config(cfg)
 
 

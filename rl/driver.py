@@ -167,6 +167,7 @@ class Driver:
             image_config=ImageSamplerConfig(steps=c.rollout.image.steps, guidance_scale=c.rollout.image.guidance_scale,
                               temperature=c.rollout.image.temperature),
             num_gpus_per_worker=c.rollout.num_gpus_per_worker,
+            placement_group=self._rollout_placement_group(),
             device="cuda" if c.rollout.num_gpus_per_worker > 0 else "cpu",
             dtype="float32" if c.model.dtype == "auto" and c.rollout.num_gpus_per_worker == 0 else
             ("bfloat16" if c.model.dtype == "auto" else c.model.dtype),
@@ -191,6 +192,26 @@ class Driver:
                                     bf16={"auto": "auto", "true": True, "false": False}[lc.bf16])
         self.learner = LearnerGroup.create(lc.num_ranks, str(self.policy_path), learner_cfg, unigrpo_cfg,
                                            num_gpus_per_rank=lc.num_gpus_per_rank)
+
+    def _rollout_placement_group(self):
+        """One bundle per rollout worker (a GPU each on GPU clusters), reserved together, so a run
+        that cannot get its rollout resources fails now with a clear message instead of hanging."""
+        import ray
+        from ray.util.placement_group import placement_group
+
+        c = self.cfg.rollout
+        bundle = {"CPU": 1, **({"GPU": c.num_gpus_per_worker} if c.num_gpus_per_worker else {})}
+        pg = placement_group([dict(bundle) for _ in range(c.num_workers)], strategy="PACK")
+        try:
+            ray.get(pg.ready(), timeout=float(os.environ.get("UNIGRPO_PLACEMENT_TIMEOUT_S", 120)))
+        except ray.exceptions.GetTimeoutError:
+            ray.util.remove_placement_group(pg)
+            raise RuntimeError(
+                f"could not reserve {c.num_workers} x {bundle} for rollout workers; the cluster has "
+                f"{ray.available_resources()} available (check rollout.num_workers / num_gpus_per_worker)"
+            ) from None
+        self._placement_groups = [pg]
+        return pg
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -482,3 +503,5 @@ class Driver:
                     pass
         for w in getattr(self, "rollout_workers", []):
             ray.kill(w)
+        for pg in getattr(self, "_placement_groups", []):
+            ray.util.remove_placement_group(pg)
