@@ -75,6 +75,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--configs", default="tiny,small", help="comma-separated subset of tiny,small")
     args = parser.parse_args()
     ensure_local_ray_env()
     import ray
@@ -82,7 +83,8 @@ def main() -> int:
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, overrides in CONFIGS.items():
+        for name in args.configs.split(","):
+            overrides = CONFIGS[name]
             results[name] = r = measure(name, overrides, args.steps, args.warmup, Path(tmp))
             print(f"{name:>6}: step {r['step_s'] * 1e3:7.1f} ms = generate {r['generate_compute_s'] * 1e3:6.1f}"
                   f" + reward {r['reward_compute_s'] * 1e3:5.1f} + update {r['update_compute_s'] * 1e3:6.1f}"
@@ -90,14 +92,12 @@ def main() -> int:
             print("        phases (driver wall, ms): " + ", ".join(
                 f"{k} {v * 1e3:.1f}" for k, v in r["phases"].items()), flush=True)
     ray.shutdown()
-    print("RESULT " + json.dumps({
-        "overhead_tiny": round(results["tiny"]["overhead_share"], 4),
-        "overhead_small": round(results["small"]["overhead_share"], 4),
-        "step_ms_tiny": round(results["tiny"]["step_s"] * 1e3, 1),
-        "step_ms_small": round(results["small"]["step_s"] * 1e3, 1),
-        "rollouts_per_s_tiny": round(results["tiny"]["rollouts_per_s"], 1),
-        "rollouts_per_s_small": round(results["small"]["rollouts_per_s"], 1),
-    }))
+    out = {}
+    for name, r in results.items():
+        out[f"overhead_{name}"] = round(r["overhead_share"], 4)
+        out[f"step_ms_{name}"] = round(r["step_s"] * 1e3, 1)
+        out[f"rollouts_per_s_{name}"] = round(r["rollouts_per_s"], 1)
+    print("RESULT " + json.dumps(out))
     return 0
 
 

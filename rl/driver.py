@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def ensure_local_ray_env() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Phases of a step run one after another in different actors: OpenMP threads that spin-wait after
+    # a parallel region steal the cores the next phase needs (measured: ~25% slower steps on 2 cores).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Driver:
         save_resolved(cfg, self.run_dir)
         self.metrics = MetricsLog(self.run_dir)
         self.store = RolloutStore(self.run_dir)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-store")
         self.dataset = build_dataset(cfg.data)  # bad rows fail here, before any actor starts
         self.policy_path = self._prepare_policy()
         self._start_ray()
@@ -218,7 +223,15 @@ class Driver:
         np.random.seed(seed % (2**32))
 
     # ------------------------------------------------------------------ checkpoints
+    def flush_store(self) -> None:
+        """Wait for the pending rollout-store write (a write error surfaces here)."""
+        pending = getattr(self, "_store_write", None)
+        if pending is not None:
+            pending.result()  # re-raises a failed write here, in the driver
+            self._store_write = None
+
     def checkpoint(self) -> Path:
+        self.flush_store()
         ckpt = self.run_dir / "checkpoints" / f"step_{self.step}"
         state = {
             "step": self.step,
@@ -407,7 +420,10 @@ class Driver:
         with timer.time("publish"):
             self._publish()
         with timer.time("store"):
-            self.store.append(step, records)
+            # written in the background while the next step generates; joined before the next write,
+            # a checkpoint, or the end of the run, so a checkpoint never precedes its rollouts
+            self.flush_store()
+            self._store_write = self._writer.submit(self.store.append, step, records)
         self.step = step
 
         m = {
@@ -470,6 +486,7 @@ class Driver:
         return summary
 
     def summarise(self, wall_s: float, interrupted: bool) -> dict:
+        self.flush_store()
         metrics = self.metrics.read()
         rewards = [m["reward/mean"] for m in metrics]
         k = min(10, len(rewards))
@@ -493,6 +510,9 @@ class Driver:
 
     def shutdown(self) -> None:
         import ray
+
+        if getattr(self, "_writer", None) is not None:
+            self._writer.shutdown(wait=True)
 
         for name in ("learner", "reward_pool"):
             obj = getattr(self, name, None)

@@ -89,6 +89,7 @@ def test_killed_rollout_actor_is_recovered_without_losing_groups(ray_cluster, tm
         driver.run_step()
         ray_cluster.kill(driver.rollout_workers[0], no_restart=False)
         m = driver.run_step()
+        driver.flush_store()
         records = driver.store.read_step(2)
         assert m["restarts/rollout"] == 1 and m["rollouts"] == 16
         assert sorted((r["group"], r["group_index"]) for r in records) == [(g, i) for g in range(4) for i in range(4)]

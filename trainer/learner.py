@@ -21,6 +21,7 @@ import copy
 import os
 import shutil
 import socket
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class Learner:
                num_micro: int) -> dict[str, Any]:
         """All mu iterations on this rank's shard. masked [mu, n, L]: this shard's masks.
         Returns sums over this rank (the group adds them across ranks)."""
+        t_start = time.perf_counter()
         cfg, dev, mu = self.ucfg, self.device, self.ucfg.mu
         ids = torch.from_numpy(shard.input_ids).to(dev)
         attn = None if shard.attention_mask is None else torch.from_numpy(shard.attention_mask).to(dev)
@@ -170,7 +172,9 @@ class Learner:
             self.steps += 1
             norm = self.engine.get_global_grad_norm()
             grad_norms.append(float(norm) if norm is not None else float("nan"))
-        return {**totals, "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs}
+        # wall time inside this rank: forward/backward/optimizer compute, for the overhead benchmark
+        compute_s = time.perf_counter() - t_start
+        return {**totals, "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s}
 
     # ---- full weights (collective under ZeRO-3: every rank calls these) --------------------------------
     def _param_entries(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
@@ -379,4 +383,5 @@ def reduce_stats(results: list[dict], ratios: np.ndarray, mu: int, num_micro: in
         "grad_norm_max": float(np.max(grad_norms)),
         "lr": float(results[0]["lr"][-1]),
         "micro_batches": float(num_micro),
+        "compute_s": max(r.get("compute_s", 0.0) for r in results),  # ranks run in parallel
     }
