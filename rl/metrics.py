@@ -31,7 +31,8 @@ def console_line(step: int, total: int, m: dict) -> str:
         f"  loss {m.get('learner/loss', float('nan')):+.4f}  kl {m.get('learner/kl', float('nan')):.4f}"
         f"  clip {m.get('learner/clip_frac', float('nan')):.2f}  zero-var {m['adv/zero_variance_groups']}"
         f"/{m['adv/groups']}  {m['time/step_s']:.2f}s (gen {m['time/generate_s']:.2f} rew {m['time/reward_s']:.2f}"
-        f" upd {m['time/update_s']:.2f} pub {m['time/publish_s']:.2f})"
+        f" upd {m['time/update_s']:.2f} [old/ref {m.get('learner/old_ref_logprob_s', float('nan')):.2f}]"
+        f" pub {m['time/publish_s']:.2f})"
     )
 
 

@@ -149,6 +149,7 @@ class Learner:
                     if self.ref is not None:
                         ref[n][j] = self._logprobs(self.ref, x, a, m, img)[0]
         self.engine.train()
+        old_ref_s = time.perf_counter() - t_start
 
         # 2. mu gradient updates, one per mask iteration
         totals = {k: 0.0 for k in SUM_KEYS}
@@ -174,7 +175,8 @@ class Learner:
             grad_norms.append(float(norm) if norm is not None else float("nan"))
         # wall time inside this rank: forward/backward/optimizer compute, for the overhead benchmark
         compute_s = time.perf_counter() - t_start
-        return {**totals, "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s}
+        return {**totals, "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s,
+                "old_ref_s": old_ref_s}
 
     # ---- full weights (collective under ZeRO-3: every rank calls these) --------------------------------
     def _param_entries(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
@@ -384,4 +386,5 @@ def reduce_stats(results: list[dict], ratios: np.ndarray, mu: int, num_micro: in
         "lr": float(results[0]["lr"][-1]),
         "micro_batches": float(num_micro),
         "compute_s": max(r.get("compute_s", 0.0) for r in results),  # ranks run in parallel
+        "old_ref_logprob_s": max(r.get("old_ref_s", 0.0) for r in results),  # the no-grad pi_old/pi_ref pass
     }
