@@ -204,7 +204,10 @@ def test_checkpoint_round_trip_is_exact(runs, tmp_path):
     weights_b = flat_weights(ray.get(group.publish_object_store()))
     for k in weights_a:
         assert np.array_equal(weights_a[k], weights_b[k]), k
-    assert stats_a == stats_b  # same masks, same optimizer moments, same LR step
+    timings = ("compute_s", "old_ref_logprob_s")  # wall-clock times, not results
+    assert {k: v for k, v in stats_a.items() if k not in timings} == {
+        k: v for k, v in stats_b.items() if k not in timings
+    }  # same masks, same optimizer moments, same LR step
 
     exported = load_policy(tmp_path / "ckpt" / "policy")
     for k, v in exported.model.state_dict().items():
