@@ -325,9 +325,12 @@ class Driver:
 
         inputs = [RewardInput(task=r["task"], prompt=r["question"], response=r["response_text"], gold=r["gold"],
                               image=None, metadata={"prompt_id": r["prompt_id"]}) for r in records]
-        busy_before = self.reward_pool.busy_seconds()
         scored = self.reward_pool.score(inputs)
-        self._reward_compute_s = max(0.0, self.reward_pool.busy_seconds() - busy_before)
+        # actor-side scoring time since the last step (one extra call per step, after scoring; a
+        # restarted actor starts again from 0, hence the clamp)
+        busy = self.reward_pool.busy_seconds()
+        self._reward_compute_s = max(0.0, busy - getattr(self, "_reward_busy_last", 0.0))
+        self._reward_busy_last = busy
         totals = np.zeros(len(records))
         for i, (r, s) in enumerate(zip(records, scored)):
             totals[i] = s.total

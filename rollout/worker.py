@@ -167,30 +167,40 @@ class RolloutWorker:
                     policy_version=self._version, **fields)
 
     def _generate_text(self, jobs, generator) -> list[dict[str, Any]]:
-        prompt_lists = [chat_prompt_ids(self.tokenizer, self.layout, p["text"], think=bool(p.get("think")))
-                        for p, _ in jobs]
+        # G jobs share each prompt: tokenise each distinct prompt once (the tokenizer call, not the
+        # model, dominated a tiny policy's rollout time outside the sampler)
+        cache: dict[tuple[str, bool], list[int]] = {}
+        prompt_lists = []
+        for p, _ in jobs:
+            key = (p["text"], bool(p.get("think")))
+            if key not in cache:
+                cache[key] = chat_prompt_ids(self.tokenizer, self.layout, key[0], think=key[1])
+            prompt_lists.append(cache[key])
         ids, mask = left_pad(prompt_lists, self.layout.pad_id)
         start = time.perf_counter()
         out = generate_text(self.model, ids.to(self.device), mask.to(self.device), self.layout,
                             self.text_config, generator)
         gen_s = time.perf_counter() - start
         settings = {"kind": "text", **asdict(self.text_config)}
+        responses = out.response_ids.tolist()
+        cut = [r[: r.index(self.layout.eos_id)] if self.layout.eos_id in r else r for r in responses]
+        texts = self.tokenizer.batch_decode(cut, skip_special_tokens=True)
+        unmask_step, confidence = out.unmask_step.tolist(), out.confidence.tolist()
+        early_filled, forwards = out.early_filled.tolist(), out.sample_forwards.tolist()
         records = []
         for row, ((prompt, g), prompt_ids) in enumerate(zip(jobs, prompt_lists)):
-            response = out.response_ids[row].tolist()
-            upto = response.index(self.layout.eos_id) if self.layout.eos_id in response else len(response)
             records.append(self._record(
                 prompt, g,
                 prompt_ids=list(prompt_ids),
                 prompt_mask=[1] * len(prompt_ids),
-                response_ids=response,
-                response_text=self.tokenizer.decode(response[:upto], skip_special_tokens=True),
+                response_ids=responses[row],
+                response_text=texts[row],
                 image_codes=None,
                 image_png=None,
-                unmask_step=out.unmask_step[row].tolist(),
-                confidence=out.confidence[row].tolist(),
-                early_filled=out.early_filled[row].tolist(),
-                num_forwards=int(out.sample_forwards[row]),
+                unmask_step=unmask_step[row],
+                confidence=confidence[row],
+                early_filled=early_filled[row],
+                num_forwards=int(forwards[row]),
                 sampler=settings,
                 timings={"gen_s": gen_s, "batch_size": len(jobs)},
             ))
