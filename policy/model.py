@@ -228,7 +228,3 @@ class MMadaModelLM(PreTrainedModel):
                          + 3 * c.d_model * c.mlp_hidden_size)
         attention = 2 * 2 * seq_len * c.d_model
         return c.n_layers * (per_layer + attention)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -43,7 +43,9 @@ class RolloutStore:
         return pq.read_table(self.root / f"step={step}" / "part-0.parquet").to_pylist()
 
     def read_all(self) -> pa.Table:
-        return ds.dataset(self.root, format="parquet", partitioning="hive").to_table()
+        # the partition key must have the type of the `step` column the rows carry (int64)
+        partitioning = ds.partitioning(pa.schema([("step", pa.int64())]), flavor="hive")
+        return ds.dataset(self.root, format="parquet", partitioning=partitioning).to_table()
 
     def truncate_after(self, step: int) -> None:
         """On resume, forget partitions the interrupted run wrote after its last checkpoint."""

@@ -56,6 +56,8 @@ def test_three_steps_two_learner_ranks(ray_cluster, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["rollouts"] == 16 for r in rows) and rows[-1]["policy_version"] == 3
     assert all("learner/loss" in r for r in rows)
+    table = driver.store.read_all()  # the whole run, as the dashboard and replay read it
+    assert table.num_rows == 48 and sorted(set(table.column("step").to_pylist())) == [1, 2, 3]
     records = driver.store.read_step(3)
     assert len(records) == 16 and {r["policy_version"] for r in records} == {2}
     assert sorted((r["group"], r["group_index"]) for r in records) == [(g, i) for g in range(4) for i in range(4)]
