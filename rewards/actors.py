@@ -8,7 +8,8 @@ import time
 
 import ray
 
-from rewards.api import RewardInput, RewardResult, RewardSpec
+from rewards.api import RewardInput, RewardSpec
+from rewards.engine import score_model_reward
 from rewards.registry import load_reward
 from rewards.sandbox import Call, SandboxPool
 
@@ -68,11 +69,5 @@ class ModelRewardActor:
             self.busy_s += time.perf_counter() - t0
 
     def _score(self, name: str, batch: list[RewardInput]) -> list[tuple[float, str, str]]:
-        if name in self.errors:
-            res = [RewardResult(0.0, "error", self.errors[name])] * len(batch)
-        else:
-            try:
-                res = self.models[name].score_batch(batch)
-            except Exception as exc:
-                res = [RewardResult(0.0, "error", f"{type(exc).__name__}: {str(exc)[:300]}")] * len(batch)
+        res = score_model_reward(self.models.get(name), self.errors.get(name), batch)
         return [(r.value, r.status, r.detail) for r in res]

@@ -84,6 +84,59 @@ def combine(specs: list[RewardSpec], batch: list[RewardInput],
         out.append(ScoredSample(comps, total))
     return out
 
+def score_model_reward(model, load_error: str | None, items: list[RewardInput]) -> list[RewardResult]:
+    """A model reward's batch, with a failed load or a raising call turned into per-sample errors."""
+    if load_error is not None:
+        return [RewardResult(0.0, "error", load_error)] * len(items)
+    try:
+        return model.score_batch(items)
+    except Exception as exc:
+        return [RewardResult(0.0, "error", f"{type(exc).__name__}: {str(exc)[:300]}")] * len(items)
+
+
+Pending = dict[tuple[str, int], str]  # (reward name, sample index) -> cache key, still to be scored
+
+
+def start_batch(specs: list[RewardSpec], batch: list[RewardInput], cache: ResultCache, stats: Stats
+                ) -> tuple[dict[str, list[RewardResult | None]], Pending]:
+    """Fill in cached results; return them with the (reward, sample) pairs that still need scoring.
+    Shared by the in-process scorer and the Ray reward pool so both cache and count the same way."""
+    stats.batches += 1
+    results: dict[str, list[RewardResult | None]] = {s.name: [None] * len(batch) for s in specs}
+    pending: Pending = {}
+    for spec in specs:
+        for i, x in enumerate(batch):
+            if not spec.applies_to(x.task):
+                continue
+            k = cache_key(spec, x)
+            hit = cache.get(k)
+            if hit is not None:
+                results[spec.name][i] = hit
+                stats.cache_hits[spec.name] += 1
+            else:
+                pending[(spec.name, i)] = k
+    return results, pending
+
+
+def add_seconds(stats: Stats, scored: list[tuple[str, int]], seconds: float) -> None:
+    """Wall time shared by several rewards, split by each one's share of the calls."""
+    for name in {n for n, _ in scored}:
+        stats.seconds[name] += seconds * sum(1 for n, _ in scored if n == name) / len(scored)
+
+
+def finish_batch(specs: list[RewardSpec], batch: list[RewardInput], results: dict[str, list[RewardResult | None]],
+                 pending: Pending, cache: ResultCache, stats: Stats) -> list[ScoredSample]:
+    """Cache the new results, count every status, and add up the weighted totals."""
+    for (name, i), k in pending.items():
+        cache.put(k, results[name][i])
+    for spec in specs:
+        for r in results[spec.name]:
+            if r is not None:
+                stats.add(spec.name, r)
+    return combine(specs, batch, results)
+
+
+
 
 class LocalScorer:
     """Scores in this process: rule rewards through a SandboxPool, model rewards called directly.
@@ -106,53 +159,26 @@ class LocalScorer:
         self.stats = Stats()
 
     def score(self, batch: list[RewardInput]) -> list[ScoredSample]:
-        self.stats.batches += 1
-        results: dict[str, list[RewardResult | None]] = {s.name: [None] * len(batch) for s in self.specs}
-        calls, where, keys = [], [], {}
+        results, pending = start_batch(self.specs, batch, self.cache, self.stats)
+        rule = [(name, i) for name, i in pending if self.kinds[name] == "rule"]
         for spec in self.specs:
-            idx = [i for i, x in enumerate(batch) if spec.applies_to(x.task)]
-            todo = []
-            for i in idx:
-                k = cache_key(spec, batch[i])
-                hit = self.cache.get(k)
-                if hit is not None:
-                    results[spec.name][i] = hit
-                    self.stats.cache_hits[spec.name] += 1
-                else:
-                    keys[(spec.name, i)] = k
-                    todo.append(i)
-            if not todo:
-                continue
-            if self.kinds[spec.name] == "rule":
-                calls += [Call(spec.to_dict(), batch[i], spec.timeout_s) for i in todo]
-                where += [(spec.name, i) for i in todo]
-            else:
+            todo = [i for name, i in pending if name == spec.name and self.kinds[name] == "model"]
+            if todo:
                 t0 = time.monotonic()
                 for i, r in zip(todo, self._model_call(spec, [batch[i] for i in todo])):
                     results[spec.name][i] = r
                 self.stats.seconds[spec.name] += time.monotonic() - t0
-        if calls:
+        if rule:
+            by_name = {s.name: s for s in self.specs}
             t0 = time.monotonic()
-            for (name, i), r in zip(where, self.sandbox.run(calls)):
+            calls = [Call(by_name[n].to_dict(), batch[i], by_name[n].timeout_s) for n, i in rule]
+            for (name, i), r in zip(rule, self.sandbox.run(calls)):
                 results[name][i] = r
-            dt = time.monotonic() - t0
-            for name in {n for n, _ in where}:  # shared wall time, split by share of calls
-                self.stats.seconds[name] += dt * sum(1 for n, _ in where if n == name) / len(where)
-        for (name, i), k in keys.items():
-            self.cache.put(k, results[name][i])
-        for spec in self.specs:
-            for r in results[spec.name]:
-                if r is not None:
-                    self.stats.add(spec.name, r)
-        return combine(self.specs, batch, results)
+            add_seconds(self.stats, rule, time.monotonic() - t0)
+        return finish_batch(self.specs, batch, results, pending, self.cache, self.stats)
 
     def _model_call(self, spec: RewardSpec, items: list[RewardInput]) -> list[RewardResult]:
-        if spec.name in self.model_errors:
-            return [RewardResult(0.0, "error", self.model_errors[spec.name])] * len(items)
-        try:
-            return self.models[spec.name].score_batch(items)
-        except Exception as exc:
-            return [RewardResult(0.0, "error", f"{type(exc).__name__}: {str(exc)[:300]}")] * len(items)
+        return score_model_reward(self.models.get(spec.name), self.model_errors.get(spec.name), items)
 
     def close(self) -> None:
         if self.sandbox is not None:

@@ -19,7 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from rewards.actors import ModelRewardActor, RuleRewardActor
 from rewards.api import RewardInput, RewardResult, RewardSpec, ScoredSample
-from rewards.engine import ResultCache, Stats, cache_key, combine
+from rewards.engine import ResultCache, Stats, add_seconds, finish_batch, start_batch
 from rewards.registry import kind_of
 
 ACTOR_SLACK_S = 60.0  # on top of the per-call timeouts: scheduling, restarts, model warm-up
@@ -52,26 +52,12 @@ class RewardPool:
 
     # -- scoring ---------------------------------------------------------------------------------
     def score(self, batch: list[RewardInput]) -> list[ScoredSample]:
-        self._stats.batches += 1
-        results: dict[str, list[RewardResult | None]] = {s.name: [None] * len(batch) for s in self.specs}
-        keys: dict[tuple[str, int], str] = {}
-        rule_calls: list[tuple[str, int]] = []
+        results, pending = start_batch(self.specs, batch, self.cache, self._stats)
+        rule_calls = [(name, i) for name, i in pending if self.kinds[name] == "rule"]
         model_calls: dict[str, list[int]] = {}
-        for spec in self.specs:
-            for i, x in enumerate(batch):
-                if not spec.applies_to(x.task):
-                    continue
-                k = cache_key(spec, x)
-                hit = self.cache.get(k)
-                if hit is not None:
-                    results[spec.name][i] = hit
-                    self._stats.cache_hits[spec.name] += 1
-                    continue
-                keys[(spec.name, i)] = k
-                if self.kinds[spec.name] == "rule":
-                    rule_calls.append((spec.name, i))
-                else:
-                    model_calls.setdefault(spec.name, []).append(i)
+        for name, i in pending:
+            if self.kinds[name] != "rule":
+                model_calls.setdefault(name, []).append(i)
         by_name = {s.name: s for s in self.specs}
         jobs = []  # (kind, actor index, list of (name, i), name for model jobs)
         if rule_calls and self.rule_actors:
@@ -91,17 +77,9 @@ class RewardPool:
         for (_kind, _a, part, _name), res in zip(jobs, self._run_jobs(jobs, batch, by_name)):
             for (n_, i), r in zip(part, res):
                 results[n_][i] = r
-        dt = time.monotonic() - t0
-        scored = [n for n, _ in keys]
-        for n_ in set(scored):
-            self._stats.seconds[n_] += dt * scored.count(n_) / len(scored)
-        for (n_, i), k in keys.items():
-            self.cache.put(k, results[n_][i])
-        for spec in self.specs:
-            for r in results[spec.name]:
-                if r is not None:
-                    self._stats.add(spec.name, r)
-        return combine(self.specs, batch, results)
+        if pending:
+            add_seconds(self._stats, list(pending), time.monotonic() - t0)
+        return finish_batch(self.specs, batch, results, pending, self.cache, self._stats)
 
     def _submit(self, job, batch, by_name):
         kind, a, part, name = job
