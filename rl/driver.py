@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,21 +47,19 @@ def ensure_local_ray_env() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-@dataclass
 class StepTimer:
-    phases: dict[str, float] = field(default_factory=dict)
+    """Wall time per phase of one step: `with timer.time("generate"): ...`."""
 
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
     def time(self, name: str):
-        timer = self
-
-        class _Phase:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.phases[name] = timer.phases.get(name, 0.0) + time.perf_counter() - self.t0
-
-        return _Phase()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
 
 
 class GracefulStop:
@@ -100,7 +97,7 @@ class Driver:
         self.policy_version = 0
         self.run_id = uuid.uuid4().hex[:12]
         self.stop = GracefulStop()
-        self.latest_weights = None  # (version, payload) the rollout workers must hold
+        self.last_transport: str | None = None  # how the latest weights reached the rollout workers
         self.restarts = {"rollout": 0}
         self.dataset: PromptDataset | None = None
 
@@ -119,7 +116,6 @@ class Driver:
         self._start_actors()
         if self.resume:
             self._restore()
-        self._seed_everything(cfg.run.seed + self.step)
 
     def _prepare_policy(self) -> Path:
         if self.cfg.model.path:
@@ -218,10 +214,6 @@ class Driver:
         self._placement_groups = [pg]
         return pg
 
-    def _seed_everything(self, seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed % (2**32))
-
     # ------------------------------------------------------------------ checkpoints
     def flush_store(self) -> None:
         """Wait for the pending rollout-store write (a write error surfaces here)."""
@@ -238,9 +230,8 @@ class Driver:
             "policy_version": self.policy_version,
             "run_id": self.run_id,
             "data_cursor": self.dataset.state_dict(),
-            "python_random": repr(random.getstate()),
-            "numpy_random": np.random.get_state()[1].tolist(),
-        }
+        }  # the driver draws no random numbers: rollout seeds derive from (run.seed, step) and the
+        # learner's masks from (seed, update index); the learner checkpoints its own RNG states
         self.learner.save_checkpoint(str(ckpt), extra_state={"driver": state})
         (ckpt / DRIVER_STATE).write_text(json.dumps(state))
         (self.run_dir / "checkpoints" / "latest").write_text(ckpt.name)
@@ -346,7 +337,7 @@ class Driver:
             return None
         prompt_w = max(len(records[i]["prompt_ids"]) for i in rows)
         resp_w = max(len(records[i]["response_ids"]) for i in rows)
-        pad = records[rows[0]].get("pad_id", 0)
+        pad = 0  # any id: padding is hidden by the attention mask and never masked or scored
         n = len(rows)
         input_ids = np.full((n, prompt_w + resp_w), pad, dtype=np.int64)
         attention = np.zeros((n, prompt_w + resp_w), dtype=np.int64)
@@ -378,10 +369,10 @@ class Driver:
             refs = self.learner.broadcast_weights(version)
             refs += [self.rollout_workers[i].receive_weights.remote() for i in self._broadcast_members]
             ray.get(refs)
-            self.latest_weights = None
+            self.last_transport = "broadcast"
             return
         payload = self.learner.publish_object_store(version)
-        self.latest_weights = (version, payload)
+        self.last_transport = "object_store"
         ray.get([w.load_weights.remote(version, payload) for w in self.rollout_workers])
 
     def _broadcast_ready(self) -> bool:
