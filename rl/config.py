@@ -81,14 +81,12 @@ class TextSamplerSection(Section):
     cfg_scale: float = Field(0.0, ge=0.0)
 
     @model_validator(mode="after")
-    def _divisible(self):
-        if self.gen_length % self.block_length:
-            raise ValueError(
-                f"rollout.text.gen_length={self.gen_length} must be a multiple of block_length={self.block_length}"
-            )
-        blocks = self.gen_length // self.block_length
-        if self.steps % blocks:
-            raise ValueError(f"rollout.text.steps={self.steps} must be a multiple of the {blocks} blocks")
+    def _sampler_accepts(self):
+        # the sampler's own rules (block divisibility, steps per block, ...), checked here so that a
+        # bad combination fails before any actor starts rather than inside the rollout worker
+        from rollout.text_sampler import TextSamplerConfig
+
+        TextSamplerConfig(**self.model_dump()).validate()
         return self
 
 
@@ -96,7 +94,7 @@ class ImageSamplerSection(Section):
     steps: int = Field(15, ge=1)
     guidance_scale: float = Field(3.5, ge=0.0)
     temperature: float = Field(1.0, ge=0.0)
-    resolution: int = Field(512, ge=16)
+    resolution: int = Field(512, ge=16, description="pixels; MAGVIT-v2 gives (resolution / 16)^2 image tokens")
     max_text_len: int = Field(128, ge=4)
 
 

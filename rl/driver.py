@@ -158,21 +158,20 @@ class Driver:
         from trainer.unigrpo import UniGRPOConfig
 
         c = self.cfg
-        text = c.rollout.text
+        on_gpu = c.rollout.num_gpus_per_worker > 0
+        dtype = c.model.dtype if c.model.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
         self.rollout_workers = create_rollout_workers(
             c.rollout.num_workers,
             str(self.policy_path),
-            text_config=TextSamplerConfig(gen_length=text.gen_length, steps=text.steps, block_length=text.block_length,
-                             temperature=text.temperature, remasking=text.remasking, threshold=text.threshold,
-                             use_cache=text.use_cache, cfg_scale=text.cfg_scale),
+            text_config=TextSamplerConfig(**c.rollout.text.model_dump()),
             image_config=ImageSamplerConfig(steps=c.rollout.image.steps, guidance_scale=c.rollout.image.guidance_scale,
-                              temperature=c.rollout.image.temperature),
+                                            temperature=c.rollout.image.temperature),
             num_gpus_per_worker=c.rollout.num_gpus_per_worker,
             placement_group=self._rollout_placement_group(),
-            device="cuda" if c.rollout.num_gpus_per_worker > 0 else "cpu",
-            dtype="float32" if c.model.dtype == "auto" and c.rollout.num_gpus_per_worker == 0 else
-            ("bfloat16" if c.model.dtype == "auto" else c.model.dtype),
+            device="cuda" if on_gpu else "cpu",
+            dtype=dtype,
             max_text_len=c.rollout.image.max_text_len,
+            num_image_tokens=(c.rollout.image.resolution // 16) ** 2,
         )
         self.reward_pool = RewardPool(
             [RewardSpec.from_dict(r.model_dump()) for r in c.rewards.functions],

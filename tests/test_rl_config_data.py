@@ -31,6 +31,7 @@ def test_overrides_apply_and_nested_keys_work():
         ("learner.lr_rate=1", "learner.lr_rate", "Extra inputs"),
         ("rollout.group_size=1", "rollout.group_size", "greater than or equal to 2"),
         ("rollout.text.gen_length=7", "block_length", "multiple"),
+        ("rollout.text.steps=16", "rollout.text", "exceeds block_length"),
         ("unigrpo.mask_schedule=fancy", "unigrpo.mask_schedule", "stratified"),
         ("data.task=math", "data.files", "empty"),
         ("run.name=../etc", "run.name", "plain directory name"),
