@@ -1,0 +1,14 @@
+"""Process-wide settings for the test suite, applied before any test module imports ray.
+
+Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported: set later (inside a fixture), a plain
+`pytest` run puts workers on the external interface. Keep every Ray port on loopback, no Ray auth
+tokens, no model hub, and passive OpenMP waits (see docs/architecture.md, "Local runs").
+"""
+
+import os
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
