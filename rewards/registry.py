@@ -21,11 +21,12 @@ ENTRY_POINT_GROUP = "unigrpo.rewards"
 BUILTINS: dict[str, str] = {
     "math": "rewards.math_reward:math_reward",
     "format": "rewards.format_reward:format_reward",
+    "choice": "rewards.choice_reward:choice_reward",
     "clip": "rewards.clip_reward:ClipReward",
 }
 # Where a reward runs: "rule" rewards in the killable subprocess pool, "model" rewards in-process on
 # the model actors (they hold weights on a device and are batched).
-BUILTIN_KINDS = {"math": "rule", "format": "rule", "clip": "model"}
+BUILTIN_KINDS = {"math": "rule", "format": "rule", "choice": "rule", "clip": "model"}
 
 
 def import_path(path: str) -> Any:

@@ -71,9 +71,9 @@ def train_main(argv: list[str]) -> int:
         else:
             cfg = load_config(config_path, overrides)
             run_dir = _fresh_run_dir(cfg.run_dir)
-        from rl.data import build_dataset
+        from rl.data import build_run_dataset
 
-        build_dataset(cfg.data)  # reject bad data before any actor starts
+        build_run_dataset(cfg)  # reject bad data before any actor starts
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"unigrpo: {err}", file=sys.stderr)
         return EXIT_USAGE

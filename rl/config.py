@@ -44,11 +44,31 @@ class ModelSection(Section):
     path: str | None = Field(None, description="local policy directory (config.json + safetensors + tokenizer)")
     tiny: TinyPolicySpec | None = Field(default_factory=TinyPolicySpec)
     dtype: Literal["float32", "bfloat16", "auto"] = "auto"
+    image_tokenizer: str | None = Field(
+        None, description="'palette' (the demo's colour-patch tokenizer) or a local directory (MAGVIT-v2 "
+        "weights, or image_tokenizer.json); needed by mmu and t2i tasks")
 
     @model_validator(mode="after")
     def _one_source(self):
         if self.path is None and self.tiny is None:
             raise ValueError("set model.path (a local policy directory) or model.tiny")
+        return self
+
+
+class ImageTaskData(Section):
+    """Prompts of one image task (data.mmu / data.t2i): files, or the built-in synthetic shapes."""
+
+    source: Literal["files", "shapes"] = "files"
+    files: list[str] = Field(default_factory=list, description="Parquet or JSONL prompt files")
+    question_field: str | None = Field(None, description="default: 'question' (mmu), 'caption' (t2i)")
+    answer_field: str = "answer"
+    image_field: str = Field("image", description="mmu: a bytes column or a path relative to the data file")
+    shapes_size: int = Field(256, ge=1, description="rows of the built-in shapes task")
+
+    @model_validator(mode="after")
+    def _files_for_files(self):
+        if self.source == "files" and not self.files:
+            raise ValueError("files is empty; set files or source: shapes")
         return self
 
 
@@ -62,12 +82,33 @@ class DataSection(Section):
     seed: int = 0
     think: bool = False
     toy_size: int = Field(512, ge=1, description="rows of the built-in toy task")
+    # multimodal tasks: the text task is the one above; mmu / t2i each have their own prompts
+    mixture: dict[Literal["text", "mmu", "t2i"], float] | None = Field(
+        None, description="share of each task in every batch, e.g. {text: 0.5, mmu: 0.25, t2i: 0.25}")
+    mmu: ImageTaskData | None = None
+    t2i: ImageTaskData | None = None
+    image_resize: Literal["center_crop", "squash", "none"] = Field(
+        "center_crop", description="how mmu images become rollout.image.resolution square; none = must fit")
 
     @model_validator(mode="after")
     def _files_for_file_tasks(self):
         if self.task != "toy_copy" and not self.files:
             raise ValueError(f"data.files is empty; task {self.task!r} reads prompts from files")
         return self
+
+    @model_validator(mode="after")
+    def _mixture_has_data(self):
+        if self.mixture is not None:
+            if any(w < 0 for w in self.mixture.values()) or sum(self.mixture.values()) <= 0:
+                raise ValueError(f"data.mixture: weights must be >= 0 with a positive sum, got {self.mixture}")
+            for kind in ("mmu", "t2i"):
+                if self.mixture.get(kind, 0) > 0 and getattr(self, kind) is None:
+                    raise ValueError(f"data.mixture gives {kind} weight {self.mixture[kind]} but data.{kind} is not set")
+        return self
+
+    def kinds(self) -> list[str]:
+        """The task kinds this data yields."""
+        return [k for k, w in (self.mixture or {"text": 1.0}).items() if w > 0]
 
 
 class TextSamplerSection(Section):
@@ -129,7 +170,9 @@ class RewardsSection(Section):
     num_workers: int = Field(1, ge=1)
     num_model_workers: int = Field(1, ge=0)
     model_device: str = "cpu"
-    clip_model_path: str | None = None
+    clip_model_path: str | None = Field(None, description="local CLIP directory (transformers CLIPModel)")
+    tiny_clip: bool = Field(False, description="build a tiny random CLIPModel into the run directory "
+                            "(exercises the CLIP path on CPU; its scores mean nothing)")
 
 
 class UniGRPOSection(Section):
@@ -195,6 +238,32 @@ class RunConfig(Section):
     learner: LearnerSection = Field(default_factory=LearnerSection)
     ray: RaySection = Field(default_factory=RaySection)
     run: RunSection = Field(default_factory=RunSection)
+
+    @model_validator(mode="after")
+    def _multimodal_parts(self):
+        kinds = self.data.kinds()
+        if ("mmu" in kinds or "t2i" in kinds) and not self.model.image_tokenizer:
+            raise ValueError("model.image_tokenizer is not set; mmu and t2i tasks need one "
+                             "('palette' or a MAGVIT-v2 directory)")
+        tok = self.model.image_tokenizer
+        if tok and tok != "palette" and not Path(tok).is_dir():
+            raise ValueError(f"model.image_tokenizer: {tok} is not a directory")
+        if tok == "palette" and self.model.tiny is not None and self.model.path is None:
+            from policy.palette_tokenizer import NAMED_COLOURS
+
+            if self.model.tiny.codebook_size != len(NAMED_COLOURS):
+                raise ValueError(f"model.tiny.codebook_size must be {len(NAMED_COLOURS)} (the palette's "
+                                 f"colours) with model.image_tokenizer=palette, got {self.model.tiny.codebook_size}")
+        if any(f.name == "clip" and f.path is None for f in self.rewards.functions):
+            path = self.rewards.clip_model_path
+            if path is None and not self.rewards.tiny_clip:
+                raise ValueError("rewards.clip_model_path is not set; the clip reward needs a local CLIP "
+                                 "directory (or rewards.tiny_clip=true for a tiny random one)")
+            if path is not None and not (Path(path) / "config.json").is_file():
+                raise ValueError(f"rewards.clip_model_path: {path} is not a CLIP model directory (no config.json)")
+            if self.rewards.num_model_workers < 1:
+                raise ValueError("rewards.num_model_workers must be >= 1 to run the clip reward")
+        return self
 
     @property
     def run_dir(self) -> Path:

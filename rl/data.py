@@ -1,14 +1,28 @@
-"""Prompt datasets: local Parquet / JSONL files or the built-in toy task, behind a resumable cursor.
+"""Prompt datasets: local Parquet / JSONL files or built-in toy tasks, behind resumable cursors.
 
-A row becomes a `Prompt` (id, task, question, gold answer). Bad rows are rejected while loading, with
-the file and the row number, so a run never starts on data it would choke on an hour later.
+Three task kinds, each with its own prompt layout (policy/prompts.py):
+
+    text  a question (and gold answer)              -> chat layout, the text sampler
+    mmu   an image and a question (and gold answer) -> <|mmu|><|soi|>codes<|eoi|> chat, the text sampler
+    t2i   a caption (and an optional gold for image rewards) -> the t2i layout, the image sampler
+
+A row becomes a `Prompt` (id, task, question, gold answer, and for mmu the image codes). Bad rows are
+rejected while loading, with the file and the row number, so a run never starts on data it would
+choke on an hour later. MMU images (a bytes column, PNG/JPEG, or a path relative to the data file)
+are decoded and resized with Pillow and encoded with the image tokenizer once, while loading; equal
+images are encoded once (`ImageEncoder`, a cache keyed by content hash).
+
 The cursor (epoch, position, shuffle seed) is plain data saved with every checkpoint; the order of
 epoch e is a permutation drawn from (seed, e), so a resumed run sees exactly the prompts the
-uninterrupted run would have seen.
+uninterrupted run would have seen. A `MixtureDataset` keeps one cursor per task and fills every
+batch with fixed per-task quotas (largest remainder of prompts_per_step x weight), so every step
+trains every task and a group never mixes tasks.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -18,6 +32,14 @@ import numpy as np
 import pyarrow.parquet as pq
 
 MAX_QUESTION_CHARS = 100_000
+MAX_IMAGE_BYTES = 64 * 2**20
+MAX_IMAGE_PIXELS = 8192 * 8192
+TASK_KINDS = ("text", "mmu", "t2i")
+
+
+def task_kind(task: str) -> str:
+    """Which layout/sampler a task uses: 'mmu' and 't2i' by name, everything else is text."""
+    return task if task in ("mmu", "t2i") else "text"
 
 
 class DataError(ValueError):
@@ -28,11 +50,18 @@ class DataError(ValueError):
 class Prompt:
     prompt_id: str
     task: str
-    question: str
+    question: str  # the caption for t2i
     answer: str | None
+    image_codes: tuple[int, ...] | None = None  # mmu: the input image, encoded once while loading
+
+    @property
+    def kind(self) -> str:
+        return task_kind(self.task)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["image_codes"] = None if self.image_codes is None else list(self.image_codes)
+        return d
 
 
 @dataclass
@@ -70,9 +99,86 @@ def _rows_from_file(path: Path):
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
 
 
+class ImageEncoder:
+    """Image bytes -> image codes, once per distinct image.
+
+    decode (Pillow) -> resize to resolution x resolution (`mode`: center_crop | squash | none, where
+    none requires the image to have exactly that size) -> the image tokenizer's codes. Results are
+    cached by the SHA-256 of the encoded file, so an image used by many rows is encoded once."""
+
+    def __init__(self, tokenizer, resolution: int, mode: str = "center_crop") -> None:
+        if mode not in ("center_crop", "squash", "none"):
+            raise ValueError(f"image resize mode must be center_crop, squash or none, got {mode!r}")
+        tokenizer.grid_size(resolution)  # a resolution the tokenizer cannot tile is a config error
+        self.tokenizer, self.resolution, self.mode = tokenizer, resolution, mode
+        self.cache: dict[str, tuple[int, ...]] = {}
+        self.encoded = 0  # tokenizer calls (the cache test counts them)
+
+    def encode(self, data: bytes, where: str) -> tuple[int, ...]:
+        key = hashlib.sha256(data).hexdigest()
+        if key not in self.cache:
+            self.cache[key] = self._encode(data, where)
+            self.encoded += 1
+        return self.cache[key]
+
+    def _encode(self, data: bytes, where: str) -> tuple[int, ...]:
+        import torch
+        from PIL import Image
+
+        from policy.image_io import image_to_tensor
+
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{where}: image is {w}x{h}, more than {MAX_IMAGE_PIXELS} pixels")
+                pil = im.convert("RGB")
+        except DataError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any decoder failure is a bad row
+            raise DataError(f"{where}: unreadable image ({type(err).__name__}: {str(err)[:120]})") from None
+        r = self.resolution
+        if self.mode == "none" and pil.size != (r, r):
+            raise DataError(f"{where}: image is {pil.size[0]}x{pil.size[1]}, expected {r}x{r} "
+                            f"(data.image_resize=none)")
+        pixels = image_to_tensor(pil, r, "squash" if self.mode == "none" else self.mode)
+        with torch.no_grad():
+            codes = self.tokenizer.encode(pixels[None])[0]
+        return tuple(int(c) for c in codes.tolist())
+
+
+def _image_bytes(value, path: Path, where: str, field: str) -> bytes:
+    """A bytes column, or a path relative to the data file."""
+    if isinstance(value, bytes | bytearray):
+        data = bytes(value)
+    elif isinstance(value, str) and value.strip():
+        img_path = Path(value) if Path(value).is_absolute() else path.parent / value
+        if not img_path.is_file():
+            raise DataError(f"{where}: field {field!r}: image file {img_path} does not exist")
+        if img_path.stat().st_size > MAX_IMAGE_BYTES:
+            raise DataError(f"{where}: field {field!r}: image file {img_path} is larger than {MAX_IMAGE_BYTES} bytes")
+        data = img_path.read_bytes()
+    else:
+        raise DataError(f"{where}: field {field!r} must be image bytes or a path relative to the data file, "
+                        f"got {type(value).__name__}")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise DataError(f"{where}: field {field!r}: image is larger than {MAX_IMAGE_BYTES} bytes")
+    return data
+
+
 def load_prompt_files(
-    files: list[str], task: str, question_field: str = "question", answer_field: str = "answer"
+    files: list[str],
+    task: str,
+    question_field: str = "question",
+    answer_field: str = "answer",
+    image_field: str = "image",
+    images: ImageEncoder | None = None,
 ) -> list[Prompt]:
+    """Rows of Parquet/JSONL files -> Prompts. `task` "mmu" reads and encodes `image_field` (needs
+    `images`), "t2i" reads the caption from `question_field`; any other task is text."""
+    kind = task_kind(task)
+    if kind == "mmu" and images is None:
+        raise DataError("mmu data needs an image tokenizer (model.image_tokenizer)")
     prompts: list[Prompt] = []
     for name in files:
         path = Path(name)
@@ -88,7 +194,7 @@ def load_prompt_files(
             if len(question) > MAX_QUESTION_CHARS:
                 raise DataError(f"{where}: field {question_field!r} is {len(question)} characters long")
             answer = row.get(answer_field)
-            if task == "math":
+            if task in ("math", "mmu"):
                 if isinstance(answer, int | float) and not isinstance(answer, bool):
                     answer = str(answer)
                 if not isinstance(answer, str) or not answer.strip():
@@ -96,9 +202,14 @@ def load_prompt_files(
                                     f"string or number, got {answer!r}")
             elif answer is not None and not isinstance(answer, str):
                 answer = json.dumps(answer)
-            row_task = row.get("task", task)
-            prompts.append(Prompt(prompt_id=str(row.get("id", f"{path.stem}-{row_no}")), task=str(row_task),
-                                  question=question, answer=answer))
+            codes = None
+            if kind == "mmu":
+                if image_field not in row or row[image_field] is None:
+                    raise DataError(f"{where}: field {image_field!r} (the image) is missing")
+                codes = images.encode(_image_bytes(row[image_field], path, where, image_field), where)
+            row_task = task if kind != "text" else str(row.get("task", task))
+            prompts.append(Prompt(prompt_id=str(row.get("id", f"{path.stem}-{row_no}")), task=row_task,
+                                  question=question, answer=answer, image_codes=codes))
     if not prompts:
         raise DataError(f"no prompts in {files}")
     return prompts
@@ -139,9 +250,87 @@ class PromptDataset:
         self._order = self._epoch_order(self.cursor.epoch)
 
 
-def build_dataset(data_cfg) -> PromptDataset:
+class MixtureDataset:
+    """Batches drawn from one PromptDataset per task kind with fixed per-step quotas.
+
+    quota_k = floor(n * w_k) plus one for the largest remainders (ties: TASK_KINDS order), so a batch
+    of n prompts always holds the same number of each task; each task keeps its own cursor."""
+
+    def __init__(self, datasets: dict[str, PromptDataset], weights: dict[str, float]) -> None:
+        live = {k: float(w) for k, w in weights.items() if w > 0}
+        if not live or any(k not in datasets for k in live):
+            raise DataError(f"data.mixture {weights}: every task with weight > 0 needs a dataset "
+                            f"(have {sorted(datasets)})")
+        self.datasets = {k: datasets[k] for k in TASK_KINDS if k in live}
+        total = sum(live.values())
+        self.weights = {k: live[k] / total for k in self.datasets}
+
+    def quotas(self, n: int) -> dict[str, int]:
+        exact = {k: n * w for k, w in self.weights.items()}
+        out = {k: int(np.floor(v)) for k, v in exact.items()}
+        by_remainder = sorted(exact, key=lambda k: (-(exact[k] - out[k]), TASK_KINDS.index(k)))
+        for k in by_remainder[: n - sum(out.values())]:
+            out[k] += 1
+        return out
+
+    def next_batch(self, size: int) -> list[Prompt]:
+        batch: list[Prompt] = []
+        for kind, count in self.quotas(size).items():
+            if count:
+                batch += self.datasets[kind].next_batch(count)
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"mixture": {k: d.state_dict() for k, d in self.datasets.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, d in self.datasets.items():
+            d.load_state_dict(state["mixture"][k])
+
+
+def _task_prompts(kind: str, section, seed: int, images: ImageEncoder | None) -> list[Prompt]:
+    """The prompts of one image task section (data.mmu / data.t2i)."""
+    if section.source == "shapes":
+        from rl import shapes
+
+        rows = shapes.mmu_rows(section.shapes_size, seed) if kind == "mmu" else shapes.t2i_rows(section.shapes_size, seed)
+        if kind == "t2i":
+            return [Prompt(r["id"], "t2i", r["caption"], r["answer"]) for r in rows]
+        return [Prompt(r["id"], "mmu", r["question"], r["answer"], images.encode(r["image"], f"shapes row {i}"))
+                for i, r in enumerate(rows, start=1)]
+    question = section.question_field or ("caption" if kind == "t2i" else "question")
+    return load_prompt_files(section.files, kind, question, section.answer_field, section.image_field, images)
+
+
+def build_dataset(data_cfg, image_tokenizer=None, resolution: int | None = None) -> PromptDataset | MixtureDataset:
+    """The run's dataset from the `data` config section. MMU data needs the image tokenizer and the
+    resolution images are resized to (rollout.image.resolution)."""
     if data_cfg.task == "toy_copy":
-        prompts = toy_copy_task(data_cfg.toy_size, seed=data_cfg.seed)
+        text = toy_copy_task(data_cfg.toy_size, seed=data_cfg.seed)
     else:
-        prompts = load_prompt_files(data_cfg.files, data_cfg.task, data_cfg.question_field, data_cfg.answer_field)
-    return PromptDataset(prompts, shuffle=data_cfg.shuffle, seed=data_cfg.seed)
+        text = load_prompt_files(data_cfg.files, data_cfg.task, data_cfg.question_field, data_cfg.answer_field)
+    mixture = getattr(data_cfg, "mixture", None)
+    if not mixture:
+        return PromptDataset(text, shuffle=data_cfg.shuffle, seed=data_cfg.seed)
+    datasets = {"text": PromptDataset(text, shuffle=data_cfg.shuffle, seed=data_cfg.seed)}
+    for offset, kind in enumerate(("mmu", "t2i"), start=1):
+        section = getattr(data_cfg, kind)
+        if mixture.get(kind, 0) > 0 and section is not None:
+            images = None
+            if kind == "mmu":
+                if image_tokenizer is None or resolution is None:
+                    raise DataError("data.mmu needs an image tokenizer (model.image_tokenizer)")
+                images = ImageEncoder(image_tokenizer, resolution, data_cfg.image_resize)
+            prompts = _task_prompts(kind, section, data_cfg.seed + offset, images)
+            datasets[kind] = PromptDataset(prompts, shuffle=data_cfg.shuffle, seed=data_cfg.seed + offset)
+    return MixtureDataset(datasets, dict(mixture))
+
+
+def build_run_dataset(cfg) -> PromptDataset | MixtureDataset:
+    """`build_dataset` with what a run config says about images (tokenizer, resolution)."""
+    tokenizer = None
+    if cfg.model.image_tokenizer and "mmu" in cfg.data.kinds():
+        from policy.palette_tokenizer import load_image_tokenizer
+
+        tokenizer = load_image_tokenizer(cfg.model.image_tokenizer)
+    return build_dataset(cfg.data, tokenizer, cfg.rollout.image.resolution)
