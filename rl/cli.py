@@ -3,6 +3,7 @@
     unigrpo train [CONFIG.yaml] [key=value ...]       start a run (default config: configs/tiny.yaml)
     unigrpo train --resume runs/NAME [key=value ...]  continue a run from its latest checkpoint
     unigrpo rewards check --input rollouts.jsonl       score a dump of rollouts with the reward functions
+    unigrpo dashboard RUN_DIR [RUN_DIR ...]            live web view of runs (http://127.0.0.1:8300)
 
 Exit codes: 0 finished; 2 bad config, data or arguments (nothing was started); 1 the run failed;
 130 stopped by SIGINT/SIGTERM after checkpointing (resume with --resume).
@@ -103,7 +104,7 @@ def train_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: unigrpo {train,rewards check} ...  (unigrpo train --help)"
+    usage = "usage: unigrpo {train,rewards check,dashboard} ...  (unigrpo train --help)"
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() if argv else usage)
         return EXIT_OK if argv else EXIT_USAGE
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         from rewards.cli import check_main
 
         return check_main(rest[1:])
+    if command == "dashboard":
+        from rl.dashboard.server import main as dashboard_main
+
+        return dashboard_main(rest)
     print(f"unigrpo: unknown command {' '.join(argv[:2])!r}\n{usage}", file=sys.stderr)
     return EXIT_USAGE
 

@@ -1,0 +1,566 @@
+"""The rollout store seen by the dashboard: a small in-memory index plus targeted Parquet reads.
+
+The store is one directory per step (rollouts/step=N/*.parquet, see rl/store.py). Refreshing lists the
+directories and reads only partitions that are new or changed (by size and mtime), and from them only
+the few scalar columns the index keeps (step, group, reward, statuses, ...): about 40 bytes a rollout,
+40 MB at a million. Filters, sorting and paging run on that index with pyarrow.compute; the page's
+text, a group, or one trajectory is then read from the one or few files that hold it (projection
+pushdown: only the columns asked for). So a request costs the same at 100k or 1M stored rollouts,
+except a text search, which scans partitions newest-first under a time budget and says how far it got.
+
+Every column is optional (older runs, other task kinds, a typed record with more fields): missing ones
+read as null. A partition that cannot be read (truncated, half-written, not Parquet) is reported by
+name and left out; it never takes a request down.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+STATUSES = ("ok", "timeout", "error", "unparsable")
+STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
+BAD_BIT = {"timeout": 1, "error": 2, "unparsable": 4}
+TEXT_PREVIEW = 240        # characters of prompt / response shown in a table row
+TEXT_FULL = 20_000        # characters of one response shown in the group view (model output is unbounded)
+SEARCH_BUDGET_S = 0.2     # a text search stops scanning older partitions after this long
+PAGE_MAX = 200
+
+
+class QueryError(ValueError):
+    """A request the data cannot answer (unknown step, corrupt partition, bad filter): shown as a message."""
+
+
+@dataclass
+class Partition:
+    path: Path
+    key: tuple[int, int]
+    step: int
+    index: pa.Table | None = None
+    problem: str | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def _read(path: Path, wanted: list[str]) -> pa.Table:
+    """Only the columns of `wanted` that this file has (projection pushdown)."""
+    pf = pq.ParquetFile(path)
+    names = set(pf.schema_arrow.names)
+    return pf.read(columns=[c for c in wanted if c in names])
+
+
+def _col(t: pa.Table, name: str, default=None):
+    return t.column(name) if name in t.column_names else default
+
+
+def _components(cell) -> dict:
+    """reward_components is stored as JSON text ({name: {value, status, detail}}); tolerate anything."""
+    if cell is None:
+        return {}
+    if isinstance(cell, dict):
+        return cell
+    try:
+        parsed = json.loads(cell)
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _index_partition(path: Path, step: int) -> tuple[pa.Table, dict]:
+    pf = pq.ParquetFile(path)
+    names = set(pf.schema_arrow.names)
+    n = pf.metadata.num_rows
+    cols = ["step", "group", "group_index", "task", "reward", "advantage", "policy_version", "prompt_id",
+            "reward_components", "response_ids", "image_codes"]
+    t = pf.read(columns=[c for c in cols if c in names])
+    if "image_png" in names:
+        # the images themselves are not read: null counts from the footer say which row groups hold any
+        has_image = np.zeros(n, dtype=bool)
+        idx = pf.schema_arrow.names.index("image_png")
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            rg = pf.metadata.row_group(g)
+            st = rg.column(idx).statistics
+            if st is None or not st.has_null_count or st.null_count < rg.num_rows:
+                has_image[start : start + rg.num_rows] = pc.is_valid(
+                    pf.read_row_group(g, columns=["image_png"]).column(0)).to_numpy(zero_copy_only=False)
+            start += rg.num_rows
+    elif "image_codes" in names:
+        has_image = pc.is_valid(t.column("image_codes")).to_numpy(zero_copy_only=False)
+    else:
+        has_image = np.zeros(n, dtype=bool)
+
+    def ints(name, default):
+        c = _col(t, name)
+        if c is None:
+            return np.full(n, default, dtype=np.int32)
+        return pc.fill_null(pc.cast(c, pa.int64(), safe=False), default).to_numpy().astype(np.int32)
+
+    def floats(name):
+        c = _col(t, name)
+        if c is None:
+            return np.full(n, np.nan, dtype=np.float32)
+        return pc.cast(c, pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float32)
+
+    steps = ints("step", step)
+    tokens = (pc.fill_null(pc.list_value_length(t.column("response_ids")), 0).to_numpy().astype(np.int32)
+              if "response_ids" in names else np.zeros(n, dtype=np.int32))
+    comp_cells = _col(t, "reward_components")
+    comps = [_components(c) for c in comp_cells.to_pylist()] if comp_cells is not None else [{}] * n
+    comp_names = sorted({k for c in comps for k in c})
+    bad = np.zeros(n, dtype=np.int8)
+    status_cols = {}
+    for name in comp_names:
+        codes = np.full(n, -1, dtype=np.int8)
+        for i, c in enumerate(comps):
+            s = c.get(name, {}).get("status") if isinstance(c.get(name), dict) else None
+            if s in STATUS_CODE:
+                codes[i] = STATUS_CODE[s]
+                bad[i] |= BAD_BIT.get(s, 0)
+        status_cols["s:" + name] = codes
+    task = _col(t, "task")
+    task = pc.cast(task, pa.string()) if task is not None else pa.nulls(n, pa.string())
+    prompt_id = _col(t, "prompt_id")
+    prompt_id = pc.cast(prompt_id, pa.string()) if prompt_id is not None else pa.nulls(n, pa.string())
+    version = ints("policy_version", -1)
+    index = pa.table({
+        "step": steps,
+        "group": ints("group", -1),
+        "gi": ints("group_index", 0) if "group_index" in names else np.arange(n, dtype=np.int32),
+        "row": np.arange(n, dtype=np.int32),
+        "task": task,
+        "prompt_id": prompt_id,
+        "reward": floats("reward"),
+        "advantage": floats("advantage"),
+        "version": version,
+        "tokens": tokens,
+        "image": has_image,
+        "bad": bad,
+        **status_cols,
+    })
+    stats = {
+        "step": int(step), "rollouts": n, "tokens": int(tokens.sum()),
+        "version_min": int(version.min()) if n else -1, "version_max": int(version.max()) if n else -1,
+    }
+    return index, stats
+
+
+class RolloutIndex:
+    def __init__(self, run_dir: Path) -> None:
+        self.root = Path(run_dir) / "rollouts"
+        self._lock = threading.Lock()
+        self._parts: dict[Path, Partition] = {}
+        # (index table, readable partitions in step order): swapped as one object so a request never
+        # sees a table whose `file` column points into another list
+        self.snap: tuple[pa.Table, list[Partition]] = (pa.table({}), [])
+        self.version = 0
+        self.pending = 0  # partitions seen but not yet indexed (first scan of a large store)
+
+    # ------------------------------------------------------------------ refresh
+    def _scan(self) -> dict[Path, tuple[int, tuple[int, int]]]:
+        found = {}
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return found
+        for d in entries:
+            if not d.name.startswith("step="):
+                continue
+            try:
+                step = int(d.name.split("=", 1)[1])
+                files = list(os.scandir(d.path))
+            except (ValueError, OSError):
+                continue
+            for f in files:
+                if f.name.endswith(".parquet"):
+                    try:
+                        st = f.stat()
+                    except OSError:
+                        continue  # removed between listing and stat (a resume truncating)
+                    found[Path(f.path)] = (step, (st.st_size, st.st_mtime_ns))
+        return found
+
+    def refresh(self, budget_s: float | None = None) -> bool:
+        """Index new or changed partitions; returns True when the index changed. With a budget, stops
+        after that long and leaves the rest for the next call (the first scan of a large store)."""
+        with self._lock:
+            found = self._scan()
+            changed = False
+            for path in [p for p in self._parts if p not in found]:
+                del self._parts[path]
+                changed = True
+            todo = [(step, p, key) for p, (step, key) in found.items()
+                    if p not in self._parts or self._parts[p].key != key]
+            todo.sort(key=lambda x: x[0])
+            t0 = time.perf_counter()
+            done = 0
+            for step, path, key in todo:
+                part = Partition(path=path, key=key, step=step)
+                try:
+                    part.index, part.stats = _index_partition(path, step)
+                except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, never fatal
+                    part.problem = f"{path.parent.name}/{path.name}: unreadable ({_describe(exc)})"
+                self._parts[path] = part
+                changed = True
+                done += 1
+                if budget_s is not None and time.perf_counter() - t0 > budget_s:
+                    break
+            self.pending = len(todo) - done
+            if changed:
+                self._rebuild()
+            return changed
+
+    def _rebuild(self) -> None:
+        files = sorted((p for p in self._parts.values() if p.index is not None), key=lambda p: (p.step, str(p.path)))
+        tables = [p.index for p in files]
+        if tables:
+            table = pa.concat_tables(tables, promote_options="default")
+            lengths = np.array([len(t) for t in tables])
+            file_ids = np.repeat(np.arange(len(tables), dtype=np.int32), lengths)
+            table = table.append_column("file", pa.array(file_ids)).combine_chunks()
+        else:
+            table = pa.table({})
+        self.snap = (table, files)
+        self.version += 1
+
+    # ------------------------------------------------------------------ status
+    def problems(self) -> list[str]:
+        return sorted(p.problem for p in self._parts.values() if p.problem)
+
+    def summary(self) -> dict:
+        t, files = self.snap
+        steps = [p.step for p in files]
+        comps = [c[2:] for c in t.column_names if c.startswith("s:")]
+        tasks = sorted(x for x in pc.unique(t.column("task")).to_pylist() if x) if len(t) else []
+        return {
+            "rollouts": len(t), "partitions": len(files), "pending": self.pending,
+            "first_step": min(steps) if steps else None, "last_step": max(steps) if steps else None,
+            "components": comps, "tasks": tasks,
+            "images": int(pc.sum(t.column("image")).as_py() or 0) if len(t) else 0,
+            "failures": int(pc.sum(pc.not_equal(t.column("bad"), 0)).as_py() or 0) if len(t) else 0,
+            "problems": self.problems(),
+        }
+
+    def step_stats(self) -> list[dict]:
+        return [p.stats for p in self.snap[1]]
+
+    # ------------------------------------------------------------------ filters
+    def _mask(self, t: pa.Table, f: dict):
+        conds = []
+        if f.get("step_min") is not None:
+            conds.append(pc.greater_equal(t.column("step"), int(f["step_min"])))
+        if f.get("step_max") is not None:
+            conds.append(pc.less_equal(t.column("step"), int(f["step_max"])))
+        if f.get("task"):
+            conds.append(pc.equal(t.column("task"), str(f["task"])))
+        if f.get("reward_min") is not None:
+            conds.append(pc.greater_equal(t.column("reward"), float(f["reward_min"])))
+        if f.get("reward_max") is not None:
+            conds.append(pc.less_equal(t.column("reward"), float(f["reward_max"])))
+        if f.get("prompt_id"):
+            conds.append(pc.equal(t.column("prompt_id"), str(f["prompt_id"])))
+        if f.get("image"):
+            conds.append(t.column("image"))
+        status = f.get("status")
+        if status:
+            comp, _, st = status.rpartition(":")
+            if st == "failed":
+                col = t.column("bad") if comp in ("", "any") else t.column(f"s:{comp}") if f"s:{comp}" in t.column_names else None
+                if col is None:
+                    raise QueryError(f"status filter {status!r}: no reward component {comp!r} in this run")
+                conds.append(pc.greater(col, 0) if comp in ("", "any") else pc.greater(pc.fill_null(col, -1), 0))
+            elif st in STATUS_CODE:
+                if comp in ("", "any"):
+                    if st == "ok":
+                        conds.append(pc.equal(t.column("bad"), 0))
+                    else:
+                        conds.append(pc.not_equal(pc.bit_wise_and(t.column("bad"), BAD_BIT[st]), 0))
+                elif f"s:{comp}" in t.column_names:
+                    conds.append(pc.equal(pc.fill_null(t.column(f"s:{comp}"), -1), STATUS_CODE[st]))
+                else:
+                    raise QueryError(f"status filter {status!r}: no reward component {comp!r} in this run")
+            else:
+                raise QueryError(f"status filter {status!r}: expected COMPONENT:STATUS with STATUS one of "
+                                 f"{', '.join(STATUSES)} or failed")
+        if not conds:
+            return None
+        mask = conds[0]
+        for c in conds[1:]:
+            mask = pc.and_(mask, c)
+        return pc.fill_null(mask, False)
+
+    def _filtered(self, f: dict) -> tuple[pa.Table, list[Partition]]:
+        t, files = self.snap
+        if not len(t):
+            return t, files
+        mask = self._mask(t, f)
+        return (t if mask is None else t.filter(mask)), files
+
+    # ------------------------------------------------------------------ reads
+    def _fetch(self, files: list[Partition], refs: list[tuple[int, int]], wanted: list[str]) -> list[dict]:
+        """Rows (file id, row) -> dicts of `wanted` columns, reading each file once."""
+        by_file: dict[int, list[int]] = {}
+        for fid, row in refs:
+            by_file.setdefault(fid, []).append(row)
+        got: dict[tuple[int, int], dict] = {}
+        for fid, rows in by_file.items():
+            part = files[fid]
+            try:
+                t = _read(part.path, wanted).take(pa.array(rows, pa.int64()))
+            except FileNotFoundError:
+                raise QueryError(f"step {part.step} was removed while reading (the run resumed or truncated); "
+                                 "reload the page") from None
+            except Exception as exc:  # noqa: BLE001
+                raise QueryError(f"step={part.step}/{part.path.name}: unreadable ({_describe(exc)})") from None
+            for row, rec in zip(rows, t.to_pylist()):
+                got[(fid, row)] = rec
+        return [got[r] for r in refs]
+
+    def rollouts(self, f: dict, sort: str = "step", desc: bool = True, offset: int = 0, limit: int = 50) -> dict:
+        limit = max(1, min(int(limit), PAGE_MAX))
+        offset = max(0, int(offset))
+        q = (f.get("q") or "").strip()
+        if q:
+            return self._search(f, q, limit)
+        t, files = self._filtered(f)
+        total = len(t)
+        if total == 0:
+            return {"total": 0, "rows": []}
+        if sort in ("step", "", None):
+            n = min(limit, max(0, total - offset))
+            idx = (np.arange(total - 1 - offset, total - 1 - offset - n, -1) if desc
+                   else np.arange(offset, offset + n))
+            page = t.take(pa.array(idx, pa.int64())) if n else t.slice(0, 0)
+        elif sort in ("reward", "advantage", "tokens", "version", "group"):
+            k = min(offset + limit, total)
+            order = "descending" if desc else "ascending"
+            top = pc.select_k_unstable(t, k=k, sort_keys=[(sort, order), ("step", "descending"), ("gi", "ascending")])
+            page = t.take(top.slice(offset))
+        else:
+            raise QueryError(f"sort={sort!r}: expected one of step, reward, advantage, tokens, version, group")
+        return {"total": total, "rows": self._page_rows(page, files)}
+
+    def _page_rows(self, page: pa.Table, files: list[Partition]) -> list[dict]:
+        refs = list(zip(page.column("file").to_pylist(), page.column("row").to_pylist()))
+        texts = self._fetch(files, refs, ["question", "prompt", "response_text", "gold", "reward_components"])
+        out = []
+        for meta, text in zip(page.to_pylist(), texts):
+            out.append(_row_view(meta, text))
+        return out
+
+    def _search(self, f: dict, q: str, limit: int) -> dict:
+        """Text search in prompt / response / gold: newest partitions first, within SEARCH_BUDGET_S."""
+        t, files = self._filtered(f)
+        if not len(t):
+            return {"total": 0, "rows": [], "search": {"complete": True}}
+        before = f.get("before_step")
+        steps = np.unique(t.column("step").to_numpy())[::-1]
+        if before is not None:
+            steps = steps[steps < int(before)]
+        needle = q.lower()
+        t0 = time.perf_counter()
+        matches: list[tuple[dict, dict]] = []
+        scanned = None
+        file_col = t.column("file").to_numpy()
+        step_col = t.column("step").to_numpy()
+        for s in steps:
+            sel = np.nonzero(step_col == s)[0]
+            cand = t.take(pa.array(sel, pa.int64()))
+            for fid in np.unique(file_col[sel]):
+                part = files[int(fid)]
+                rows = cand.filter(pc.equal(cand.column("file"), int(fid)))
+                try:
+                    text = _read(part.path, ["question", "prompt", "response_text", "gold", "reward_components"])
+                except Exception as exc:  # noqa: BLE001
+                    raise QueryError(f"step={part.step}/{part.path.name}: unreadable ({_describe(exc)})") from None
+                text = text.take(rows.column("row"))
+                hit = None
+                for c in ("question", "prompt", "response_text", "gold"):
+                    if c in text.column_names:
+                        m = pc.fill_null(pc.match_substring(pc.cast(text.column(c), pa.string()), needle,
+                                                            ignore_case=True), False)
+                        hit = m if hit is None else pc.or_(hit, m)
+                if hit is None:
+                    continue
+                for meta, rec in zip(rows.filter(hit).to_pylist(), text.filter(hit).to_pylist()):
+                    matches.append((meta, rec))
+            scanned = int(s)
+            if len(matches) >= limit or time.perf_counter() - t0 > SEARCH_BUDGET_S:
+                break
+        complete = scanned is None or scanned == int(steps[-1])
+        return {
+            "total": None,
+            "rows": [_row_view(m, r) for m, r in matches[:limit]],
+            "search": {"complete": complete, "scanned_down_to_step": scanned,
+                       "next_before_step": None if complete else scanned},
+        }
+
+    def _locate(self, step: int, group: int, gi: int | None = None) -> tuple[pa.Table, list[Partition]]:
+        t, files = self.snap
+        if not len(t):
+            raise QueryError("no rollouts stored yet")
+        conds = pc.and_(pc.equal(t.column("step"), int(step)), pc.equal(t.column("group"), int(group)))
+        if gi is not None:
+            conds = pc.and_(conds, pc.equal(t.column("gi"), int(gi)))
+        sel = t.filter(conds)
+        if not len(sel):
+            what = f"step {step}, group {group}" + (f", response {gi}" if gi is not None else "")
+            raise QueryError(f"no rollout at {what} (it may be in a partition that could not be read)")
+        return sel, files
+
+    def group(self, step: int, group: int) -> dict:
+        sel, files = self._locate(step, group)
+        refs = list(zip(sel.column("file").to_pylist(), sel.column("row").to_pylist()))
+        recs = self._fetch(files, refs, ["prompt_id", "task", "question", "prompt", "gold", "response_text",
+                                         "reward_components", "sampler"])
+        responses = []
+        for meta, rec in zip(sel.to_pylist(), recs):
+            text = rec.get("response_text") or ""
+            comps = _components(rec.get("reward_components"))
+            responses.append({
+                "gi": meta["gi"], "reward": _num(meta["reward"]), "advantage": _num(meta["advantage"]),
+                "version": meta["version"], "tokens": meta["tokens"], "image": meta["image"],
+                "response": text[:TEXT_FULL], "truncated": len(text) > TEXT_FULL,
+                "extracted": _extracted(text),
+                "components": {k: _component_view(v) for k, v in comps.items()},
+            })
+        responses.sort(key=lambda r: r["gi"])
+        first = recs[0]
+        rewards = [r["reward"] for r in responses if r["reward"] is not None]
+        return {
+            "step": step, "group": group, "prompt_id": first.get("prompt_id"), "task": first.get("task"),
+            "prompt": _prompt(first), "gold": first.get("gold"),
+            "reward_mean": float(np.mean(rewards)) if rewards else None,
+            "reward_std": float(np.std(rewards)) if rewards else None,
+            "best": max(rewards) if rewards else None, "worst": min(rewards) if rewards else None,
+            "responses": responses,
+        }
+
+    def trajectory(self, step: int, group: int, gi: int) -> dict:
+        sel, files = self._locate(step, group, gi)
+        ref = (sel.column("file")[0].as_py(), sel.column("row")[0].as_py())
+        rec = self._fetch(files, [ref], ["task", "question", "prompt", "response_ids", "response_text",
+                                         "unmask_step", "confidence", "early_filled", "sampler", "image_codes",
+                                         "num_forwards", "reward"])[0]
+        meta = sel.to_pylist()[0]
+        sampler = rec.get("sampler")
+        try:
+            sampler = json.loads(sampler) if isinstance(sampler, str) else (sampler or {})
+        except ValueError:
+            sampler = {}
+        return {
+            "step": step, "group": group, "gi": gi, "task": rec.get("task"), "prompt": _prompt(rec),
+            "reward": _num(meta["reward"]), "image": meta["image"],
+            "response_ids": rec.get("response_ids") or [], "response_text": (rec.get("response_text") or "")[:TEXT_FULL],
+            "unmask_step": rec.get("unmask_step") or [],
+            "confidence": [_num(c) for c in (rec.get("confidence") or [])],
+            "early_filled": rec.get("early_filled") or [],
+            "image_codes": rec.get("image_codes"),
+            "sampler": sampler if isinstance(sampler, dict) else {},
+            "num_forwards": rec.get("num_forwards"),
+        }
+
+    def image_png(self, step: int, group: int, gi: int) -> bytes:
+        sel, files = self._locate(step, group, gi)
+        ref = (sel.column("file")[0].as_py(), sel.column("row")[0].as_py())
+        data = self._fetch(files, [ref], ["image_png"])[0].get("image_png")
+        if not isinstance(data, bytes) or not data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise QueryError(f"no image for step {step}, group {group}, response {gi}")
+        return data
+
+    def images(self, f: dict, offset: int = 0, limit: int = 48) -> dict:
+        t, files = self._filtered({**f, "image": True})
+        total = len(t)
+        limit = max(1, min(int(limit), PAGE_MAX))
+        n = min(limit, max(0, total - offset))
+        if not n:
+            return {"total": total, "rows": []}
+        page = t.take(pa.array(np.arange(total - 1 - offset, total - 1 - offset - n, -1), pa.int64()))
+        return {"total": total, "rows": self._page_rows(page, files)}
+
+    def failures(self, f: dict, offset: int = 0, limit: int = 50) -> dict:
+        status = f.get("status") or "any:failed"
+        t, files = self._filtered({**f, "status": status})
+        total = len(t)
+        limit = max(1, min(int(limit), PAGE_MAX))
+        n = min(limit, max(0, total - offset))
+        if not n:
+            return {"total": total, "rows": []}
+        page = t.take(pa.array(np.arange(total - 1 - offset, total - 1 - offset - n, -1), pa.int64()))
+        rows = self._page_rows(page, files)
+        for r in rows:
+            r["failed"] = {k: v for k, v in r["components"].items() if v["status"] != "ok"}
+        return {"total": total, "rows": rows}
+
+    def prompt_groups(self, prompt_id: str, limit: int = 100) -> list[dict]:
+        """Every group of one prompt in this run (newest first): step, group, rewards of its G responses."""
+        t = self.snap[0]
+        if not len(t) or not prompt_id:
+            return []
+        sel = t.filter(pc.fill_null(pc.equal(t.column("prompt_id"), prompt_id), False))
+        sel = sel.select(["step", "group", "gi", "reward", "version"])
+        groups: dict[tuple[int, int], dict] = {}
+        for r in sel.to_pylist():
+            g = groups.setdefault((r["step"], r["group"]), {"step": r["step"], "group": r["group"],
+                                                             "version": r["version"], "rewards": []})
+            g["rewards"].append(_num(r["reward"]))
+        out = sorted(groups.values(), key=lambda g: (-g["step"], g["group"]))[:limit]
+        for g in out:
+            vals = [x for x in g["rewards"] if x is not None]
+            g["mean"] = float(np.mean(vals)) if vals else None
+        return out
+
+
+# ---------------------------------------------------------------------- views
+def _num(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
+
+
+def _prompt(rec: dict) -> str:
+    return str(rec.get("question") or rec.get("prompt") or "")
+
+
+def _component_view(v) -> dict:
+    if not isinstance(v, dict):
+        return {"value": _num(v) if isinstance(v, (int, float)) else None, "status": "ok", "detail": ""}
+    return {"value": _num(v.get("value")) if isinstance(v.get("value"), (int, float)) else None,
+            "status": str(v.get("status", "ok")), "detail": str(v.get("detail", ""))[:500]}
+
+
+def _row_view(meta: dict, text: dict) -> dict:
+    comps = _components(text.get("reward_components"))
+    return {
+        "step": meta["step"], "group": meta["group"], "gi": meta["gi"], "task": meta["task"],
+        "reward": _num(meta["reward"]), "advantage": _num(meta["advantage"]), "version": meta["version"],
+        "tokens": meta["tokens"], "image": meta["image"], "prompt_id": meta.get("prompt_id"),
+        "prompt": _prompt(text)[:TEXT_PREVIEW],
+        "response": (text.get("response_text") or "")[:TEXT_PREVIEW],
+        "gold": str(text.get("gold") or "")[:TEXT_PREVIEW],
+        "components": {k: _component_view(v) for k, v in comps.items()},
+    }
+
+
+def _extracted(text: str) -> str | None:
+    """The answer the math reward reads from a response (the same extractor, bounded input)."""
+    from rewards.math_extract import extract_answer
+
+    try:
+        answer, _how = extract_answer(text[:TEXT_FULL])
+    except Exception:  # noqa: BLE001 - a display aid only
+        return None
+    return answer
+
+
+def _describe(exc: Exception) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    kind = "truncated or corrupt Parquet file" if isinstance(exc, (pa.ArrowInvalid, OSError)) else type(exc).__name__
+    return f"{kind}: {msg[:200]}" if msg else kind

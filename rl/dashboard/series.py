@@ -1,0 +1,191 @@
+"""metrics.jsonl, read incrementally: each refresh parses only the bytes appended since the last one.
+
+A run appends one JSON line per step. A resumed run truncates the file to its checkpoint and appends
+again; a half-written last line is left for the next refresh; a line that is not a JSON object is
+reported (with its line number) and skipped, never fatal.
+
+Series are served downsampled to at most `max_points` buckets (mean per bucket; the bucket's step is
+its last step), so the cost of an overview request does not grow with the length of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+MAX_POINTS = 1000
+_TAIL = 64  # bytes before the read offset remembered to notice a rewrite of the file
+
+
+def _scalar(v):
+    """Numbers stay numbers; a list of numbers (one per inner iteration) becomes its mean."""
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        return float(sum(v) / len(v))
+    return None
+
+
+class MetricsReader:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._reset()
+        self.epoch = 0  # bumped whenever the file was rewritten: clients then reload everything
+
+    def _reset(self) -> None:
+        self._offset = 0
+        self._ino = None
+        self._tail = b""
+        self._lineno = 0
+        self.steps: list[int] = []
+        self.columns: dict[str, list[float]] = {}
+        self.problems: list[str] = []
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self.steps or self.problems:
+                self._reset()
+                self.epoch += 1
+            return
+        with open(self.path, "rb") as fh:
+            rewritten = st.st_ino != self._ino or st.st_size < self._offset
+            if not rewritten and self._offset:
+                fh.seek(self._offset - len(self._tail))
+                rewritten = fh.read(len(self._tail)) != self._tail
+            if rewritten and self._ino is not None:
+                self._reset()
+                self.epoch += 1
+            self._ino = st.st_ino
+            if st.st_size == self._offset:
+                return
+            fh.seek(self._offset)
+            data = fh.read(st.st_size - self._offset)
+        end = data.rfind(b"\n")
+        if end < 0:
+            return  # a line still being written
+        chunk = data[: end + 1]
+        self._offset += end + 1
+        self._tail = chunk[-_TAIL:] if len(chunk) >= _TAIL else (self._tail + chunk)[-_TAIL:]
+        for raw in chunk.splitlines():
+            self._lineno += 1
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                self._problem(f"metrics.jsonl line {self._lineno}: not valid JSON, skipped")
+                continue
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                self._problem(f"metrics.jsonl line {self._lineno}: no integer 'step', skipped")
+                continue
+            self._append(row)
+
+    def _problem(self, msg: str) -> None:
+        if len(self.problems) < 50:
+            self.problems.append(msg)
+
+    def _append(self, row: dict) -> None:
+        n = len(self.steps)
+        step = row["step"]
+        if n and step <= self.steps[-1]:  # a step logged again: the later line wins
+            i = self.steps.index(step) if step in self.steps else None
+            if i is not None:
+                for col in self.columns.values():
+                    col[i] = math.nan
+                for key, v in row.items():
+                    if key != "step" and (x := _scalar(v)) is not None:
+                        self.columns.setdefault(key, [math.nan] * n)[i] = x
+                return
+        self.steps.append(step)
+        for key, v in row.items():
+            if key == "step":
+                continue
+            x = _scalar(v)
+            if x is None:
+                continue
+            col = self.columns.get(key)
+            if col is None:
+                col = self.columns[key] = [math.nan] * n  # a metric that appears later (schema growth)
+            col.append(x)
+        for col in self.columns.values():
+            if len(col) < n + 1:
+                col.append(math.nan)
+
+    # ------------------------------------------------------------------ queries
+    def snapshot(self, keys: list[str] | None = None, since: int = 0, epoch: int | None = None,
+                 max_points: int = MAX_POINTS) -> dict:
+        """Series for `keys` (all when None). With the client's epoch and row count, and a run short
+        enough not to be downsampled, only the rows after `since` are sent (append=True)."""
+        with self._lock:
+            n = len(self.steps)
+            names = sorted(self.columns) if keys is None else [k for k in keys if k in self.columns]
+            append = epoch == self.epoch and 0 < since <= n and n <= max_points
+            lo = since if append else 0
+            steps = np.asarray(self.steps[lo:], dtype=np.float64)
+            cols = {k: np.asarray(self.columns[k][lo:], dtype=np.float64) for k in names}
+            wall = self._wall_time(lo)
+            problems = list(self.problems)
+        downsampled = len(steps) > max_points
+        if downsampled:
+            edges = np.linspace(0, len(steps), max_points + 1).astype(int)
+            steps = steps[edges[1:] - 1]
+            wall = wall[edges[1:] - 1]
+            cols = {k: _bucket_mean(v, edges) for k, v in cols.items()}
+        return {
+            "epoch": self.epoch,
+            "count": n,
+            "append": append,
+            "downsampled": downsampled,
+            "step": _json_list(steps),
+            "wall": _json_list(wall),
+            "series": {k: _json_list(v) for k, v in cols.items()},
+            "keys": sorted(self.columns),
+            "problems": problems,
+        }
+
+    def _wall_time(self, lo: int) -> np.ndarray:
+        """Seconds since the first step: the logged wall clock (time/unix) when present, otherwise the
+        running sum of step times."""
+        unix = self.columns.get("time/unix")
+        if unix is not None and not math.isnan(unix[0]):
+            t = np.asarray(unix, dtype=np.float64)
+            t = t - t[0]
+        else:
+            dt = np.nan_to_num(np.asarray(self.columns.get("time/step_s", [0.0] * len(self.steps)), dtype=np.float64))
+            t = np.cumsum(dt)
+        return t[lo:]
+
+    def last(self) -> dict:
+        with self._lock:
+            if not self.steps:
+                return {}
+            return {"step": self.steps[-1], **{k: v[-1] for k, v in self.columns.items() if not math.isnan(v[-1])}}
+
+
+def _bucket_mean(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(v)
+    sums = np.add.reduceat(np.where(ok, v, 0.0), edges[:-1])
+    counts = np.add.reduceat(ok.astype(np.float64), edges[:-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _json_list(a: np.ndarray) -> list:
+    """NaN/inf are not JSON: they travel as null."""
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()

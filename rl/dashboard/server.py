@@ -1,0 +1,359 @@
+"""`unigrpo dashboard RUN_DIR [RUN_DIR ...]`: a read-only, live web view of runs (aiohttp).
+
+    unigrpo dashboard runs/tiny                 one run
+    unigrpo dashboard runs/a runs/b             several runs, overlaid on the compare page
+    unigrpo dashboard runs/                     every run under a folder, picked in the page
+    unigrpo dashboard runs/ --host 0.0.0.0      reachable from other machines: needs a token
+
+The page is one static app (rl/dashboard/static, no CDN, no download) that talks to a JSON API; each
+view has its own URL so a link can be pasted into a chat. A background task re-reads every run once a
+second (only what was appended, see series.py / rollouts.py), so a running job shows up live.
+
+Safety: binds 127.0.0.1 unless told otherwise; with --host other than loopback a token is required
+(given, or generated and printed) and every request without it gets 401; URLs name runs by id, never
+by path, so `../` or absolute paths answer 404; the page renders untrusted text only as text (and a
+Content-Security-Policy forbids inline script); a broken run answers a message, never a 500.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import hmac
+import json
+import math
+import secrets
+import socket
+import sys
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from rl.dashboard.rollouts import QueryError
+from rl.dashboard.runs import RunRegistry
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8300
+REFRESH_S = 1.0
+STATIC = ("index.html", "app.js", "charts.js", "style.css")
+PAGES = ("rollouts", "group", "replay", "images", "failures")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+COOKIE = "unigrpo_dashboard_token"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+TYPES = {".html": "text/html", ".js": "application/javascript", ".css": "text/css"}
+
+
+def _static(name: str) -> bytes:
+    return resources.files("rl.dashboard").joinpath("static", name).read_bytes()
+
+
+# ---------------------------------------------------------------------- middlewares
+def auth_middleware(token: str | None):
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if token is None:
+            return await handler(request)
+        given = request.query.get("token") or request.cookies.get(COOKIE) or ""
+        bearer = request.headers.get("Authorization", "")
+        if bearer.startswith("Bearer "):
+            given = bearer[7:]
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return web.Response(status=401, text="401: this dashboard needs its token: open the URL that "
+                                "`unigrpo dashboard` printed (it ends with ?token=...)\n")
+        response = await handler(request)
+        if request.query.get("token"):
+            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+        return response
+
+    return check
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    """Data problems become a JSON message the page shows; nothing becomes a 500."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            response = web.Response(status=404, text="404: not found\n")
+        else:
+            raise
+    except QueryError as exc:
+        response = web.json_response({"error": str(exc)}, status=422)
+    except (ValueError, TypeError) as exc:
+        response = web.json_response({"error": f"bad request: {exc}"}, status=400)
+    except Exception as exc:  # noqa: BLE001 - a bug must not take the page down; it is logged
+        traceback.print_exc()
+        response = web.json_response({"error": f"the dashboard could not answer: {type(exc).__name__}: {exc}"},
+                                     status=422)
+    response.headers.update(SECURITY_HEADERS)
+    if request.path.startswith("/api/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# ---------------------------------------------------------------------- app
+def _int(q, name, default=None):
+    v = q.get(name, "")
+    if v == "":
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"{name}={v!r} is not an integer") from None
+
+
+def _float(q, name):
+    v = q.get(name, "")
+    if v == "":
+        return None
+    x = float(v)
+    if not math.isfinite(x):
+        raise ValueError(f"{name}={v!r} is not a finite number")
+    return x
+
+
+def _filters(q) -> dict:
+    return {
+        "step_min": _int(q, "step_min"), "step_max": _int(q, "step_max"), "task": q.get("task") or None,
+        "reward_min": _float(q, "reward_min"), "reward_max": _float(q, "reward_max"),
+        "status": q.get("status") or None, "q": q.get("q") or None, "before_step": _int(q, "before_step"),
+        "prompt_id": q.get("prompt_id") or None,
+    }
+
+
+def _json(data) -> web.Response:
+    return web.Response(text=json.dumps(data, allow_nan=False, default=str), content_type="application/json")
+
+
+def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float = REFRESH_S) -> web.Application:
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dashboard-query")
+    app = web.Application(middlewares=[errors_middleware, auth_middleware(token)])
+
+    async def blocking(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    def run_of(request: web.Request):
+        run = registry.get(request.match_info["run_id"])
+        if run is None:
+            raise web.HTTPNotFound()
+        return run
+
+    # -- pages: one app, its view chosen from the URL
+    async def page(request: web.Request):
+        if "run_id" in request.match_info:
+            run_of(request)
+        return web.Response(body=_static("index.html"), content_type="text/html")
+
+    async def static(request: web.Request):
+        name = request.match_info["name"]
+        if name not in STATIC:
+            raise web.HTTPNotFound()
+        return web.Response(body=_static(name), content_type=TYPES[Path(name).suffix])
+
+    # -- API
+    async def api_runs(request):
+        def work():
+            return {
+                "runs": [{"id": r.id, "name": r.path.name, "last_step": r.metrics.last().get("step"),
+                          "rollouts": len(r.rollouts.snap[0]), "reward": r.metrics.last().get("reward/mean"),
+                          "problems": len(r.metrics.problems) + len(r.rollouts.problems())}
+                         for r in registry.runs.values()],
+                "explicit": [r.id for r in registry.explicit],
+                "folders": [str(p) for p in registry.paths if p not in {r.path for r in registry.explicit}],
+            }
+        return _json(await blocking(work))
+
+    async def api_info(request):
+        run = run_of(request)
+        return _json(await blocking(run.info))
+
+    async def api_metrics(request):
+        run = run_of(request)
+        q = request.query
+        keys = q.get("keys")
+        data = await blocking(lambda: run.metrics.snapshot(
+            keys=keys.split(",") if keys else None, since=_int(q, "since", 0), epoch=_int(q, "epoch")))
+        data["rollout_steps"] = run.rollouts.step_stats() if not data["append"] else []
+        return _json(data)
+
+    async def api_rollouts(request):
+        run = run_of(request)
+        q = request.query
+        sort = q.get("sort", "step")
+        desc = q.get("order", "desc") != "asc"
+        data = await blocking(run.rollouts.rollouts, _filters(q), sort, desc, _int(q, "offset", 0), _int(q, "limit", 50))
+        return _json(data)
+
+    async def api_group(request):
+        run = run_of(request)
+        q = request.query
+        return _json(await blocking(run.rollouts.group, _int(q, "step"), _int(q, "group")))
+
+    async def api_replay(request):
+        run = run_of(request)
+        q = request.query
+
+        def work():
+            t = run.rollouts.trajectory(_int(q, "step"), _int(q, "group"), _int(q, "gi", 0))
+            t["tokens"] = run.token_text(t["response_ids"])
+            return t
+        return _json(await blocking(work))
+
+    async def api_image(request):
+        run = run_of(request)
+        q = request.query
+        data = await blocking(run.rollouts.image_png, _int(q, "step"), _int(q, "group"), _int(q, "gi", 0))
+        return web.Response(body=data, content_type="image/png")
+
+    async def api_images(request):
+        run = run_of(request)
+        q = request.query
+        return _json(await blocking(run.rollouts.images, _filters(q), _int(q, "offset", 0), _int(q, "limit", 48)))
+
+    async def api_failures(request):
+        run = run_of(request)
+        q = request.query
+        return _json(await blocking(run.rollouts.failures, _filters(q), _int(q, "offset", 0), _int(q, "limit", 50)))
+
+    async def api_prompt(request):
+        """One prompt's groups in every run asked for (`runs=a,b`), for the compare page."""
+        q = request.query
+        prompt_id = q.get("prompt_id", "")
+        ids = [i for i in q.get("runs", "").split(",") if i]
+        runs = [registry.get(i) for i in ids]
+        if any(r is None for r in runs):
+            raise web.HTTPNotFound()
+
+        def work():
+            return {"prompt_id": prompt_id, "runs": [{"id": r.id, "groups": r.rollouts.prompt_groups(prompt_id)}
+                                                     for r in runs]}
+        return _json(await blocking(work))
+
+    app.router.add_get("/", page)
+    app.router.add_get("/compare", page)
+    app.router.add_get("/run/{run_id}", page)
+    for name in PAGES:
+        app.router.add_get(f"/run/{{run_id}}/{name}", page)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/favicon.ico", lambda request: web.Response(status=204))
+    app.router.add_get("/api/runs", api_runs)
+    app.router.add_get("/api/prompt", api_prompt)
+    for name, handler in (("info", api_info), ("metrics", api_metrics), ("rollouts", api_rollouts),
+                          ("group", api_group), ("replay", api_replay), ("image", api_image),
+                          ("images", api_images), ("failures", api_failures)):
+        app.router.add_get(f"/api/run/{{run_id}}/{name}", handler)
+
+    async def refresher(app):
+        async def loop():
+            while True:
+                try:
+                    await blocking(_refresh_all, registry)
+                except Exception:  # noqa: BLE001 - keep serving whatever was read
+                    traceback.print_exc()
+                await asyncio.sleep(refresh_s)
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    app.cleanup_ctx.append(refresher)
+    return app
+
+
+def _refresh_all(registry: RunRegistry) -> None:
+    registry.scan()
+    for run in list(registry.runs.values()):
+        run.refresh(budget_s=0.5)  # the first pass over a large store goes on in slices
+
+
+# ---------------------------------------------------------------------- serving
+def bind(host: str, port: int, try_next: int = 0) -> socket.socket:
+    """A listening socket on host:port; with try_next, the next free ports when this one is taken."""
+    last = None
+    for p in range(port, port + try_next + 1):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, p))
+            sock.listen(128)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if exc.errno != errno.EADDRINUSE:
+                break
+    raise OSError(f"cannot listen on {host}:{port}: {last.strerror if last else 'unknown'} (pass --port)")
+
+
+def url_for(host: str, port: int, token: str | None) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+async def serve(registry: RunRegistry, sock: socket.socket, token: str | None, ready=None) -> None:
+    app = build_app(registry, token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    if ready is not None:
+        ready()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="unigrpo dashboard",
+        description="A live, read-only web view of UniGRPO runs: curves, rollouts, groups, denoising replay.",
+        epilog="examples:\n  unigrpo dashboard runs/tiny\n  unigrpo dashboard runs/a runs/b\n  unigrpo dashboard runs/"
+               "\n  unigrpo dashboard runs/ --host 0.0.0.0   (prints a token; every request needs it)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", metavar="RUN_DIR", help="run directories, or folders of runs")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=None, help=f"port (default {DEFAULT_PORT}, or the next free one; 0 = any)")
+    p.add_argument("--token", default=None, help="require this token (a URL ?token=, a cookie or a Bearer header)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    token = args.token
+    if args.host not in LOOPBACK and not token:
+        token = secrets.token_urlsafe(18)
+        print(f"unigrpo dashboard: --host {args.host} is reachable from other machines: generated a token "
+              f"(pass --token to choose one): {token}", flush=True)
+    paths = [Path(p) for p in args.paths]
+    missing_parent = [p for p in paths if not p.exists() and not p.parent.exists()]
+    if missing_parent:
+        print(f"unigrpo dashboard: {missing_parent[0]}: no such directory", file=sys.stderr)
+        return 2
+    try:
+        sock = bind(args.host, DEFAULT_PORT if args.port is None else args.port, 20 if args.port is None else 0)
+    except OSError as exc:
+        print(f"unigrpo dashboard: {exc}", file=sys.stderr)
+        return 2
+    registry = RunRegistry(paths)
+    url = url_for(args.host, sock.getsockname()[1], token)
+    names = ", ".join(r.id for r in registry.runs.values()) or "none yet"
+    try:
+        asyncio.run(serve(registry, sock, token, ready=lambda: print(
+            f"unigrpo dashboard: {url}  (runs: {names}; Ctrl-C to stop)", flush=True)))
+    except KeyboardInterrupt:
+        pass
+    return 0
