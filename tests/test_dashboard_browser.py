@@ -1,0 +1,280 @@
+"""`unigrpo dashboard` in a real headless Chromium (Playwright driving Debian's chromium by path).
+
+One server, started by the real CLI, serves a folder of run directories written by the run's own
+writers; the browser checks what a user sees: charts, live updates, filters, the group view, the
+denoising replay, escaping, token auth, path traversal and a corrupt partition."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from dashboard_runs import XSS, make_run, write_step
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("UNIGRPO_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                "--disable-default-apps", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def start_dashboard(*args: str) -> tuple[subprocess.Popen, str, list[str]]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-m", "rl.cli", "dashboard", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    lines = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("unigrpo dashboard: http://"):
+            return proc, line.split()[2], lines
+    proc.kill()
+    raise AssertionError("dashboard did not start:\n" + "".join(lines))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    make_run(root / "fx", steps=4, xss=True)
+    make_run(root / "live", steps=2)
+    bad = make_run(root / "broken", steps=3)
+    part = bad / "rollouts" / "step=2" / "part-0.parquet"
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    with (bad / "metrics.jsonl").open("a") as fh:
+        fh.write('{"step": 4, "reward/mean": \n')
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    proc, url, _ = start_dashboard(str(runs), "--port", "0")
+    yield url.rstrip("/")
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+def new_page(browser, bypass_csp=True):
+    # Playwright's wait_for_function polls with eval(), which the dashboard's CSP forbids: tests that
+    # wait on a JS condition bypass it; the XSS test keeps it
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900}, bypass_csp=bypass_csp)
+    pg = ctx.new_page()
+    pg.dialogs, pg.errors = [], []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    return ctx, pg
+
+
+@pytest.fixture
+def page(browser):
+    ctx, pg = new_page(browser)
+    yield pg
+    assert pg.errors == [], pg.errors
+    ctx.close()
+
+
+def test_overview_renders_charts_with_hover_and_controls(server, page):
+    page.goto(f"{server}/run/fx")
+    page.wait_for_selector(".chart-box svg path.line")
+    titles = page.locator(".chart-title").all_text_contents()
+    for want in ("reward (mean ± std) and components", "math: reward status per step", "accuracy",
+                 "learner loss", "KL to reference", "clip fraction (low / high)", "entropy", "response length",
+                 "throughput", "policy version"):
+        assert want in titles, titles
+    assert any(t.startswith("step time") for t in titles)
+    assert page.locator(".chart-box path.band").count() >= 1          # the reward std band
+    assert page.locator(".chart-box g.bars rect").count() >= 4       # status counts, stacked
+    box = page.locator(".chart-box svg").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+    tip = page.locator(".chart-box .tip").first
+    assert tip.is_visible() and "step 4" in tip.text_content() and "reward/mean" in tip.text_content()
+    page.select_option("#xmode", "wall")
+    assert "x=wall" in page.url
+    page.locator(".logy input").first.check()                         # log-y re-renders without error
+
+
+def test_new_step_appears_without_reload(server, runs, page):
+    page.goto(f"{server}/run/live")
+    page.wait_for_function("document.getElementById('live').textContent.includes('step 2')")
+    page.wait_for_selector(".chart-box svg path.line")
+    page.evaluate("window.__not_reloaded = true")
+    write_step(runs / "live", 3)
+    page.wait_for_function("document.getElementById('live').textContent.includes('step 3')", timeout=15000)
+    page.wait_for_function("[...document.querySelectorAll('.chart-box svg text')].some(t => t.textContent === '3')")
+    assert page.evaluate("window.__not_reloaded") is True
+    page.goto(f"{server}/run/live/rollouts")
+    page.wait_for_selector("table.rollouts tbody tr")
+    page.evaluate("window.__not_reloaded = true")
+    write_step(runs / "live", 4)
+    page.wait_for_function("document.querySelector('table.rollouts tbody td').textContent === '4'", timeout=15000)
+    assert page.evaluate("window.__not_reloaded") is True
+
+
+def _rows(page):
+    return page.locator("table.rollouts tbody tr")
+
+
+def test_filters_change_the_table_and_the_url(server, page):
+    page.goto(f"{server}/run/fx/rollouts")
+    page.wait_for_selector("table.rollouts tbody tr")
+    assert "of 32" in page.text_content("#table-status")
+    page.fill("input[name=reward_min]", "1")
+    page.click("button[type=submit]")
+    page.wait_for_function("document.getElementById('table-status').textContent.includes('of ') && "
+                           "!document.getElementById('table-status').textContent.includes('of 32')")
+    rewards = [float(t) for t in page.locator("table.rollouts tbody td:nth-child(8)").all_text_contents()]
+    assert rewards and all(r >= 1 for r in rewards)
+    assert "reward_min=1" in page.url
+    page.fill("input[name=reward_min]", "")
+    page.select_option("select[name=status]", "math:timeout")
+    page.click("button[type=submit]")
+    page.wait_for_function("document.getElementById('table-status').textContent.includes('of 2')")
+    assert all("timeout" in t for t in page.locator("table.rollouts tbody td:nth-child(10)").all_text_contents())
+    page.goto(page.url)  # the URL alone reproduces the view (a pasted link)
+    page.wait_for_function("document.getElementById('table-status').textContent.includes('of 2')")
+    page.goto(f"{server}/run/fx/rollouts?q=javascript&step_max=2")
+    page.wait_for_function("document.getElementById('table-status').textContent.includes('matches')")
+    assert _rows(page).count() == 4
+    assert all(int(s) <= 2 for s in page.locator("table.rollouts tbody td:nth-child(1)").all_text_contents())
+    page.goto(f"{server}/run/fx/rollouts?sort=advantage&order=asc")
+    page.wait_for_selector("table.rollouts tbody tr")
+    adv = [float(t) for t in page.locator("table.rollouts tbody td:nth-child(9)").all_text_contents()]
+    assert adv == sorted(adv) and len(adv) == 32
+
+
+def test_group_view_shows_the_g_responses(server, page):
+    page.goto(f"{server}/run/fx/group?step=3&group=1")
+    page.wait_for_selector(".card.response")
+    cards = page.locator(".card.response")
+    assert cards.count() == 4
+    assert page.text_content("#gold") == "7"
+    assert page.locator(".card.best").count() >= 1 and page.locator(".card.worst").count() >= 1
+    assert page.locator(".card.worst .tag").first.text_content() == "worst"
+    extracted = page.locator(".extracted").all_text_contents()
+    assert len(extracted) == 4 and all(e.isdigit() for e in extracted)
+    assert "timeout" in page.text_content("#responses")  # each response's reward components
+
+
+def test_replay_slider_changes_the_canvas(server, page):
+    page.goto(f"{server}/run/fx/replay?step=2&group=0&gi=3")
+    page.wait_for_selector("#replay-canvas .tok")
+    masked = "document.querySelectorAll('#replay-canvas .tok.masked').length"
+    assert page.evaluate(masked) == 0
+    final = page.text_content("#replay-canvas")
+    page.eval_on_selector("#replay-slider", "s => { s.value = 0; s.dispatchEvent(new Event('input')); }")
+    assert page.evaluate(masked) == 8 and page.text_content("#replay-canvas") == "[MASK]" * 8
+    page.eval_on_selector("#replay-slider", "s => { s.value = 4; s.dispatchEvent(new Event('input')); }")
+    assert page.evaluate(masked) == 4
+    assert "4 of 8 tokens unmasked" in page.text_content("#replay-label")
+    page.click("#play")  # plays from the start to the final text
+    page.wait_for_function(f"{masked} === 0 && document.getElementById('play').textContent.includes('play')")
+    assert page.text_content("#replay-canvas") == final
+    assert page.locator("canvas#heatmap").count() == 1
+
+
+def test_xss_payloads_render_as_text(server, browser):
+    ctx, page = new_page(browser, bypass_csp=False)
+    for path in ("/run/fx/rollouts", "/run/fx/group?step=4&group=0", "/run/fx/failures",
+                 "/run/fx/rollouts?q=%3Cscript%3E"):
+        page.goto(server + path)
+        page.wait_for_selector("table.rollouts tbody tr, .card.response, #failures .msg, #failures table")
+        page.wait_for_timeout(200)
+        assert page.evaluate("document.querySelectorAll('script').length") == 2  # charts.js, app.js
+        assert page.evaluate("document.querySelectorAll('img[src=x], [onerror]').length") == 0
+        assert page.evaluate("[...document.querySelectorAll('a')].filter(a => a.href.startsWith('javascript')).length") == 0
+    page.goto(f"{server}/run/fx/group?step=4&group=0")
+    page.wait_for_selector(".card.response")
+    body = page.text_content("#main")
+    for payload in XSS:
+        assert payload in body
+    assert page.text_content("#gold") == XSS[1]
+    assert page.dialogs == [] and page.errors == []
+    ctx.close()
+    csp = urllib.request.urlopen(f"{server}/run/fx", timeout=10).headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+def test_token_auth(runs, browser):
+    proc, url, lines = start_dashboard(str(runs / "fx"), "--host", "0.0.0.0", "--port", "0")
+    try:
+        assert any("generated a token" in line for line in lines)
+        token = url.split("?token=")[1]
+        base = url.split("?")[0].rstrip("/")
+        for path in ("/", "/run/fx", "/api/runs", "/api/run/fx/rollouts", "/static/app.js"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(base + path, timeout=10)
+            assert err.value.code == 401
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/api/runs?token=wrong", timeout=10)
+        assert err.value.code == 401
+        req = urllib.request.Request(f"{base}/api/runs", headers={"Authorization": f"Bearer {token}"})
+        assert urllib.request.urlopen(req, timeout=10).status == 200
+        ctx = browser.new_context()
+        pg = ctx.new_page()
+        pg.goto(url)  # the printed URL: the token becomes a cookie for the page's own requests
+        pg.wait_for_selector(".chart-box svg path.line")
+        ctx.close()
+    finally:
+        stop(proc)
+
+
+def test_path_traversal_is_refused(server, runs):
+    host = server.split("//")[1]
+    secret = runs.parent / "secret.txt"
+    secret.write_text("do not serve")
+    for path in ("/static/../../../../etc/passwd", "/static/..%2F..%2Fserver.py", "/static/%2Fetc%2Fpasswd",
+                 "/run/..%2F..%2Fetc/rollouts", "/run/../secret.txt", "/api/run/..%2Fsecret.txt/info",
+                 f"/api/run/{str(secret).replace('/', '%2F')}/info", "/api/run/../../etc/info",
+                 "/api/prompt?runs=..%2Fsecret.txt&prompt_id=x", "/run/%2E%2E/overview", "//etc/passwd"):
+        conn = http.client.HTTPConnection(host, timeout=10)
+        conn.request("GET", path)  # sent as is, not normalised by a client
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 404, (path, resp.status)
+        assert b"do not serve" not in body and b"root:" not in body
+
+
+def test_corrupt_partition_and_bad_line_show_a_message(server, page):
+    page.goto(f"{server}/run/broken")
+    page.wait_for_selector("#banner .msg")
+    banner = page.text_content("#banner")
+    assert "step=2/part-0.parquet: unreadable" in banner and "truncated or corrupt Parquet" in banner
+    page.wait_for_selector(".chart-box svg path.line")  # the readable steps still chart
+    page.goto(f"{server}/run/broken/group?step=2&group=0")
+    page.wait_for_selector("#main .msg.error")
+    assert "no rollout at step 2" in page.text_content("#main .msg.error")
+    page.goto(f"{server}/run/broken/rollouts")
+    page.wait_for_selector("table.rollouts tbody tr")
+    assert "of 16" in page.text_content("#table-status")
+    for api in ("group?step=2&group=0", "replay?step=2&group=0&gi=0", "image?step=1&group=0&gi=0",
+                "rollouts?status=nope:ok", "rollouts?step_min=x"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{server}/api/run/broken/{api}", timeout=10)
+        assert err.value.code in (400, 422), api
+        assert b"error" in err.value.read()
