@@ -21,11 +21,17 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/unigrpo train
 
+# The dashboard's browser tests drive Debian's chromium by path (a browser download is not possible).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	else echo "the dashboard tests need Chromium: sudo apt-get install -y chromium" >&2; exit 1; fi
+
 # pytest exits 5 when it collects nothing: that is a failure, not a pass.
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest -q -ra -m "not slow"
 
 lint: $(VENV)/.installed
