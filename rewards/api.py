@@ -16,11 +16,15 @@ from typing import Any
 
 import numpy as np
 
-STATUSES = ("ok", "timeout", "error", "unparsable")
+# invalid: the reward returned a non-finite value or one beyond its bound (`max_abs`); worth 0
+STATUSES = ("ok", "timeout", "error", "unparsable", "invalid")
 
 # The paper's weights (MMaDA §2.3.2): correctness 2.0, format 0.5, CLIP 0.1 x score.
 DEFAULT_WEIGHTS = {"math": 2.0, "format": 0.5, "clip": 0.1}
 DEFAULT_TIMEOUT_S = 5.0
+# |value| above this is not a reward but a bug (1e300 would overflow the weighted total to inf and the
+# advantages to NaN); per reward with `max_abs`
+DEFAULT_MAX_ABS = 1e6
 
 
 @dataclass
@@ -70,7 +74,7 @@ def coerce_result(raw: Any, max_detail: int = 500) -> RewardResult:
     except (TypeError, ValueError):
         return RewardResult(0.0, "error", "reward value is not a number")
     if not math.isfinite(value):
-        return RewardResult(0.0, "error", f"reward value is not finite: {value}")
+        return RewardResult(0.0, "invalid", f"reward value is not finite: {value}")
     if status != "ok":
         value = 0.0  # a non-ok component never contributes
     return RewardResult(value, status, str(detail)[:max_detail])
@@ -88,6 +92,7 @@ class RewardSpec:
     timeout_s: float = DEFAULT_TIMEOUT_S
     kwargs: dict = field(default_factory=dict)
     path: str | None = None  # "module:function" or "module:Class"; None: built-in or entry point
+    max_abs: float = DEFAULT_MAX_ABS
 
     def applies_to(self, task: str) -> bool:
         return self.tasks is None or task in self.tasks
@@ -95,8 +100,15 @@ class RewardSpec:
     def to_dict(self) -> dict:
         return {
             "name": self.name, "weight": self.weight, "tasks": self.tasks, "timeout_s": self.timeout_s,
-            "kwargs": dict(self.kwargs), "path": self.path,
+            "kwargs": dict(self.kwargs), "path": self.path, "max_abs": self.max_abs,
         }
+
+    def bound(self, r: RewardResult) -> RewardResult:
+        """A value that is not finite or beyond ``max_abs`` becomes a counted ``invalid`` result worth 0.
+        Applied by the caller of the sandbox, whatever the worker replied."""
+        if r.status == "ok" and not (math.isfinite(r.value) and abs(r.value) <= self.max_abs):
+            return RewardResult(0.0, "invalid", f"value {r.value!r} outside [-{self.max_abs:g}, {self.max_abs:g}]")
+        return r
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "reward") -> RewardSpec:
@@ -105,7 +117,7 @@ class RewardSpec:
             d = {"name": d}
         if not isinstance(d, dict):
             raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
-        known = {"name", "weight", "tasks", "timeout_s", "kwargs", "path"}
+        known = {"name", "weight", "tasks", "timeout_s", "kwargs", "path", "max_abs"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
@@ -124,6 +136,9 @@ class RewardSpec:
         timeout = d.get("timeout_s", DEFAULT_TIMEOUT_S)
         if not _is_number(timeout) or timeout <= 0:
             raise ValueError(f"{where}.timeout_s: expected a positive number, got {timeout!r}")
+        max_abs = d.get("max_abs", DEFAULT_MAX_ABS)
+        if not _is_number(max_abs) or max_abs <= 0:
+            raise ValueError(f"{where}.max_abs: expected a positive number, got {max_abs!r}")
         kwargs = d.get("kwargs") or {}
         if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             raise ValueError(f"{where}.kwargs: expected a mapping with string keys, got {kwargs!r}")
@@ -132,7 +147,7 @@ class RewardSpec:
                                  or path.endswith(":")):
             raise ValueError(f"{where}.path: expected 'module:attribute', got {path!r}")
         return cls(name=name, weight=float(weight), tasks=list(tasks) if tasks is not None else None,
-                   timeout_s=float(timeout), kwargs=dict(kwargs), path=path)
+                   timeout_s=float(timeout), kwargs=dict(kwargs), path=path, max_abs=float(max_abs))
 
 
 def specs_from_config(cfg: Any) -> list[RewardSpec]:

@@ -4,8 +4,9 @@
                           [--output scored.jsonl] [--clip-model DIR]
 
 Each input line is an object with ``task``, ``prompt``, ``response``, ``gold`` and optionally ``image``
-(a file path). One JSON line is written per input line, in input order; a line that is not valid JSON
-(or not an object) gets an error record instead of stopping the run. A summary goes to stderr.
+(a file path). One JSON line is written per input line, in input order; a line that is not valid UTF-8,
+not valid JSON, not an object, or holds a lone surrogate (``"\ud800"``) gets an error record instead of
+stopping the run, and the lines after it are scored as usual. A summary goes to stderr.
 Runs in-process with the sandbox pool (no Ray), so it starts quickly.
 """
 
@@ -17,7 +18,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 
-from rewards.api import DEFAULT_WEIGHTS, RewardInput, RewardSpec, specs_from_config
+from rewards.api import DEFAULT_WEIGHTS, STATUSES, RewardInput, RewardSpec, specs_from_config
 
 CHUNK = 64
 
@@ -64,6 +65,22 @@ def _record_input(obj: dict) -> RewardInput:
                        image=None, metadata=meta)
 
 
+def _parse_line(raw: bytes) -> dict:
+    """One input line -> a JSON object whose strings can be written back as UTF-8, or ValueError."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    try:  # json accepts "\ud800", a lone surrogate that no UTF-8 writer (or tokenizer) accepts
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate (e.g. \\ud800), not valid Unicode") from None
+    return obj
+
+
 def check_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="unigrpo rewards check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--input", required=True, help="JSONL file of rollouts ('-' for stdin)")
@@ -93,9 +110,20 @@ def check_main(argv: list[str]) -> int:
         return 2
 
     from rewards.engine import LocalScorer
+    from rewards.registry import RewardImportError
 
-    scorer = LocalScorer(specs, num_procs=args.workers, model_init={"model_path": args.clip_model})
-    src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", errors="replace")
+    try:
+        src = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
+    except OSError as exc:
+        print(f"error: --input: {exc}", file=sys.stderr)
+        return 2
+    try:
+        scorer = LocalScorer(specs, num_procs=args.workers, model_init={"model_path": args.clip_model})
+    except RewardImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if src is not sys.stdin.buffer:
+            src.close()
+        return 2
     dst = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     t0 = time.monotonic()
     n_lines = n_bad = 0
@@ -126,9 +154,7 @@ def check_main(argv: list[str]) -> int:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+                obj = _parse_line(line)
             except (ValueError, RecursionError) as exc:
                 flush()  # keep output in input order
                 n_bad += 1
@@ -144,7 +170,7 @@ def check_main(argv: list[str]) -> int:
         flush()
     finally:
         scorer.close()
-        if src is not sys.stdin:
+        if src is not sys.stdin.buffer:
             src.close()
         if dst is not sys.stdout:
             dst.close()
@@ -156,7 +182,7 @@ def check_main(argv: list[str]) -> int:
     for name in [s.name for s in specs]:
         c, v = counts.get(name, Counter()), values.get(name, [])
         mean = sum(v) / len(v) if v else 0.0
-        parts = " ".join(f"{k}={c[k]}" for k in ("ok", "unparsable", "timeout", "error"))
+        parts = " ".join(f"{k}={c[k]}" for k in STATUSES)
         print(f"  {name:<10} n={len(v):<6} mean={mean:.4f}  {parts}", file=sys.stderr)
     if totals:
         print(f"  total      mean={sum(totals) / len(totals):.4f}", file=sys.stderr)

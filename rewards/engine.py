@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict, defaultdict
 
 from rewards.api import STATUSES, RewardInput, RewardResult, RewardSpec, ScoredSample
-from rewards.registry import kind_of, load_reward
+from rewards.registry import load_reward, probe_kinds
 from rewards.sandbox import Call, SandboxPool
 
 
@@ -126,9 +126,14 @@ def add_seconds(stats: Stats, scored: list[tuple[str, int]], seconds: float) -> 
 
 def finish_batch(specs: list[RewardSpec], batch: list[RewardInput], results: dict[str, list[RewardResult | None]],
                  pending: Pending, cache: ResultCache, stats: Stats) -> list[ScoredSample]:
-    """Cache the new results, count every status, and add up the weighted totals."""
+    """Bound the new results (non-finite or absurd values are `invalid`), cache them, count every status,
+    and add up the weighted totals."""
+    by_name = {s.name: s for s in specs}
     for (name, i), k in pending.items():
-        cache.put(k, results[name][i])
+        r = results[name][i]
+        if r is not None:
+            results[name][i] = r = by_name[name].bound(r)
+        cache.put(k, r)
     for spec in specs:
         for r in results[spec.name]:
             if r is not None:
@@ -145,7 +150,7 @@ class LocalScorer:
     def __init__(self, specs: list[RewardSpec], num_procs: int = 1, model_init: dict | None = None,
                  cache: bool = True):
         self.specs = specs
-        self.kinds = {s.name: kind_of(s) for s in specs}
+        self.kinds = probe_kinds(specs)  # a plugin that cannot be imported: RewardImportError, now
         self.sandbox = SandboxPool(num_procs) if any(k == "rule" for k in self.kinds.values()) else None
         self.models: dict[str, object] = {}
         self.model_errors: dict[str, str] = {}

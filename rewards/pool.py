@@ -4,9 +4,12 @@ scaled independently. Assumes ``ray.init`` was called by the caller.
 Failure handling, so that a reward can never stall or kill training:
   * per call: the sandbox deadline inside the rule actors (timeout status, worker replaced);
   * per actor call: a watchdog deadline; a stuck model actor is killed and restarted (max_restarts);
-  * a dead actor (RayActorError): Ray restarts it and its chunk is resubmitted once; the results that
-    count are the ones returned, so nothing is lost or counted twice. A second failure marks the chunk
-    as "error" for those samples only.
+  * a dead actor (RayActorError): Ray restarts it; the pool waits (bounded) until the restarted actor
+    answers ``ready`` and resubmits its chunk, up to ``MAX_RETRIES`` times. The results that count are
+    the ones returned, so nothing is lost or counted twice. A chunk that still fails is marked "error"
+    for those samples only.
+Plugins are imported (and checked) in a Ray task before any actor starts: a plugin that cannot be
+imported is a RewardImportError from the constructor, not a crash of the caller's process.
 """
 
 from __future__ import annotations
@@ -20,9 +23,32 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from rewards.actors import ModelRewardActor, RuleRewardActor
 from rewards.api import RewardInput, RewardResult, RewardSpec, ScoredSample
 from rewards.engine import ResultCache, Stats, add_seconds, finish_batch, start_batch
-from rewards.registry import kind_of
+from rewards.registry import probe_kinds
 
 ACTOR_SLACK_S = 60.0  # on top of the per-call timeouts: scheduling, restarts, model warm-up
+RESTART_WAIT_S = 120.0  # how long a restarting actor may take to answer again (it rebuilds its pool)
+MAX_RETRIES = 2  # resubmissions of one chunk after its actor died
+
+
+@ray.remote(num_cpus=0)
+def _probe_kinds(specs: list[dict]) -> dict[str, str]:
+    """In a Ray worker: the same environment (runtime_env, PYTHONPATH) as the reward actors."""
+    return probe_kinds([RewardSpec(**d) for d in specs])
+
+
+def wait_ready(actor, timeout_s: float = RESTART_WAIT_S) -> bool:
+    """Poll ``actor.ready`` until it answers (True) or ``timeout_s`` passes (False). A restarting
+    actor raises ActorUnavailableError / RayActorError meanwhile; those are expected here."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            ray.get(actor.ready.remote(), timeout=min(left, 10.0))
+            return True
+        except (GetTimeoutError, RayError):
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 class RewardPool:
@@ -34,7 +60,7 @@ class RewardPool:
         if len(set(names)) != len(names):
             raise ValueError("RewardPool: reward names must be unique")
         self.specs = list(specs)
-        self.kinds = {s.name: kind_of(s) for s in specs}
+        self.kinds = ray.get(_probe_kinds.remote([s.to_dict() for s in specs]))  # RewardImportError
         rule_specs = [s for s in specs if self.kinds[s.name] == "rule"]
         model_specs = [s for s in specs if self.kinds[s.name] == "model"]
         self.procs_per_worker = max(1, procs_per_worker)
@@ -88,6 +114,10 @@ class RewardPool:
             return self.rule_actors[a].run.remote(calls)
         return self.model_actors[a].score.remote(name, [batch[i] for _, i in part])
 
+    def _actor(self, job):
+        kind, a, _, _ = job
+        return (self.rule_actors if kind == "rule" else self.model_actors)[a]
+
     def _deadline(self, job, by_name) -> float:
         kind, _, part, name = job
         if kind == "rule":
@@ -110,19 +140,20 @@ class RewardPool:
                     out[j] = [RewardResult(v, s, d) for v, s, d in ray.get(ref)]
                 except (RayActorError, RayError) as exc:
                     attempts[j] += 1
-                    if attempts[j] <= 1:  # the actor is being restarted: resubmit this chunk once
+                    # the actor is being restarted: wait until it answers, then resubmit this chunk
+                    if attempts[j] <= MAX_RETRIES and wait_ready(self._actor(jobs[j])):
                         self._stats.retries += 1
-                        refs[self._submit(jobs[j], batch, by_name)] = (j, now + self._deadline(jobs[j], by_name))
+                        refs[self._submit(jobs[j], batch, by_name)] = (
+                            j, time.monotonic() + self._deadline(jobs[j], by_name))
                     else:
-                        msg = f"reward actor failed twice: {type(exc).__name__}"
+                        msg = f"reward actor failed {attempts[j]} times: {type(exc).__name__}"
                         out[j] = [RewardResult(0.0, "error", msg)] * len(jobs[j][2])
             for ref, (j, deadline) in list(refs.items()):
                 if now > deadline:  # an actor that does not answer at all: restart it, keep going
                     refs.pop(ref)
-                    kind, a, part, _ = jobs[j]
-                    actor = (self.rule_actors if kind == "rule" else self.model_actors)[a]
+                    part = jobs[j][2]
                     try:
-                        ray.kill(actor, no_restart=False)
+                        ray.kill(self._actor(jobs[j]), no_restart=False)
                     except Exception:
                         pass
                     out[j] = [RewardResult(0.0, "timeout", "reward actor did not answer; restarted")] * len(part)

@@ -2,7 +2,8 @@
 
 Resolution order for a spec: its ``path`` if set, then the built-in table, then installed entry points.
 Everything here runs inside the process that will call the reward (a sandbox worker or a model actor),
-so a plugin that fails to import is reported as that reward's error, not as a crash of the caller.
+so a plugin that fails to import is reported as that reward's error, not as a crash of the caller;
+``probe_kinds`` checks every plugin up front, in a sandbox worker, before a run starts.
 """
 
 from __future__ import annotations
@@ -61,15 +62,57 @@ def resolve_target(spec: RewardSpec) -> Any:
     return target
 
 
-def kind_of(spec: RewardSpec) -> str:
-    """Which pool a reward runs in. Cheap for built-ins; plugins are imported to read ``kind``."""
-    if spec.path is None and spec.name in BUILTIN_KINDS:
-        return BUILTIN_KINDS[spec.name]
+class RewardImportError(ValueError):
+    """A reward plugin that cannot be imported or does not fit its spec: a configuration error."""
+
+
+def probe_reward(spec: RewardSpec) -> RewardResult:
+    """Import and check one reward (run inside a sandbox worker): status ok with its kind as detail
+    ("rule" or "model"), or an error saying why. Rule classes are instantiated (as the worker would);
+    model classes are only imported, their weights load on the model actors."""
+    target = resolve_target(spec)
+    kind = "model" if getattr(target, "kind", "rule") == "model" else "rule"
+    if inspect.isclass(target):
+        try:
+            inspect.signature(target).bind(**spec.kwargs)
+        except TypeError as exc:
+            return RewardResult(0.0, "error", f"kwargs {sorted(spec.kwargs)} do not fit {target.__name__}: {exc}")
+        if kind == "rule":
+            load_reward(spec)
+    elif callable(target):
+        try:
+            inspect.signature(target).bind(None, **spec.kwargs)
+        except TypeError as exc:
+            return RewardResult(0.0, "error", f"{getattr(target, '__name__', target)}(inp, **kwargs) does not "
+                                              f"accept kwargs {sorted(spec.kwargs)}: {exc}")
+        except ValueError:  # builtins without a signature
+            pass
+    else:
+        return RewardResult(0.0, "error", f"resolves to a {type(target).__name__}, not a function or class")
+    return RewardResult(0.0, "ok", kind)
+
+
+def probe_kinds(specs: list[RewardSpec], mem_limit_mb: int | None = None) -> dict[str, str]:
+    """Where each reward runs ("rule" or "model"), importing every plugin in a sandbox worker (same
+    deadline and memory cap as a call), never in this process: a plugin whose import exits, hangs or
+    allocates is reported as ``reward X failed to import: ...`` (a RewardImportError)."""
+    from rewards.sandbox import DEFAULT_MEM_LIMIT_MB, Call, SandboxPool
+
+    kinds = {s.name: BUILTIN_KINDS[s.name] for s in specs if s.path is None and s.name in BUILTIN_KINDS}
+    todo = [s for s in specs if s.name not in kinds]
+    if not todo:
+        return kinds
+    pool = SandboxPool(1, mem_limit_mb or DEFAULT_MEM_LIMIT_MB, preload=(), spares=0)
     try:
-        target = resolve_target(spec)
-    except Exception:
-        return "rule"  # the sandbox will report the import error per sample
-    return "model" if getattr(target, "kind", "rule") == "model" else "rule"
+        results = pool.run([Call(s.to_dict(), None, s.timeout_s, op="probe") for s in todo])
+    finally:
+        pool.close()
+    for s, r in zip(todo, results):
+        if r.status != "ok":
+            why = f"import did not finish within timeout_s={s.timeout_s:g}" if r.status == "timeout" else r.detail
+            raise RewardImportError(f"reward {s.name!r} failed to import: {why}")
+        kinds[s.name] = r.detail
+    return kinds
 
 
 @dataclass

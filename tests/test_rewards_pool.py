@@ -3,6 +3,8 @@ actor, and recovery when a reward actor dies."""
 
 import os
 import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import ray
@@ -63,17 +65,30 @@ def test_pool_scores_weights_tasks_statuses_and_cache(ray_cluster):
 
 
 @pytest.mark.timeout(300)
-def test_dead_rule_actor_is_restarted_and_work_retried(ray_cluster):
-    pool = RewardPool([RewardSpec("math")], num_workers=1)
+def test_dead_rule_actor_is_restarted_and_work_retried(ray_cluster, tmp_path):
+    """The actor is killed (by PID) while it is scoring: deterministic, the call is in flight. The pool
+    waits for the restarted actor, resubmits the chunk, and counts each sample once."""
+    marker = tmp_path / "started"
+    slow = RewardSpec("slow", path="tests.plugins.faulty_rewards:slow_ok", timeout_s=30,
+                      kwargs={"marker": str(marker), "seconds": 2.0})
+    pool = RewardPool([RewardSpec("math"), slow], num_workers=1)
     try:
         pid = ray.get(pool.rule_actors[0].pid.remote())
-        assert pool.score([RewardInput("math", "", "\\boxed{2}", "2")])[0].total == 1.0
-        os.kill(pid, 9)
-        out = pool.score([RewardInput("math", "", "\\boxed{3}", "3"), RewardInput("math", "", "\\boxed{4}", "5")])
+        with ThreadPoolExecutor(1) as ex:
+            fut = ex.submit(pool.score, [RewardInput("math", "", "\\boxed{3}", "3"),
+                                         RewardInput("math", "", "\\boxed{4}", "5")])
+            deadline = time.time() + 60
+            while not marker.exists() and time.time() < deadline:
+                time.sleep(0.05)
+            assert marker.exists()
+            os.kill(pid, 9)
+            out = fut.result(timeout=240)
         assert [s.components["math"].status for s in out] == ["ok", "ok"]
-        assert [s.total for s in out] == [1.0, 0.0]
+        assert [s.components["slow"].status for s in out] == ["ok", "ok"]
+        assert [s.total for s in out] == [2.0, 1.0]
         st = pool.stats()
-        assert st["retries"] >= 1
-        assert sum(st["counts"]["math"].values()) == 3  # nothing counted twice
+        assert st["retries"] == 1
+        assert sum(st["counts"]["math"].values()) == 2  # nothing counted twice
+        assert ray.get(pool.rule_actors[0].pid.remote()) != pid
     finally:
         pool.shutdown()
