@@ -72,9 +72,9 @@ def train_main(argv: list[str]) -> int:
         else:
             cfg = load_config(config_path, overrides)
             run_dir = _fresh_run_dir(cfg.run_dir)
-        from rl.data import build_run_dataset
+        from rl.preflight import preflight
 
-        build_run_dataset(cfg)  # reject bad data before any actor starts
+        preflight(cfg, run_dir)  # files, data, plugins, run dir: before any actor starts, nothing created
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"unigrpo: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,6 +10,9 @@ Unknown keys are errors too: a typo like `learner.lr_rate=1e-6` must not be sile
 
 from __future__ import annotations
 
+import math
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +21,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rewards.api import DEFAULT_MAX_ABS
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 
 
@@ -25,8 +30,37 @@ class ConfigError(ValueError):
     """One or more problems in a run configuration, each naming its key."""
 
 
+def _number_types(annotation: Any) -> set[type]:
+    """int/float inside a field's annotation (through Optional, unions and Field metadata)."""
+    if annotation in (int, float):
+        return {annotation}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_number_types(a) for a in typing.get_args(annotation)))
+    return set()
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `learner.lr=inf` or `nan` is an error, not a run that trains on NaN
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info):
+        # pydantic's lax mode reads `true` as 1 for int and float fields; a boolean where a number is
+        # expected is a mistake (a shifted YAML line, a wrong key), so it is rejected
+        if isinstance(value, bool) and _number_types(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, got a boolean")
+        return value
 
 
 class TinyPolicySpec(Section):
@@ -47,6 +81,13 @@ class ModelSection(Section):
     image_tokenizer: str | None = Field(
         None, description="'palette' (the demo's colour-patch tokenizer) or a local directory (MAGVIT-v2 "
         "weights, or image_tokenizer.json); needed by mmu and t2i tasks")
+
+    @field_validator("path")
+    @classmethod
+    def _path_not_empty(cls, v):
+        if v is not None and not v.strip():
+            raise ValueError("expected a local policy directory, got an empty string (use null for model.tiny)")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -154,6 +195,14 @@ class RewardEntry(Section):
     timeout_s: float = Field(10.0, gt=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     path: str | None = Field(None, description="module:function or module:Class of a user reward")
+    max_abs: float = Field(DEFAULT_MAX_ABS, gt=0, description="|value| above this is an `invalid` result worth 0")
+
+    @field_validator("kwargs")
+    @classmethod
+    def _finite_kwargs(cls, v):
+        if _non_finite(v):
+            raise ValueError("contains a non-finite number (inf or nan)")
+        return v
 
     @field_validator("path")
     @classmethod

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 MAX_QUESTION_CHARS = 100_000
@@ -84,17 +85,26 @@ def toy_copy_task(size: int, seed: int = 0) -> list[Prompt]:
 
 def _rows_from_file(path: Path):
     if path.suffix == ".parquet":
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:  # zero bytes, garbage, a truncated file
+            raise DataError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0][:200]})") from None
         yield from enumerate(table.to_pylist(), start=1)
     elif path.suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
                     continue
                 try:
-                    yield lineno, json.loads(line)
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {err.start} of the line)") from None
+                try:
+                    yield lineno, json.loads(line, parse_constant=_no_constant)
                 except json.JSONDecodeError as err:
                     raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+                except RecursionError:
+                    raise DataError(f"{path}:{lineno}: JSON nested too deeply") from None
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
 
@@ -166,6 +176,19 @@ def _image_bytes(value, path: Path, where: str, field: str) -> bytes:
     return data
 
 
+def _no_constant(name: str):
+    raise json.JSONDecodeError(f"{name} is not a number JSON allows (non-finite)", name, 0)
+
+
+def _text_ok(value: str) -> bool:
+    """False for a string with a lone surrogate ("\\ud800" in JSON): no tokenizer or writer takes it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def load_prompt_files(
     files: list[str],
     task: str,
@@ -191,10 +214,14 @@ def load_prompt_files(
             question = row.get(question_field)
             if not isinstance(question, str) or not question.strip():
                 raise DataError(f"{where}: field {question_field!r} must be a non-empty string, got {question!r}")
+            if not _text_ok(question):
+                raise DataError(f"{where}: field {question_field!r} holds a lone surrogate (not valid Unicode)")
             if len(question) > MAX_QUESTION_CHARS:
                 raise DataError(f"{where}: field {question_field!r} is {len(question)} characters long")
             answer = row.get(answer_field)
             if task in ("math", "mmu"):
+                if isinstance(answer, float) and not np.isfinite(answer):
+                    raise DataError(f"{where}: field {answer_field!r} (the gold answer) is not finite: {answer!r}")
                 if isinstance(answer, int | float) and not isinstance(answer, bool):
                     answer = str(answer)
                 if not isinstance(answer, str) or not answer.strip():
@@ -202,6 +229,8 @@ def load_prompt_files(
                                     f"string or number, got {answer!r}")
             elif answer is not None and not isinstance(answer, str):
                 answer = json.dumps(answer)
+            if answer is not None and not _text_ok(answer):
+                raise DataError(f"{where}: field {answer_field!r} holds a lone surrogate (not valid Unicode)")
             codes = None
             if kind == "mmu":
                 if image_field not in row or row[image_field] is None:
