@@ -97,7 +97,9 @@ def load_deepspeed_config(cfg: LearnerConfig, world_size: int, use_bf16: bool) -
         gradient_clipping=float(cfg.grad_clip),
         managed_gradient_accumulation=False,
     )
-    ds["bf16"] = {**ds.get("bf16", {}), "enabled": bool(use_bf16)}
+    # check_grad_overflow: the ZeRO optimizer skips a step whose gradient norm is NaN/inf (it always does
+    # in fp32); never let a JSON turn that off
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": bool(use_bf16), "check_grad_overflow": True}
     ds.pop("fp16", None)
     ds.pop("optimizer", None)  # a client torch AdamW is passed instead (no FusedAdam JIT build)
     ds.pop("scheduler", None)

@@ -18,6 +18,7 @@ rank on the whole batch.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 import socket
@@ -98,7 +99,8 @@ class Learner:
 
         model = MMadaModelLM.from_pretrained(self.policy_path, dtype=torch.float32).to(self.device)
         self.layout = VocabLayout.from_model_config(model.config)
-        self.zero3 = zero_stage_of(self.ds_config) == 3
+        self.zero_stage = zero_stage_of(self.ds_config)
+        self.zero3 = self.zero_stage == 3
         self.bf16 = bool(self.ds_config["bf16"]["enabled"])
         ref = copy.deepcopy(model) if self.ucfg.beta > 0 else None  # frozen pi_ref = initial policy
         if self.cfg.gradient_checkpointing:
@@ -153,7 +155,7 @@ class Learner:
 
         # 2. mu gradient updates, one per mask iteration
         totals = {k: 0.0 for k in SUM_KEYS}
-        ratio_max, grad_norms, lrs = 0.0, [], []
+        ratio_max, grad_norms, lrs, skipped = 0.0, [], [], 0
         for n in range(mu):
             for j, (rows, live) in enumerate(micro):
                 x, a, m, img, adv_rows = inputs(n, rows)
@@ -169,14 +171,35 @@ class Learner:
                     totals["entropy_sum"] += float(entropy.sum())
                     ratio_max = max(ratio_max, float(sums["ratio_max"]))
             lrs.append(self.scheduler.get_last_lr()[0])
+            # a non-finite gradient is never applied: the ZeRO optimizer skips such a step itself
+            # (bf16.check_grad_overflow, and always in fp32); without ZeRO the gradients are dropped here
+            own_norm = self._grad_norm_or_drop() if self.zero_stage == 0 else None
             self.engine.step()
             self.steps += 1
-            norm = self.engine.get_global_grad_norm()
-            grad_norms.append(float(norm) if norm is not None else float("nan"))
+            norm = self.engine.get_global_grad_norm() if own_norm is None else own_norm
+            norm = float(norm) if norm is not None else float("nan")
+            skipped += int(not math.isfinite(norm) or not self.engine.was_step_applied())
+            grad_norms.append(norm)
         # wall time inside this rank: forward/backward/optimizer compute, for the overhead benchmark
         compute_s = time.perf_counter() - t_start
         return {**totals, "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s,
-                "old_ref_s": old_ref_s}
+                "old_ref_s": old_ref_s, "skipped_steps": skipped}
+
+    def _grad_norm_or_drop(self) -> float:
+        """ZeRO stage 0 only: the norm over every rank's gradients; if it is NaN/inf, every rank drops
+        its gradients, so the optimizer step that follows changes nothing (AdamW skips parameters
+        without a gradient)."""
+        params = [p for p in self.engine.module.parameters() if p.grad is not None]
+        sq = torch.zeros(1, device=self.device, dtype=torch.float32)
+        for p in params:
+            sq += p.grad.float().norm() ** 2
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sq)
+        norm = float(sq.sqrt())
+        if not math.isfinite(norm):
+            for p in params:
+                p.grad = None
+        return norm
 
     # ---- full weights (collective under ZeRO-3: every rank calls these) --------------------------------
     def _param_entries(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
@@ -382,6 +405,8 @@ def reduce_stats(results: list[dict], ratios: np.ndarray, mu: int, num_micro: in
         "mask_ratio_std": float(ratios.std()),
         "masked_tokens": tot["token_count"] / mu,
         "grad_norm": float(np.mean(grad_norms)),
+        # optimizer steps not applied because the loss or the gradient norm was NaN/inf (ranks agree)
+        "skipped_steps": float(results[0].get("skipped_steps", 0)),
         "grad_norm_max": float(np.max(grad_norms)),
         "lr": float(results[0]["lr"][-1]),
         "micro_batches": float(num_micro),
