@@ -40,6 +40,8 @@ MAX_OUTPUT_BYTES = 8192  # of a call's stdout/stderr forwarded to our stderr; th
 STARTUP_TIMEOUT_S = 120.0  # interpreter + preloaded modules on a loaded machine
 MAX_START_FAILURES = 3  # workers that die before they are ready, in a row: the environment is broken
 DEFAULT_PRELOAD = ("rewards.math_reward", "rewards.math_equiv")
+# warm workers kept ahead of need: back-to-back timeouts are served at about max(timeout, start-up / spares)
+DEFAULT_SPARES = 2
 
 
 @dataclass
@@ -151,7 +153,7 @@ class SandboxPool:
     """``run(calls)`` scores every call; never raises because of what a reward does."""
 
     def __init__(self, num_procs: int = 1, mem_limit_mb: int = DEFAULT_MEM_LIMIT_MB,
-                 preload: tuple[str, ...] = DEFAULT_PRELOAD, spares: int = 1, log=None):
+                 preload: tuple[str, ...] = DEFAULT_PRELOAD, spares: int = DEFAULT_SPARES, log=None):
         self.num_procs = max(1, int(num_procs))
         self.mem_limit_mb = mem_limit_mb
         self.preload = preload

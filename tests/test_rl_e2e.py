@@ -108,7 +108,9 @@ def test_hanging_reward_does_not_stall_the_step(ray_cluster, tmp_path):
     _, summary = run(tmp_path, "hang", [rewards, "run.steps=1"])
     rows = metrics(tmp_path / "hang")
     assert rows[0]["reward/sleepy/timeout"] == 16
-    assert rows[0]["time/reward_s"] < 30  # 16 hung calls, each cut at 1 s, never 16 x 3600 s
+    # 16 hung calls, each cut at 1 s (plus a replacement worker's start-up where the warm spares cannot
+    # keep up on a loaded machine; start-up is outside the deadline), never 16 x 3600 s
+    assert rows[0]["time/reward_s"] < 60
     assert time.time() - t0 < 240
 
 
