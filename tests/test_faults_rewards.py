@@ -61,6 +61,14 @@ def test_plugin_import_is_contained_and_reported(module, why):
     assert time.monotonic() - t0 < 30  # start-up of one worker plus a 1 s deadline
 
 
+def test_plugin_kwargs_that_do_not_fit_are_reported_before_the_run():
+    with pytest.raises(RewardImportError, match="reward 'mine' failed to import: .*does not accept kwargs"):
+        probe_kinds([RewardSpec("mine", path="rewards.math_reward:math_reward", kwargs={"bogus": 1})])
+    kinds = probe_kinds([RewardSpec("mine", path="rewards.math_reward:math_reward",
+                                    kwargs={"last_number_fallback": False})])
+    assert kinds == {"mine": "rule"}
+
+
 def test_bad_plugin_import_is_exit_2_for_rewards_check_and_train(tmp_path, capsys):
     dump = tmp_path / "in.jsonl"
     dump.write_text(json.dumps({"task": "math", "prompt": "q", "response": "\\boxed{1}", "gold": "1"}) + "\n")
