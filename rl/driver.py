@@ -329,31 +329,15 @@ class Driver:
         return totals
 
     def _train_batch(self, records: list[dict], advantages: np.ndarray, keep: np.ndarray):
-        from trainer.batch import TrainBatch
+        from rl.data import task_kind
+        from trainer.batch import batch_from_rollouts
 
         rows = [i for i in range(len(records)) if keep[i]]
         if not rows:
             return None
-        prompt_w = max(len(records[i]["prompt_ids"]) for i in rows)
-        resp_w = max(len(records[i]["response_ids"]) for i in rows)
-        pad = 0  # any id: padding is hidden by the attention mask and never masked or scored
-        n = len(rows)
-        input_ids = np.full((n, prompt_w + resp_w), pad, dtype=np.int64)
-        attention = np.zeros((n, prompt_w + resp_w), dtype=np.int64)
-        response_mask = np.zeros((n, prompt_w + resp_w), dtype=bool)
-        for row, i in enumerate(rows):
-            p, o = records[i]["prompt_ids"], records[i]["response_ids"]
-            input_ids[row, prompt_w - len(p) : prompt_w] = p  # prompts left-padded, as in the sampler
-            input_ids[row, prompt_w : prompt_w + len(o)] = o
-            attention[row, prompt_w - len(p) : prompt_w + len(o)] = 1
-            response_mask[row, prompt_w : prompt_w + len(o)] = True
-        return TrainBatch(
-            input_ids=input_ids,
-            attention_mask=attention,
-            response_mask=response_mask,
-            advantages=advantages[rows].astype(np.float32),
-            is_image=np.array([records[i]["task"] == "t2i" for i in rows], dtype=bool),
-        )
+        # each row is the context the sampler saw (prompt mask, <|eoi|> after an image canvas)
+        return batch_from_rollouts([records[i] for i in rows], advantages[rows],
+                                   tasks=[task_kind(records[i]["task"]) for i in rows])
 
     def _publish(self) -> None:
         """Learner rank 0 -> every rollout worker, tagged with the policy version.

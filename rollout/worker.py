@@ -7,15 +7,19 @@ or rl/ -- the driver converts these records into whatever it stores.
 One record per rollout (G per prompt), all plain Python values:
     prompt_id, group_index, task, seed, policy_version, sampler (settings dict), timings {"gen_s": ...},
     num_forwards (forwards this sample took part in),
-    prompt_ids      text: the unpadded chat prompt; t2i: the conditional layout up to and including <|soi|>
+    prompt_ids      text: the unpadded chat prompt; mmu: <|mmu|><|soi|>codes<|eoi|> + chat prompt;
+                    t2i: the conditional layout up to and including <|soi|>
     prompt_mask     attention mask of prompt_ids (0 on t2i [iPAD])
     response_ids    text: all gen_length ids exactly as the sampler produced them, EOS padding and
                     early-stop EOS fill included (the learner must score the very sequence that was
                     sampled, and LLaDA is trained to predict the EOS padding too); t2i: the N image
-                    token ids (code + image_offset), followed in the input by <|eoi|>
+                    token ids (code + image_offset)
+    suffix_ids      tokens the sampler saw after the response (t2i: [<|eoi|>]; text: []): a training row
+                    must hold them too, visible and never masked
     response_text   text decoded up to the first EOS, special tokens skipped ("" for t2i)
-    image_codes     t2i: the N codes in [0, codebook_size), else None
-    image_png       t2i: PNG bytes from the pluggable decoder (default: a false-colour code grid)
+    image_codes     t2i: the N generated codes in [0, codebook_size); mmu: the input image's codes; else None
+    image           t2i: the decoded image, uint8 H x W x 3 (what image rewards receive), else None
+    image_png       t2i / mmu: PNG bytes of the generated / input image (for the store and the dashboard)
     unmask_step, confidence   the denoising trajectory, one value per response position
     early_filled    text: positions set to EOS by early stop (t2i: all False)
 
@@ -36,34 +40,36 @@ import numpy as np
 import torch
 
 from policy.loading import load_policy
-from policy.prompts import chat_prompt_ids, left_pad, t2i_prompt_ids, t2i_uncond_prompt_ids
+from policy.prompts import chat_prompt_ids, left_pad, mmu_prompt_ids, t2i_prompt_ids, t2i_uncond_prompt_ids
 from policy.weight_sync import numpy_to_tensor
 from rollout.image_sampler import ImageSamplerConfig, generate_image
 from rollout.text_sampler import TextSamplerConfig, generate_text
 
 IMAGE_TASKS = ("t2i",)
-ImageDecoder = Callable[[torch.Tensor], list[bytes]]  # codes [B, N] -> one PNG per row
+# codes [B, N] -> (one uint8 H x W x 3 array or None per row, one PNG per row)
+ImageDecoder = Callable[[torch.Tensor], tuple[list[np.ndarray | None], list[bytes]]]
 
 
 def code_grid_decoder(codebook_size: int) -> ImageDecoder:
-    """The default decoder: a false-colour PNG of the square code grid (no image-tokenizer weights needed)."""
+    """Without an image tokenizer: no pixels, and a false-colour PNG of the square code grid."""
     from policy.image_io import codes_grid_png
 
-    def decode(codes: torch.Tensor) -> list[bytes]:
+    def decode(codes: torch.Tensor) -> tuple[list[None], list[bytes]]:
         side = math.isqrt(codes.shape[1])
         grid = (side, side) if side * side == codes.shape[1] else (1, codes.shape[1])
-        return [codes_grid_png(row, grid, codebook_size) for row in codes.cpu()]
+        return [None] * len(codes), [codes_grid_png(row, grid, codebook_size) for row in codes.cpu()]
 
     return decode
 
 
 def image_tokenizer_decoder(tokenizer) -> ImageDecoder:
-    """Wrap a `policy.image_tokenizer.ImageTokenizer` (e.g. MAGVIT-v2) as a PNG decoder."""
+    """Decode with an `ImageTokenizer` (MAGVIT-v2, the palette tokenizer): pixels and their PNGs."""
     from policy.image_io import png_bytes, tensor_to_uint8
 
-    def decode(codes: torch.Tensor) -> list[bytes]:
-        pixels = tokenizer.decode(codes)
-        return [png_bytes(img) for img in tensor_to_uint8(pixels)]
+    def decode(codes: torch.Tensor) -> tuple[list[np.ndarray], list[bytes]]:
+        with torch.no_grad():
+            images = list(tensor_to_uint8(tokenizer.decode(codes.cpu())))
+        return images, [png_bytes(img) for img in images]
 
     return decode
 
@@ -80,6 +86,7 @@ class RolloutWorker:
         max_text_len: int = 513,
         max_batch_size: int = 64,
         image_decoder: ImageDecoder | None = None,
+        image_tokenizer: str | None = None,
     ) -> None:
         policy = load_policy(policy_path, dtype=dtype, device=device)
         self.model, self.tokenizer, self.layout = policy.model, policy.tokenizer, policy.layout
@@ -90,6 +97,10 @@ class RolloutWorker:
         self.device = torch.device(device)
         self.num_image_tokens, self.max_text_len = num_image_tokens, max_text_len
         self.max_batch_size = max_batch_size
+        if image_decoder is None and image_tokenizer is not None:
+            from policy.palette_tokenizer import load_image_tokenizer
+
+            image_decoder = image_tokenizer_decoder(load_image_tokenizer(image_tokenizer))
         self.image_decoder = image_decoder or code_grid_decoder(self.layout.codebook_size)
         self._version = 0
 
@@ -169,12 +180,14 @@ class RolloutWorker:
     def _generate_text(self, jobs, generator) -> list[dict[str, Any]]:
         # G jobs share each prompt: tokenise each distinct prompt once (the tokenizer call, not the
         # model, dominated a tiny policy's rollout time outside the sampler)
-        cache: dict[tuple[str, bool], list[int]] = {}
+        cache: dict[tuple, list[int]] = {}
         prompt_lists = []
         for p, _ in jobs:
-            key = (p["text"], bool(p.get("think")))
+            codes = tuple(p["image_codes"]) if p.get("task") == "mmu" else None
+            key = (p["text"], bool(p.get("think")), codes)
             if key not in cache:
-                cache[key] = chat_prompt_ids(self.tokenizer, self.layout, key[0], think=key[1])
+                cache[key] = (chat_prompt_ids(self.tokenizer, self.layout, key[0], think=key[1]) if codes is None
+                              else mmu_prompt_ids(self.tokenizer, self.layout, codes, key[0], think=key[1]))
             prompt_lists.append(cache[key])
         ids, mask = left_pad(prompt_lists, self.layout.pad_id)
         start = time.perf_counter()
@@ -194,8 +207,10 @@ class RolloutWorker:
                 prompt_ids=list(prompt_ids),
                 prompt_mask=[1] * len(prompt_ids),
                 response_ids=responses[row],
+                suffix_ids=[],
                 response_text=texts[row],
-                image_codes=None,
+                image_codes=None if prompt.get("task") != "mmu" else list(prompt["image_codes"]),
+                image=None,
                 image_png=None,
                 unmask_step=unmask_step[row],
                 confidence=confidence[row],
@@ -217,7 +232,9 @@ class RolloutWorker:
                              torch.tensor([uncond_mask], device=self.device), self.layout, self.image_config,
                              generator)
         gen_s = time.perf_counter() - start
-        pngs = self.image_decoder(out.codes)
+        start = time.perf_counter()
+        images, pngs = self.image_decoder(out.codes)
+        decode_s = time.perf_counter() - start
         settings = {"kind": "image", **asdict(self.image_config), "num_image_tokens": n, "max_text_len": width}
         prefix_len = width + 1  # [iPAD]* <|t2i|> <BOS> text <EOS> <|soi|>
         records = []
@@ -228,15 +245,17 @@ class RolloutWorker:
                 prompt_ids=conds[row][0][:prefix_len],
                 prompt_mask=conds[row][1][:prefix_len],
                 response_ids=self.layout.code_to_token(codes).tolist(),
+                suffix_ids=[self.layout.eoi_id],
                 response_text="",
                 image_codes=codes.tolist(),
+                image=images[row],
                 image_png=pngs[row],
                 unmask_step=out.unmask_step[row].tolist(),
                 confidence=out.confidence[row].tolist(),
                 early_filled=[False] * n,
                 num_forwards=out.num_forwards,
                 sampler=settings,
-                timings={"gen_s": gen_s, "batch_size": len(jobs)},
+                timings={"gen_s": gen_s, "decode_s": decode_s, "batch_size": len(jobs)},
             ))
         return records
 

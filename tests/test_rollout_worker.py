@@ -21,7 +21,7 @@ PROMPTS = [
 ]
 FIELDS = {"prompt_id", "group_index", "task", "prompt_ids", "prompt_mask", "response_ids", "response_text",
           "image_codes", "image_png", "unmask_step", "confidence", "early_filled", "sampler", "seed",
-          "policy_version", "timings", "num_forwards"}
+          "policy_version", "timings", "num_forwards", "suffix_ids", "image"}
 
 
 @pytest.fixture(scope="module")

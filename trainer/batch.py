@@ -8,8 +8,16 @@ Every row is one response o_i to a prompt q, laid out as [left-padded prompt | r
     advantages     [N]    float32 A_i, the same for every token of o_i
     is_image       [N]    bool    log-probs over the image-code slice of the vocabulary for these rows
     group_ids      [N]    int64   optional: which prompt group a response belongs to (bookkeeping only)
+    tasks          [N]    str     optional: each row's task (text / mmu / t2i), for per-task statistics
 
 Plain numpy arrays, so a batch crosses Ray's object store cheaply.
+
+`batch_from_rollouts` builds the rows from rollout records so that each row is exactly the context
+the sampler saw: the prompt with its own attention mask (t2i [iPAD] padding stays hidden), the
+response, and whatever followed the response in the sampler's input (the <|eoi|> after an image
+canvas), visible but never masked or scored:
+
+    [pad ... pad | prompt (prompt_mask) | response (masked/scored) | suffix (seen) | pad ... pad]
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ class TrainBatch:
     is_image: np.ndarray | None = None
     attention_mask: np.ndarray | None = None
     group_ids: np.ndarray | None = None
+    tasks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.input_ids = np.asarray(self.input_ids, dtype=np.int64)
@@ -42,6 +51,8 @@ class TrainBatch:
             self.attention_mask = np.asarray(self.attention_mask, dtype=np.int64)
         if self.group_ids is not None:
             self.group_ids = np.asarray(self.group_ids, dtype=np.int64)
+        if self.tasks is not None:
+            self.tasks = np.asarray(self.tasks, dtype=str)
         self.validate()
 
     @property
@@ -62,7 +73,7 @@ class TrainBatch:
             raise BatchError(f"response_mask has shape {self.response_mask.shape}, expected {(n, length)}")
         if self.attention_mask is not None and self.attention_mask.shape != (n, length):
             raise BatchError(f"attention_mask has shape {self.attention_mask.shape}, expected {(n, length)}")
-        for name in ("advantages", "is_image", "group_ids"):
+        for name in ("advantages", "is_image", "group_ids", "tasks"):
             value = getattr(self, name)
             if value is not None and value.shape != (n,):
                 raise BatchError(f"{name} has shape {value.shape}, expected ({n},)")
@@ -92,3 +103,36 @@ class TrainBatch:
     def shard(self, rank: int, world: int) -> TrainBatch:
         start, stop = self.shard_bounds(rank, world)
         return self.select(slice(start, stop))
+
+
+def batch_from_rollouts(records: list, advantages: np.ndarray, tasks: list[str] | None = None) -> TrainBatch:
+    """Rows laid out as the sampler saw them (module doc). Each record needs prompt_ids, prompt_mask,
+    response_ids, optional suffix_ids, and is_image (or task == "t2i"); dicts or objects with those
+    attributes. Prompts are left-padded to one width, so every response starts at the same column."""
+    def get(r, key, default=None):
+        return r.get(key, default) if isinstance(r, dict) else getattr(r, key, default)
+
+    if not records:
+        raise BatchError("no rollouts to train on")
+    prompt_w = max(len(get(r, "prompt_ids")) for r in records)
+    tail_w = max(len(get(r, "response_ids")) + len(get(r, "suffix_ids") or []) for r in records)
+    n, width = len(records), prompt_w + tail_w
+    input_ids = np.zeros((n, width), dtype=np.int64)  # padding id is irrelevant: hidden, never scored
+    attention = np.zeros((n, width), dtype=np.int64)
+    response_mask = np.zeros((n, width), dtype=bool)
+    is_image = np.zeros(n, dtype=bool)
+    for row, r in enumerate(records):
+        p, o, suffix = get(r, "prompt_ids"), get(r, "response_ids"), list(get(r, "suffix_ids") or [])
+        pm = get(r, "prompt_mask") or [1] * len(p)
+        if len(pm) != len(p):
+            raise BatchError(f"rollout {row}: prompt_mask has {len(pm)} entries for {len(p)} prompt ids")
+        tail = list(o) + suffix
+        input_ids[row, prompt_w - len(p):prompt_w] = p
+        attention[row, prompt_w - len(p):prompt_w] = pm
+        input_ids[row, prompt_w:prompt_w + len(tail)] = tail
+        attention[row, prompt_w:prompt_w + len(tail)] = 1
+        response_mask[row, prompt_w:prompt_w + len(o)] = True
+        is_image[row] = bool(get(r, "is_image", get(r, "task") == "t2i"))
+    return TrainBatch(input_ids=input_ids, attention_mask=attention, response_mask=response_mask,
+                      advantages=np.asarray(advantages, dtype=np.float32), is_image=is_image,
+                      tasks=None if tasks is None else np.asarray(tasks, dtype=str))

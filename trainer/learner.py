@@ -119,7 +119,7 @@ class Learner:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
             return masked_token_logprobs(model, ids, masked, is_image, self.layout.mask_id, self.layout.image_slice,
                                          self.ucfg.logprob_chunk_size, attn, with_entropy,
-                                         single_head_call=self.zero3)
+                                         single_head_call=self.zero3, text_columns=self.layout.text_vocab_size)
 
     def update(self, shard: TrainBatch, masked: np.ndarray, num_responses: int, tokens_per_iter: list[int],
                num_micro: int) -> dict[str, Any]:
@@ -132,6 +132,11 @@ class Learner:
         is_image = torch.from_numpy(shard.is_image).to(dev)
         adv = torch.from_numpy(shard.advantages).to(dev)
         masks = torch.from_numpy(masked).to(dev)
+        # per-task statistics: the task of every row as an index into task_names
+        task_names = sorted(set(shard.tasks.tolist())) if shard.tasks is not None else []
+        task_of_row = torch.tensor([task_names.index(t) for t in shard.tasks.tolist()], device=dev) \
+            if task_names else None
+        by_task = {name: {} for name in task_names}
         # A rank with fewer rows than micro-batches runs a zero-weight micro-batch on row 0 instead, so
         # that every rank takes part in the same collectives (ZeRO-3 gathers weights in every forward).
         micro = [(rows, 1.0) if len(rows) else (np.array([0]), 0.0) for rows in split_rows(shard.num_rows, num_micro)]
@@ -162,7 +167,9 @@ class Learner:
                 logp, entropy = self._logprobs(self.engine, x, a, m, img, with_entropy=True)
                 row_of_token = torch.nonzero(m)[:, 0]
                 w = token_weights(row_of_token, m.sum(1), cfg.loss_norm, num_responses, tokens_per_iter[n])
-                loss, sums = unigrpo_loss(logp, old[n][j], ref[n][j], adv_rows[row_of_token], w, cfg)
+                groups = None if task_of_row is None else task_of_row[torch.from_numpy(rows).to(dev)][row_of_token]
+                loss, sums = unigrpo_loss(logp, old[n][j], ref[n][j], adv_rows[row_of_token], w, cfg,
+                                          token_groups=groups, num_groups=len(task_names))
                 # x world_size: DeepSpeed averages gradients over ranks; the weights already hold 1/N
                 self.engine.backward(loss * (live * self.world_size), scale_wrt_gas=False)
                 if live:
@@ -170,6 +177,9 @@ class Learner:
                         totals[k] += float(sums[k])
                     totals["entropy_sum"] += float(entropy.sum())
                     ratio_max = max(ratio_max, float(sums["ratio_max"]))
+                    for k, values in sums.get("by_group", {}).items():
+                        for name, v in zip(task_names, values.tolist()):
+                            by_task[name][k] = by_task[name].get(k, 0.0) + v
             lrs.append(self.scheduler.get_last_lr()[0])
             # a non-finite gradient is never applied: the ZeRO optimizer skips such a step itself
             # (bf16.check_grad_overflow, and always in fp32); without ZeRO the gradients are dropped here
@@ -183,7 +193,7 @@ class Learner:
         # wall time inside this rank: forward/backward/optimizer compute, for the overhead benchmark
         compute_s = time.perf_counter() - t_start
         return {**totals, "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s,
-                "old_ref_s": old_ref_s, "skipped_steps": skipped}
+                "old_ref_s": old_ref_s, "skipped_steps": skipped, "by_task": by_task}
 
     def _grad_norm_or_drop(self) -> float:
         """ZeRO stage 0 only: the norm over every rank's gradients; if it is NaN/inf, every rank drops
@@ -383,13 +393,32 @@ class LearnerGroup:
         self.actors = []
 
 
+def reduce_task_stats(results: list[dict], mu: int) -> dict[str, float]:
+    """Per task, over ranks and iterations: its weighted-mean policy loss and KL (the objective restricted
+    to that task's tokens), clip fraction and masked tokens per iteration."""
+    sums: dict[str, dict[str, float]] = {}
+    for r in results:
+        for name, values in r.get("by_task", {}).items():
+            for k, v in values.items():
+                sums.setdefault(name, {}).setdefault(k, 0.0)
+                sums[name][k] += v
+    out = {}
+    for name, t in sums.items():
+        weight, tokens = max(t.get("weight", 0.0), 1e-12), max(t.get("token_count", 0.0), 1.0)
+        out[f"task/{name}/policy_loss"] = t.get("policy_loss", 0.0) / weight
+        out[f"task/{name}/kl"] = t.get("kl", 0.0) / weight
+        out[f"task/{name}/clip_frac"] = t.get("clip_count", 0.0) / tokens
+        out[f"task/{name}/masked_tokens"] = t.get("token_count", 0.0) / mu
+    return out
+
+
 def reduce_stats(results: list[dict], ratios: np.ndarray, mu: int, num_micro: int) -> dict[str, float]:
     """Add the ranks' sums; loss/policy_loss/kl are means over the mu iterations, fractions are over
     every masked token of every iteration."""
     tot = {k: sum(r[k] for r in results) for k in SUM_KEYS}
     tokens = max(tot["token_count"], 1.0)
     grad_norms = results[0]["grad_norm"]
-    return {
+    return {**reduce_task_stats(results, mu),
         "loss": tot["loss"] / mu,
         "policy_loss": tot["policy_loss"] / mu,
         "kl": tot["kl"] / mu,

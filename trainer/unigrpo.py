@@ -7,8 +7,8 @@ estimated on a partially masked copy of it, with the prompt q always clean:
     2. mask          exactly k_i = max(1, round(p_{i,n} * |o_i|)) response positions -> [MASK]
                      (one mask per (response, iteration), shared by theta, old and ref)  (sample_masks)
     3. log-probs     log pi(o_{i,t} | q, o~_i) at the masked positions t only               (masked_token_logprobs)
-                     = log_softmax(lm_head(h_t))[o_{i,t}], over the whole vocabulary for text
-                       and over the image-code slice for image responses
+                     = log_softmax(lm_head(h_t))[o_{i,t}] over the columns the sampler draws from:
+                       the text vocabulary without [MASK] for text, the image-code slice for images
     4. objective     per masked token, with A_i the response's advantage                   (unigrpo_loss)
                      r_t   = exp(logp_theta - logp_old)
                      surr_t = min(r_t * A_i, clip(r_t, 1 - eps_low, 1 + eps_high) * A_i)
@@ -125,25 +125,30 @@ def masks_for_update(response_mask: np.ndarray, cfg: UniGRPOConfig, update_index
 
 # ---- 3. masked-token log-probabilities ------------------------------------------------------------
 def _logprobs_from_logits(
-    logits: torch.Tensor, columns: slice | None, targets: torch.Tensor, with_entropy: bool
+    logits: torch.Tensor, columns: slice | None, targets: torch.Tensor, with_entropy: bool, exclude: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log softmax(logits[:, columns])[target] in fp32; entropy -sum p log p (detached) if asked."""
+    """log softmax(logits[:, columns])[target] in fp32, column `exclude` (relative to the slice) left
+    out of the softmax; entropy -sum p log p (detached) if asked."""
     logits = (logits if columns is None else logits[:, columns]).float()
+    if exclude is not None and 0 <= exclude < logits.shape[-1]:
+        logits = logits.index_fill(-1, torch.tensor([exclude], device=logits.device), float("-inf"))
     lse = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
     if not with_entropy:
         return logp, logp.new_zeros(())
     with torch.no_grad():
-        entropy = lse - (torch.softmax(logits, -1) * logits).sum(-1)
+        finite = logits.masked_fill(torch.isinf(logits), 0.0)  # excluded columns: p = 0, no 0 * -inf
+        entropy = lse - (torch.softmax(logits, -1) * finite).sum(-1)
     return logp, entropy
 
 
 def _chunk_logprobs(
-    hidden: torch.Tensor, head: torch.nn.Module, columns: slice | None, targets: torch.Tensor, with_entropy: bool
+    hidden: torch.Tensor, head: torch.nn.Module, columns: slice | None, targets: torch.Tensor, with_entropy: bool,
+    exclude: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The LM head on one chunk of hidden states, then its log-probs. The head is called as a module
     (not through its weight) so that ZeRO-3 can gather its parameters."""
-    return _logprobs_from_logits(head(hidden), columns, targets, with_entropy)
+    return _logprobs_from_logits(head(hidden), columns, targets, with_entropy, exclude)
 
 
 def masked_token_logprobs(
@@ -157,6 +162,7 @@ def masked_token_logprobs(
     attention_mask: torch.Tensor | None = None,
     with_entropy: bool = False,
     single_head_call: bool = False,
+    text_columns: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(o_t | q, o~) at the masked positions, in row-major order of `masked` ([M] fp32).
 
@@ -164,7 +170,9 @@ def masked_token_logprobs(
     without logits, then the LM head on the masked hidden states only, `chunk_size` rows at a time,
     each chunk recomputed in backward (so at most one chunk of vocabulary-wide logits is alive).
     Image rows are scored over the image-code columns only (targets shifted by the slice start); their
-    logits are computed full-width and sliced.
+    logits are computed full-width and sliced. Text rows are scored over the first `text_columns`
+    columns without `mask_id` when `text_columns` is given (what the text sampler draws from with
+    text_only and suppress_mask), over the whole vocabulary otherwise.
 
     single_head_call: call the head once on all masked positions (the fp32 softmax is still chunked).
     ZeRO-3 needs this: every head call is a parameter all-gather that all ranks must join, and ranks
@@ -184,17 +192,21 @@ def masked_token_logprobs(
         idx = torch.nonzero(image_rows == is_img).squeeze(-1)
         if idx.numel() == 0:
             continue
-        columns = image_slice if is_img else None
+        if is_img:
+            columns, exclude = image_slice, None
+        else:
+            columns = None if text_columns is None else slice(0, text_columns)
+            exclude = None if text_columns is None else mask_id
         tgt = targets[idx] - (image_slice.start if is_img else 0)
         for s in range(0, idx.numel(), chunk_size):
             rows, t = idx[s:s + chunk_size], tgt[s:s + chunk_size]
             if single_head_call:
-                lp, ent = _logprobs_from_logits(all_logits[rows], columns, t, with_entropy)
+                lp, ent = _logprobs_from_logits(all_logits[rows], columns, t, with_entropy, exclude)
             elif grad:
-                lp, ent = checkpoint(_chunk_logprobs, hidden[rows], head, columns, t, with_entropy,
+                lp, ent = checkpoint(_chunk_logprobs, hidden[rows], head, columns, t, with_entropy, exclude,
                                      use_reentrant=False)
             else:
-                lp, ent = _chunk_logprobs(hidden[rows], head, columns, t, with_entropy)
+                lp, ent = _chunk_logprobs(hidden[rows], head, columns, t, with_entropy, exclude)
             pieces.append((rows, lp, ent))
     # scatter back to the row-major order of `masked` (index_put keeps autograd)
     order = torch.cat([p[0] for p in pieces])
@@ -227,12 +239,15 @@ def unigrpo_loss(
     advantages: torch.Tensor,
     weights: torch.Tensor,
     cfg: UniGRPOConfig,
+    token_groups: torch.Tensor | None = None,
+    num_groups: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss over M masked tokens (all arguments [M]; advantages already broadcast to tokens).
 
     Returns (loss, sums) where sums are weighted/summed statistics that add across micro-batches and
     ranks: loss, policy_loss, kl (weighted like the loss), clip_low/clip_high/ratio (token counts and
-    sums), ratio_max.
+    sums), ratio_max. With `token_groups` ([M] ids in [0, num_groups), e.g. the task of each token)
+    sums["by_group"] holds [num_groups] sums of weight, policy_loss, kl, clip_count and token_count.
     """
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)  # r_t = pi_theta / pi_old
@@ -264,4 +279,17 @@ def unigrpo_loss(
             "ratio_max": ratio.max() if ratio.numel() else ratio.new_zeros(()),
             "token_count": torch.tensor(float(ratio.numel())),
         }
+        if token_groups is not None:
+            def by_group(values: torch.Tensor) -> torch.Tensor:
+                return torch.zeros(num_groups, dtype=torch.float64, device=values.device).index_add_(
+                    0, token_groups, values.double())
+
+            clipped_now = ((ratio < 1.0 - cfg.eps_low) & (advantages < 0)) | ((ratio > 1.0 + cfg.eps_high) & (advantages > 0))
+            sums["by_group"] = {
+                "weight": by_group(weights),
+                "policy_loss": by_group(-weights * surrogate),
+                "kl": by_group(weights * kl) if cfg.beta > 0 else by_group(torch.zeros_like(weights)),
+                "clip_count": by_group(clipped_now.float()),
+                "token_count": by_group(torch.ones_like(weights)),
+            }
     return loss, sums
