@@ -4,9 +4,12 @@
                           [--output scored.jsonl] [--clip-model DIR]
 
 Each input line is an object with ``task``, ``prompt``, ``response``, ``gold`` and optionally ``image``
-(a file path). One JSON line is written per input line, in input order; a line that is not valid UTF-8,
-not valid JSON, not an object, or holds a lone surrogate (``"\ud800"``) gets an error record instead of
-stopping the run, and the lines after it are scored as usual. A summary goes to stderr.
+(a file path, relative to the input file unless absolute). Text-to-image dumps may give just a
+``caption`` and an ``image`` (a PNG the policy generated): such a line is a ``t2i`` task whose prompt is
+the caption, so a CLIP or custom image reward can be debugged on saved images. One JSON line is written
+per input line, in input order; a line that is not valid UTF-8, not valid JSON, not an object, or holds
+a lone surrogate (``"\ud800"``) gets an error record instead of stopping the run, and the lines after
+it are scored as usual. A summary goes to stderr.
 Runs in-process with the sandbox pool (no Ray), so it starts quickly.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter, defaultdict
@@ -60,6 +64,8 @@ def _as_text(v: object) -> str:
 def _record_input(obj: dict) -> RewardInput:
     gold = obj.get("gold")
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    if "caption" in obj and "prompt" not in obj:  # a text-to-image dump: caption + PNG path
+        obj = {**obj, "prompt": obj["caption"], "task": obj.get("task", "t2i")}
     return RewardInput(task=_as_text(obj.get("task")), prompt=_as_text(obj.get("prompt")),
                        response=_as_text(obj.get("response")), gold=None if gold is None else _as_text(gold),
                        image=None, metadata=meta)
@@ -136,8 +142,8 @@ def check_main(argv: list[str]) -> int:
         if not pending:
             return
         scored = scorer.score([x for _, _, x, _ in pending])
-        for (line_no, obj, _x, note), s in zip(pending, scored):
-            rec = {"line": line_no, "task": obj.get("task"), "total": s.total,
+        for (line_no, obj, x, note), s in zip(pending, scored):
+            rec = {"line": line_no, "task": obj.get("task", x.task or None), "total": s.total,
                    "components": {k: r.to_dict() for k, r in s.components.items()}}
             if note:
                 rec["note"] = note
@@ -163,7 +169,10 @@ def check_main(argv: list[str]) -> int:
             inp = _record_input(obj)
             note = ""
             if "image" in obj and obj["image"] is not None:
-                inp.image, note = _load_image(obj["image"])
+                image = obj["image"]
+                if isinstance(image, str) and image and args.input != "-" and not os.path.isabs(image):
+                    image = os.path.join(os.path.dirname(os.path.abspath(args.input)), image)
+                inp.image, note = _load_image(image)
             pending.append((line_no, obj, inp, note))
             if len(pending) >= CHUNK:
                 flush()

@@ -156,3 +156,30 @@ def test_mixture_quotas_and_per_task_cursors_resume():
     again.load_state_dict(state)
     assert [p.prompt_id for _ in range(6) for p in again.next_batch(7)] == expected
     assert isinstance(build_dataset(load_config().data), PromptDataset)  # no mixture: text as before
+
+
+def test_rewards_check_scores_t2i_dumps_with_an_image_reward(tmp_path, capsys):
+    from rewards.cli import check_main
+
+    tok = load_image_tokenizer("palette")
+    enc = ImageEncoder(tok, 32)
+    (tmp_path / "imgs").mkdir()
+    lines = []
+    for i, (colour, quadrant) in enumerate([("red", "top left"), ("blue", "bottom right")]):
+        drawn = shapes.render_scene(colour if i == 0 else "green", quadrant, size=32)  # the 2nd is wrong
+        codes = torch.tensor([enc.encode(drawn, "x")])
+        from policy.image_io import png_bytes
+
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(png_bytes(tensor_to_uint8(tok.decode(codes))[0]))
+        lines.append(json.dumps({"caption": shapes.caption(colour, quadrant), "image": f"imgs/{i}.png",
+                                 "gold": shapes.region_gold(colour, quadrant)}))
+    dump = tmp_path / "t2i_dump.jsonl"
+    dump.write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "rewards.yaml"
+    cfg.write_text("rewards:\n  - {name: region, tasks: [t2i], path: 'rewards.examples.region_colour:region_colour'}\n")
+    out = tmp_path / "scored.jsonl"
+    assert check_main(["--input", str(dump), "--config", str(cfg), "--output", str(out)]) == 0
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["task"] for r in recs] == ["t2i", "t2i"]  # a caption + image line is a t2i task
+    assert recs[0]["components"]["region"]["value"] == 1.0
+    assert recs[1]["components"]["region"]["value"] == 0.5  # background right, square the wrong colour

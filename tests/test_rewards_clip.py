@@ -1,37 +1,22 @@
 """CLIP reward on a tiny CLIP built from a config, trained a few contrastive steps, saved to disk and
 loaded through the same from_pretrained path as openai/clip-vit-large-patch14."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers import CLIPModel
 
 from rewards.api import RewardInput, RewardSpec
 from rewards.clip_reward import ClipReward, ImagePreprocessor
 from rewards.engine import LocalScorer
+from rewards.tiny_clip import tiny_clip_config, tiny_clip_tokenizer, write_preprocessor_config
 
 COLORS = {"red": (230, 20, 20), "green": (20, 200, 30), "blue": (20, 30, 220), "yellow": (240, 230, 20)}
 
 
-def _tokenizer() -> CLIPTokenizer:
-    vocab, merges = {}, []
-    chars = sorted(set(bytes_to_unicode().values()))
-    for c in chars:
-        vocab[c] = len(vocab)
-    for c in chars:
-        vocab[c + "</w>"] = len(vocab)
-    for w in list(COLORS) + ["image", "photo"]:
-        toks = list(w[:-1]) + [w[-1] + "</w>"]
-        while len(toks) > 1:
-            merges.append((toks[0], toks[1]))
-            vocab.setdefault(toks[0] + toks[1], len(vocab))
-            toks = [toks[0] + toks[1]] + toks[2:]
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+def _tokenizer():
+    return tiny_clip_tokenizer(list(COLORS) + ["image", "photo"])
 
 
 def _image(color, rng):
@@ -44,18 +29,8 @@ def clip_dir(tmp_path_factory):
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("tiny_clip")
     tok = _tokenizer()
-    v = tok.get_vocab()
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(v), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=16, eos_token_id=v["<|endoftext|>"],
-                         bos_token_id=v["<|startoftext|>"], pad_token_id=v["<|endoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    (d / "preprocessor_config.json").write_text(json.dumps({
-        "size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32},
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
-    model = CLIPModel(cfg)
+    write_preprocessor_config(d)
+    model = CLIPModel(tiny_clip_config(tok))
     pre = ImagePreprocessor(str(d))
     rng = np.random.default_rng(0)
     names = list(COLORS)
