@@ -13,9 +13,19 @@ Parquet store) for a few steps on two configs in one process and splits every st
 
 Configs: `tiny` is the embedded default (`configs/tiny.yaml`); `small` is a 4-layer d_model=256 policy
 with 32-token responses, where compute is closer to a real run's share. Goal: overhead under 10% on
-tiny and under 5% on small. Ends with `RESULT {json}`.
+tiny and under 5% on small. `t2i` (text-to-image only) and `mixed` (text + mmu + t2i) run
+`configs/tiny_multimodal.yaml`; for them the step is also split the image way:
 
-    python benchmarks/e2e.py [--steps 12] [--warmup 3]
+    image sampling   image sampler compute inside the rollout worker
+    decode           codes -> uint8 pixels with the image tokenizer, inside the rollout worker
+    reward transfer  driver-side reward wall time minus reward-actor busy time (pixels through the
+                     object store, Ray calls, result gathering)
+    CLIP scoring     busy time of the CLIP model actor
+    update           the learner's update
+
+Ends with `RESULT {json}`.
+
+    python benchmarks/e2e.py [--steps 12] [--warmup 3] [--configs tiny,small,t2i,mixed]
 """
 
 from __future__ import annotations
@@ -33,17 +43,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rl.config import load_config  # noqa: E402
 from rl.driver import Driver, ensure_local_ray_env  # noqa: E402
 
-CONFIGS = {
-    "tiny": [],
-    "small": [
+ROOT = Path(__file__).resolve().parent.parent
+MULTIMODAL = ROOT / "configs" / "tiny_multimodal.yaml"
+CONFIGS = {  # name -> (config file, overrides)
+    "tiny": (None, []),
+    "small": (None, [
         "model.tiny.d_model=256", "model.tiny.n_layers=4", "model.tiny.n_heads=4",
         "rollout.text.gen_length=32", "rollout.text.steps=16", "rollout.text.block_length=8",
-    ],
+    ]),
+    "t2i": (MULTIMODAL, ["data.mixture={t2i: 1.0}", "data.prompts_per_step=8"]),
+    "mixed": (MULTIMODAL, []),
 }
+IMAGE_SPLIT = {"image_sampling": "time/image_gen_compute_s", "decode": "time/image_decode_s",
+               "clip_scoring": "time/clip_compute_s", "update": "time/update_compute_s"}
 
 
-def measure(name: str, overrides: list[str], steps: int, warmup: int, root: Path) -> dict:
-    cfg = load_config(None, overrides + [
+def measure(name: str, config: Path | None, overrides: list[str], steps: int, warmup: int, root: Path) -> dict:
+    cfg = load_config(config, overrides + [
         f"run.dir={root}", f"run.name={name}", f"run.steps={steps}", "run.plot=false",
         f"run.checkpoint_every={10 * steps}", "run.max_wall_s=null",
     ])
@@ -63,8 +79,14 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, root: Path
     overhead = step - gen - reward - update
     phases = {k.removeprefix("time/").removesuffix("_s"): statistics.mean(r[k] for r in rows)
               for k in rows[0] if k.startswith("time/") and k.endswith("_s")}
+    image_split = {}
+    if all("time/image_gen_compute_s" in r for r in rows):
+        image_split = {k: statistics.mean(r[key] for r in rows) for k, key in IMAGE_SPLIT.items()}
+        image_split["reward_transfer"] = statistics.mean(
+            max(0.0, r["time/reward_s"] - r["time/reward_compute_s"]) for r in rows)
     return {
         "config": name, "setup_s": round(setup_s, 2), "steps_measured": len(rows), "step_s": step,
+        "image_split": image_split,
         "generate_compute_s": gen, "reward_compute_s": reward, "update_compute_s": update,
         "overhead_s": overhead, "overhead_share": overhead / step, "phases": phases,
         "rollouts_per_s": statistics.mean(r["throughput/rollouts_per_s"] for r in rows),
@@ -75,7 +97,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--configs", default="tiny,small", help="comma-separated subset of tiny,small")
+    parser.add_argument("--configs", default="tiny,small,t2i,mixed", help="comma-separated subset of "
+                        + ",".join(CONFIGS))
     args = parser.parse_args()
     ensure_local_ray_env()
     import ray
@@ -84,19 +107,25 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):
-            overrides = CONFIGS[name]
-            results[name] = r = measure(name, overrides, args.steps, args.warmup, Path(tmp))
+            config, overrides = CONFIGS[name]
+            results[name] = r = measure(name, config, overrides, args.steps, args.warmup, Path(tmp))
             print(f"{name:>6}: step {r['step_s'] * 1e3:7.1f} ms = generate {r['generate_compute_s'] * 1e3:6.1f}"
                   f" + reward {r['reward_compute_s'] * 1e3:5.1f} + update {r['update_compute_s'] * 1e3:6.1f}"
                   f" + overhead {r['overhead_s'] * 1e3:5.1f} ms ({100 * r['overhead_share']:.1f}%)", flush=True)
             print("        phases (driver wall, ms): " + ", ".join(
                 f"{k} {v * 1e3:.1f}" for k, v in r["phases"].items()), flush=True)
+            if r["image_split"]:
+                print("        image split (ms): " + ", ".join(
+                    f"{k} {v * 1e3:.1f} ({100 * v / r['step_s']:.0f}%)" for k, v in r["image_split"].items()),
+                    flush=True)
     ray.shutdown()
     out = {}
     for name, r in results.items():
         out[f"overhead_{name}"] = round(r["overhead_share"], 4)
         out[f"step_ms_{name}"] = round(r["step_s"] * 1e3, 1)
         out[f"rollouts_per_s_{name}"] = round(r["rollouts_per_s"], 1)
+        for k, v in r["image_split"].items():
+            out[f"{k}_ms_{name}"] = round(v * 1e3, 1)
     print("RESULT " + json.dumps(out))
     return 0
 

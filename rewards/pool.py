@@ -163,10 +163,13 @@ class RewardPool:
     def stats(self) -> dict:
         return self._stats.to_dict()
 
-    def busy_seconds(self) -> float:
-        """Total time the reward actors spent scoring (actor-side), summed over actors."""
+    def busy_seconds(self, which: str = "all") -> float:
+        """Total time the reward actors spent scoring (actor-side), summed over actors; `which` = "all",
+        "rule" or "model" (the CLIP actors)."""
+        actors = {"all": self.rule_actors + self.model_actors, "rule": self.rule_actors,
+                  "model": self.model_actors}[which]
         total = 0.0
-        for a in self.rule_actors + self.model_actors:
+        for a in actors:
             try:
                 total += ray.get(a.busy_seconds.remote(), timeout=10)
             except (GetTimeoutError, RayError):

@@ -29,8 +29,8 @@ import numpy as np
 
 from rl.advantages import group_normalise
 from rl.config import RunConfig, save_resolved
-from rl.data import PromptDataset, build_dataset
-from rl.metrics import MetricsLog, console_line, mean, plot_rewards
+from rl.data import PromptDataset, build_run_dataset, task_kind
+from rl.metrics import MetricsLog, console_line, mean, per_task_summary, plot_rewards, task_metrics
 from rl.store import RolloutStore
 
 DRIVER_STATE = "driver_state.json"
@@ -110,8 +110,9 @@ class Driver:
         self.metrics = MetricsLog(self.run_dir)
         self.store = RolloutStore(self.run_dir)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-store")
-        self.dataset = build_dataset(cfg.data)  # bad rows fail here, before any actor starts
+        self.dataset = build_run_dataset(cfg)  # bad rows fail here, before any actor starts
         self.policy_path = self._prepare_policy()
+        self.clip_path = self._prepare_clip()
         self._start_ray()
         self._start_actors()
         if self.resume:
@@ -130,6 +131,25 @@ class Driver:
             spec = self.cfg.model.tiny.model_dump()
             build_tiny_policy(path, codebook_size=spec.pop("codebook_size"), seed=spec.pop("seed"), **spec)
         return path
+
+    def _prepare_clip(self) -> str | None:
+        """rewards.clip_model_path, or a tiny random CLIP built into the run directory (rewards.tiny_clip)."""
+        if self.cfg.rewards.clip_model_path or not self.cfg.rewards.tiny_clip:
+            return self.cfg.rewards.clip_model_path
+        from rewards.tiny_clip import build_tiny_clip
+
+        path = self.run_dir / "clip_tiny"
+        if not (path / "config.json").is_file():
+            build_tiny_clip(path, seed=self.cfg.run.seed)
+        return str(path)
+
+    def _num_image_tokens(self) -> int:
+        c = self.cfg
+        if not c.model.image_tokenizer:
+            return (c.rollout.image.resolution // 16) ** 2  # MAGVIT-v2's factor
+        from policy.palette_tokenizer import load_image_tokenizer
+
+        return load_image_tokenizer(c.model.image_tokenizer).num_tokens(c.rollout.image.resolution)
 
     def _start_ray(self) -> None:
         ensure_local_ray_env()
@@ -171,14 +191,15 @@ class Driver:
             device="cuda" if on_gpu else "cpu",
             dtype=dtype,
             max_text_len=c.rollout.image.max_text_len,
-            num_image_tokens=(c.rollout.image.resolution // 16) ** 2,
+            num_image_tokens=self._num_image_tokens(),
+            image_tokenizer=c.model.image_tokenizer,
         )
         self.reward_pool = RewardPool(
             [RewardSpec.from_dict(r.model_dump()) for r in c.rewards.functions],
             num_workers=c.rewards.num_workers,
             num_model_workers=c.rewards.num_model_workers,
             model_device=c.rewards.model_device,
-            clip_model_path=c.rewards.clip_model_path,
+            clip_model_path=self.clip_path,
         )
         u = c.unigrpo
         unigrpo_cfg = UniGRPOConfig(mu=u.mu, eps_low=u.eps_low, eps_high=u.eps_high, beta=u.beta,
@@ -281,9 +302,12 @@ class Driver:
         else:
             raise RuntimeError("rollout workers kept failing; giving up after 3 attempts")
         # Model compute inside the workers: each record carries its batch's time; workers run in parallel.
-        self._gen_compute_s = max(
-            sum(r["timings"]["gen_s"] / r["timings"]["batch_size"] for r in recs) for recs in results.values()
-        )
+        def per_worker(key: str, kind: str | None = None) -> float:
+            return max(sum(r["timings"].get(key, 0.0) / r["timings"]["batch_size"] for r in recs
+                           if kind is None or r["sampler"]["kind"] == kind) for recs in results.values())
+
+        self._gen_compute_s = per_worker("gen_s")
+        self._image_gen_s, self._decode_s = per_worker("gen_s", "image"), per_worker("decode_s", "image")
         records = [r for i in sorted(results) for r in results[i]]
         for r in records:
             prompt_id, position = r["prompt_id"].rsplit("@", 1)
@@ -314,13 +338,14 @@ class Driver:
         from rewards.api import RewardInput
 
         inputs = [RewardInput(task=r["task"], prompt=r["question"], response=r["response_text"], gold=r["gold"],
-                              image=None, metadata={"prompt_id": r["prompt_id"]}) for r in records]
+                              image=r.get("image"), metadata={"prompt_id": r["prompt_id"]}) for r in records]
         scored = self.reward_pool.score(inputs)
         # actor-side scoring time since the last step (one extra call per step, after scoring; a
         # restarted actor starts again from 0, hence the clamp)
-        busy = self.reward_pool.busy_seconds()
+        busy, model_busy = self.reward_pool.busy_seconds(), self.reward_pool.busy_seconds("model")
         self._reward_compute_s = max(0.0, busy - getattr(self, "_reward_busy_last", 0.0))
-        self._reward_busy_last = busy
+        self._model_reward_s = max(0.0, model_busy - getattr(self, "_model_busy_last", 0.0))
+        self._reward_busy_last, self._model_busy_last = busy, model_busy
         totals = np.zeros(len(records))
         for i, (r, s) in enumerate(zip(records, scored)):
             totals[i] = s.total
@@ -400,7 +425,9 @@ class Driver:
             # written in the background while the next step generates; joined before the next write,
             # a checkpoint, or the end of the run, so a checkpoint never precedes its rollouts
             self.flush_store()
-            self._store_write = self._writer.submit(self.store.append, step, records)
+            # pixels stay out of the store (image_png and image_codes hold the image)
+            stored = [{k: v for k, v in r.items() if k != "image"} for r in records]
+            self._store_write = self._writer.submit(self.store.append, step, stored)
         self.step = step
 
         m = {
@@ -418,11 +445,16 @@ class Driver:
             m[f"reward/{name}/mean"] = mean(c["value"] for c in comps)
             for status in ("timeout", "error", "unparsable"):
                 m[f"reward/{name}/{status}"] = sum(c["status"] == status for c in comps)
+        m.update(task_metrics(records, rewards, adv))
         m.update({f"learner/{k}": v for k, v in stats.items()})
         m.update({f"time/{k}_s": v for k, v in timer.phases.items()})
         m["time/step_s"] = time.perf_counter() - t0
         m["time/gen_compute_s"] = self._gen_compute_s
         m["time/reward_compute_s"] = self._reward_compute_s
+        if any(task_kind(r["task"]) == "t2i" for r in records):  # where an image step's time goes
+            m["time/image_gen_compute_s"] = self._image_gen_s
+            m["time/image_decode_s"] = self._decode_s
+            m["time/clip_compute_s"] = self._model_reward_s
         m["time/update_compute_s"] = stats.get("compute_s", float("nan"))
         m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
         self.metrics.log(step, m)
@@ -474,6 +506,7 @@ class Driver:
             "interrupted": interrupted,
             "reward_first10": mean(rewards[:k]),
             "reward_last10": mean(rewards[-k:]),
+            **per_task_summary(metrics),
             "policy_version": self.policy_version,
             "run_dir": str(self.run_dir),
             "rollout_restarts": self.restarts["rollout"],

@@ -36,6 +36,36 @@ def console_line(step: int, total: int, m: dict) -> str:
     )
 
 
+def task_metrics(records: list[dict], rewards, adv) -> dict:
+    """Per task kind (text / mmu / t2i): mean reward, rollouts, groups without signal, mean |advantage|.
+    Groups never mix tasks, so group normalisation already gives per-task advantages."""
+    from rl.data import task_kind
+
+    out = {}
+    kinds = [task_kind(r["task"]) for r in records]
+    for kind in sorted(set(kinds)):
+        idx = [i for i, k in enumerate(kinds) if k == kind]
+        groups = {records[i]["group"] for i in idx}
+        flat = sum(1 for g in groups if len({float(rewards[i]) for i in idx if records[i]["group"] == g}) == 1)
+        out[f"reward/task/{kind}/mean"] = mean(float(rewards[i]) for i in idx)
+        out[f"task/{kind}/rollouts"] = len(idx)
+        out[f"task/{kind}/zero_variance_groups"] = flat
+        out[f"task/{kind}/adv_abs_mean"] = mean(abs(float(adv.values[i])) for i in idx)
+    return out
+
+
+def per_task_summary(metrics: list[dict]) -> dict:
+    """reward first10 / last10 of each task (over the steps that had that task)."""
+    out = {}
+    kinds = sorted({k.split("/")[2] for m in metrics for k in m if k.startswith("reward/task/")})
+    for kind in kinds:
+        values = [m[f"reward/task/{kind}/mean"] for m in metrics if f"reward/task/{kind}/mean" in m]
+        k = min(10, len(values))
+        out[f"reward_first10/{kind}"] = mean(values[:k])
+        out[f"reward_last10/{kind}"] = mean(values[-k:])
+    return out
+
+
 def moving_average(values: list[float], window: int) -> list[float]:
     out, acc = [], 0.0
     for i, v in enumerate(values):

@@ -2,7 +2,7 @@
 
 A scene is one coloured square filling a quadrant of a black canvas. From it come
 
-    mmu  an image and a question:  "Colour of the square? 1 red 2 green 3 blue 4 yellow"  -> "2"
+    mmu  an image and a question:  "Colour of the square?"  -> "2"  (1 red, 2 green, 3 blue, 4 yellow)
     t2i  a caption:                "a green square in the top left"
          gold (for the pixel-checking reward): {"rgb": [0, 255, 0], "box": [0, 0, 0.5, 0.5],
                                                 "background": [0, 0, 0]}
@@ -33,7 +33,7 @@ QUADRANTS = {  # name -> box as fractions of the canvas (x0, y0, x1, y1)
     "bottom left": (0.0, 0.5, 0.5, 1.0),
     "bottom right": (0.5, 0.5, 1.0, 1.0),
 }
-MMU_QUESTION = "Colour of the square? " + " ".join(f"{i} {c}" for i, c in enumerate(COLOURS, start=1))
+MMU_QUESTION = "Colour of the square?"  # answered by its number: 1 red, 2 green, 3 blue, 4 yellow
 
 
 def render_scene(colour: str, quadrant: str, size: int = 64) -> bytes:

@@ -183,3 +183,22 @@ def test_rewards_check_scores_t2i_dumps_with_an_image_reward(tmp_path, capsys):
     assert [r["task"] for r in recs] == ["t2i", "t2i"]  # a caption + image line is a t2i task
     assert recs[0]["components"]["region"]["value"] == 1.0
     assert recs[1]["components"]["region"]["value"] == 0.5  # background right, square the wrong colour
+
+
+def test_mmada_8b_unified_config_needs_its_paths_and_has_the_papers_weights(tmp_path):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "mmada_8b_unified.yaml"
+    with pytest.raises(ConfigError, match="model.path|model.image_tokenizer|files is empty"):
+        load_config(path)
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text("{}")
+    (tmp_path / "magvit").mkdir()
+    files = shapes.write_shapes_files(tmp_path / "d", n=2)
+    cfg = load_config(path, [f"model.path={tmp_path}", f"model.image_tokenizer={tmp_path}/magvit",
+                             f"rewards.clip_model_path={tmp_path}/clip", f"data.files=[{files['t2i_jsonl']}]",
+                             f"data.mmu.files=[{files['mmu_parquet']}]", f"data.t2i.files=[{files['t2i_jsonl']}]"])
+    weights = {f.name: f.weight for f in cfg.rewards.functions}
+    assert weights == {"math": 2.0, "format": 0.5, "clip": 0.1}
+    assert cfg.rollout.image.resolution == 512 and 512 // 16 * (512 // 16) == 1024
+    assert cfg.data.kinds() == ["text", "mmu", "t2i"]
