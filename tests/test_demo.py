@@ -25,3 +25,17 @@ def test_demo_learns(tmp_path):
     summary = json.loads((tmp_path / "tiny" / "summary.json").read_text())
     assert summary["reward_last10"] >= 2 * summary["reward_first10"]
     assert (tmp_path / "tiny" / "reward_curve.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_multimodal_demo_learns_every_task(tmp_path):
+    """configs/tiny_multimodal.yaml: text, mmu and t2i each at least double their reward in 5 minutes."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "rl.cli", "train", "configs/tiny_multimodal.yaml",
+                           f"run.dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.time() - t0 < 300
+    summary = json.loads((tmp_path / "tiny-multimodal" / "summary.json").read_text())
+    for task in ("text", "mmu", "t2i"):
+        assert summary[f"reward_last10/{task}"] >= 2 * summary[f"reward_first10/{task}"], (task, summary)

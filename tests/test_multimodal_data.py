@@ -62,6 +62,8 @@ def test_region_colour_reward_checks_pixels():
     assert region_colour(inp(np.zeros((32, 32, 3), np.uint8))).value == 0.5  # background right, square missing
     wrong = tensor_to_uint8(tok.decode(torch.tensor([enc.encode(shapes.render_scene("blue", "top right"), "x")])))[0]
     assert region_colour(inp(wrong)).value == pytest.approx(1 / 3)  # 2 of 3 background quadrants, no square
+    assert region_colour(inp(wrong), inside_weight=1.0).value == 0.0
+    assert region_colour(inp(perfect), inside_weight=1.0).value == 1.0
     assert region_colour(inp(None)).status == "unparsable"
     assert region_colour(RewardInput("t2i", "c", "", "not json", image=perfect)).status == "error"
 

@@ -13,8 +13,8 @@ Gold (JSON): {"rgb": [r, g, b], "box": [x0, y0, x1, y1] as fractions of the imag
 
     inside  = fraction of box pixels within `tol` of rgb (per channel)
     outside = fraction of the other pixels within `tol` of background
-    reward  = 0.5 * inside + 0.5 * outside          in [0, 1]; a blank canvas of the right background
-                                                     earns 0.5, the described square on it 1.0
+    reward  = w * inside + (1 - w) * outside        in [0, 1], w = inside_weight (0.5: a blank canvas of
+                                                     the right background earns 0.5, the square on it 1.0)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from rewards.api import RewardInput, RewardResult
 MAX_PIXELS = 4096 * 4096
 
 
-def region_colour(inp: RewardInput, tol: int = 48) -> RewardResult:
+def region_colour(inp: RewardInput, tol: int = 48, inside_weight: float = 0.5) -> RewardResult:
     if inp.image is None:
         return RewardResult(0.0, "unparsable", "no image")
     img = np.asarray(inp.image)
@@ -49,4 +49,7 @@ def region_colour(inp: RewardInput, tol: int = 48) -> RewardResult:
     match_out = (np.abs(pix - background) <= tol).all(-1)
     part_in = match_in[inside].mean() if inside.any() else 1.0
     part_out = match_out[~inside].mean() if (~inside).any() else 1.0
-    return RewardResult(float(0.5 * part_in + 0.5 * part_out), "ok", f"inside={part_in:.2f} outside={part_out:.2f}")
+    if not 0.0 <= inside_weight <= 1.0:
+        return RewardResult(0.0, "error", f"region: inside_weight must lie in [0, 1], got {inside_weight}")
+    value = inside_weight * part_in + (1.0 - inside_weight) * part_out
+    return RewardResult(float(value), "ok", f"inside={part_in:.2f} outside={part_out:.2f}")
