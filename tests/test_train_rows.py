@@ -20,7 +20,7 @@ from rollout.image_sampler import ImageSamplerConfig
 from rollout.text_sampler import TextSamplerConfig
 from rollout.worker import RolloutWorker
 from trainer.batch import batch_from_rollouts
-from trainer.unigrpo import masked_token_logprobs
+from trainer.unigrpo import TextSupport, masked_token_logprobs
 
 TEXT = TextSamplerConfig(gen_length=8, steps=4, block_length=4, temperature=1.0)  # two blocks
 IMAGE = ImageSamplerConfig(steps=4, guidance_scale=0.0)
@@ -51,7 +51,7 @@ def first_step_logprob_gap(model, layout, batch, records) -> float:
         logp, _ = masked_token_logprobs(
             model, torch.from_numpy(batch.input_ids), masked, torch.from_numpy(batch.is_image), layout.mask_id,
             layout.image_slice, attention_mask=torch.from_numpy(batch.attention_mask),
-            text_columns=layout.text_vocab_size)
+            text_support=TextSupport(columns=layout.text_vocab_size, suppressed=layout.mask_id))
     # logp is in row-major order of the masked positions, i.e. record by record, response order
     per_row = logp.split(masked.sum(1).tolist())
     gaps = []

@@ -10,6 +10,7 @@ from policy.loading import load_policy
 from policy.tiny import build_tiny_policy
 from trainer.batch import BatchError, TrainBatch
 from trainer.unigrpo import (
+    TextSupport,
     UniGRPOConfig,
     mask_ratios,
     masked_token_logprobs,
@@ -17,6 +18,8 @@ from trainer.unigrpo import (
     num_masked,
     paper_formula_timesteps,
     sample_masks,
+    scored_positions,
+    text_support,
     token_weights,
     unigrpo_loss,
 )
@@ -190,3 +193,81 @@ def test_first_iteration_ratio_one_and_kl_zero(policy):
     assert sums["clip_low_count"].item() == 0 and sums["clip_high_count"].item() == 0
     loss.backward()  # gradients flow through the chunked, recomputed LM head
     assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
+
+
+# ---- objective options: which positions form o_i, and the log-prob support ------------------------------------
+def test_through_first_eos_sets_o_i_masks_and_k():
+    eos = 7
+    # prompt (3) | response (6): row 0 "a b EOS EOS EOS EOS", row 1 no EOS, row 2 EOS first, row 3 "a EOS x EOS .."
+    ids = np.array([[1, 2, 3, 5, 6, eos, eos, eos, eos],
+                    [1, 2, 3, 5, 6, 5, 6, 5, 6],
+                    [1, 2, 3, eos, eos, eos, eos, eos, eos],
+                    [1, 2, 3, 5, eos, 6, eos, eos, eos]])
+    response = np.zeros(ids.shape, bool)
+    response[:, 3:] = True
+    pos = scored_positions(ids, response, eos, "through_first_eos")
+    assert pos.sum(1).tolist() == [3, 6, 1, 2]  # content + the first EOS; all six without an EOS
+    assert (scored_positions(ids, response, eos, "all") == response).all()
+    assert not pos[:, :3].any()
+
+    cfg = UniGRPOConfig(mu=3, response_positions="through_first_eos")
+    ratios, masked = masks_for_update(pos, cfg, update_index=0)
+    assert not (masked & ~pos[None]).any()  # nothing after the first EOS is ever masked
+    # k_i = max(1, round(p |o_i|)) with |o_i| counted through the first EOS
+    assert (masked.sum(-1) == num_masked(ratios, pos.sum(1)[None, :])).all()
+    # the 1/k_i weights follow: every masked token of row i weighs 1 / (k_i N)
+    m = torch.from_numpy(masked[0])
+    rows = torch.nonzero(m)[:, 0]
+    w = token_weights(rows, m.sum(1), "sequence", 4, int(m.sum()))
+    assert torch.allclose(w, 1.0 / (torch.from_numpy(masked[0].sum(1))[rows].float() * 4))
+    with pytest.raises(ValueError, match="response_positions"):
+        UniGRPOConfig(response_positions="content")
+
+
+def test_sampler_support_scores_the_distribution_the_sampler_draws_from(policy):
+    """At the first denoising step every response position is masked, which is exactly the input the
+    learner scores with a fully masked response: the scored probabilities of every text token must be
+    the sampler's softmax(logits / T) over text ids with MASK suppressed, summing to one."""
+    from policy.prompts import chat_prompt_ids
+    from rollout.text_sampler import TextSamplerConfig, _BlockModel
+
+    model, layout, tok = policy.model, policy.layout, policy.tokenizer
+    temperature, gen = 0.7, 4
+    prompt = torch.tensor([chat_prompt_ids(tok, layout, "What is 3 + 4?")])
+    L0 = prompt.shape[1]
+    x = torch.cat([prompt, torch.full((1, gen), layout.mask_id)], 1)
+    scfg = TextSamplerConfig(gen_length=gen, steps=gen, block_length=gen, temperature=temperature)
+    with torch.no_grad():
+        sampler_logits = _BlockModel(model, scfg, layout, L0).logits(x, None, L0, L0 + gen)[0]  # [gen, text V]
+    p_sampler = torch.softmax(sampler_logits / temperature, -1)
+
+    support_ids = [v for v in range(layout.text_vocab_size) if v != layout.mask_id]
+    ids = torch.cat([prompt.expand(len(support_ids), -1),
+                     torch.tensor(support_ids)[:, None].expand(-1, gen)], 1)  # row v: response v v v v
+    masked = torch.zeros(ids.shape, dtype=torch.bool)
+    masked[:, L0:] = True
+    is_image = torch.zeros(len(ids), dtype=torch.bool)
+    cfg = UniGRPOConfig(temperature=temperature, logprob_support="sampler")
+    support = text_support(cfg, layout.text_vocab_size, layout.mask_id)
+    with torch.no_grad():
+        logp, ent = masked_token_logprobs(model, ids, masked, is_image, layout.mask_id, layout.image_slice,
+                                          chunk_size=64, text_support=support, with_entropy=True)
+        full, _ = masked_token_logprobs(model, ids, masked, is_image, layout.mask_id, layout.image_slice)
+    scored = logp.exp().view(len(support_ids), gen).T.double()  # [gen, support]
+    expected = p_sampler[:, support_ids]
+    assert torch.allclose(scored, expected, atol=1e-6)
+    assert torch.allclose(scored.sum(1), torch.ones(gen, dtype=torch.float64), atol=1e-5)
+    assert p_sampler[:, layout.mask_id].max() == 0.0
+    assert torch.isfinite(ent).all() and (ent > 0).all()
+    # the full-vocabulary, temperature-1 score is a different distribution: pi_old would not be the sampler's
+    assert (full.exp().view(len(support_ids), gen).T.double() - expected).abs().max() > 1e-3
+
+    # a token the sampler can never draw (an image code, or MASK) is refused rather than scored -inf
+    bad = ids[:1].clone()
+    bad[0, L0] = layout.image_offset
+    with pytest.raises(ValueError, match="outside the log-prob support"):
+        masked_token_logprobs(model, bad, masked[:1], is_image[:1], layout.mask_id, layout.image_slice,
+                              text_support=support)
+    # greedy rollouts are scored at T = 1; `full` is the whole vocabulary
+    assert text_support(UniGRPOConfig(temperature=0.0), 10, 3).temperature == 1.0
+    assert text_support(UniGRPOConfig(logprob_support="full"), 10, 3) == TextSupport()

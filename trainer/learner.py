@@ -54,6 +54,8 @@ from trainer.unigrpo import (
     UniGRPOConfig,
     masked_token_logprobs,
     masks_for_update,
+    scored_positions,
+    text_support,
     token_weights,
     unigrpo_loss,
 )
@@ -99,6 +101,7 @@ class Learner:
 
         model = MMadaModelLM.from_pretrained(self.policy_path, dtype=torch.float32).to(self.device)
         self.layout = VocabLayout.from_model_config(model.config)
+        self.text_support = text_support(self.ucfg, self.layout.text_vocab_size, self.layout.mask_id)
         self.zero_stage = zero_stage_of(self.ds_config)
         self.zero3 = self.zero_stage == 3
         self.bf16 = bool(self.ds_config["bf16"]["enabled"])
@@ -112,14 +115,14 @@ class Learner:
             self.ref = build_reference(ref.to(torch.bfloat16) if self.bf16 else ref, self.ds_config)
         self.steps = 0
         return {"rank": self.rank, "zero_stage": zero_stage_of(self.ds_config), "bf16": self.bf16,
-                "device": str(self.device)}
+                "device": str(self.device), "eos_id": self.layout.eos_id}
 
     # ---- one UniGRPO update ---------------------------------------------------------------------------
     def _logprobs(self, model, ids, attn, masked, is_image, with_entropy=False):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
             return masked_token_logprobs(model, ids, masked, is_image, self.layout.mask_id, self.layout.image_slice,
                                          self.ucfg.logprob_chunk_size, attn, with_entropy,
-                                         single_head_call=self.zero3, text_columns=self.layout.text_vocab_size)
+                                         single_head_call=self.zero3, text_support=self.text_support)
 
     def update(self, shard: TrainBatch, masked: np.ndarray, num_responses: int, tokens_per_iter: list[int],
                num_micro: int) -> dict[str, Any]:
@@ -293,8 +296,9 @@ class LearnerGroup:
     """M learner ranks driven together; the caller passes whole batches, the group shards them."""
 
     def __init__(self, actors: list, policy_path: str, learner_cfg: LearnerConfig, unigrpo_cfg: UniGRPOConfig,
-                 ds_config: dict) -> None:
+                 ds_config: dict, eos_id: int) -> None:
         self.actors = actors
+        self.eos_id = eos_id  # ends o_i under response_positions=through_first_eos
         self.policy_path = policy_path
         self.cfg, self.ucfg, self.ds_config = learner_cfg, unigrpo_cfg, ds_config
         self.num_updates = 0  # seeds the masks of the next update
@@ -321,15 +325,16 @@ class LearnerGroup:
             for rank in range(num_ranks)
         ]
         host, port = ray.get(actors[0].address.remote())
-        ray.get([a.setup.remote(host, master_port or port) for a in actors])  # one rendezvous
-        return cls(actors, policy_path, learner_cfg, unigrpo_cfg, ds_config)
+        info = ray.get([a.setup.remote(host, master_port or port) for a in actors])  # one rendezvous
+        return cls(actors, policy_path, learner_cfg, unigrpo_cfg, ds_config, eos_id=info[0]["eos_id"])
 
     # ---- training ------------------------------------------------------------------------------------
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """All mu UniGRPO iterations on `batch`; statistics reduced over ranks and iterations."""
         batch.validate()
         ucfg, world = self.ucfg, self.world_size
-        ratios, masked = masks_for_update(batch.response_mask, ucfg, self.num_updates)
+        positions = scored_positions(batch.input_ids, batch.response_mask, self.eos_id, ucfg.response_positions)
+        ratios, masked = masks_for_update(positions, ucfg, self.num_updates)
         tokens_per_iter = [int(t) for t in masked.sum(axis=(1, 2))]
         bounds = [batch.shard_bounds(r, world) for r in range(world)]
         num_micro = num_micro_batches([b - a for a, b in bounds], batch.seq_len, self.cfg.micro_batch_tokens)

@@ -6,9 +6,14 @@ estimated on a partially masked copy of it, with the prompt q always clean:
     1. mask ratio    p_{i,n} for response i at inner iteration n = 1..mu         (mask_ratios)
     2. mask          exactly k_i = max(1, round(p_{i,n} * |o_i|)) response positions -> [MASK]
                      (one mask per (response, iteration), shared by theta, old and ref)  (sample_masks)
+    0. positions     which response positions make up o_i                                (scored_positions)
+                     "through_first_eos": the content and the first EOS (d1, dLLM-RL); "all": every
+                     generated position, EOS padding included
     3. log-probs     log pi(o_{i,t} | q, o~_i) at the masked positions t only               (masked_token_logprobs)
-                     = log_softmax(lm_head(h_t))[o_{i,t}] over the columns the sampler draws from:
-                       the text vocabulary without [MASK] for text, the image-code slice for images
+                     "sampler" support: the distribution the text sampler drew from,
+                       log_softmax(lm_head(h_t)[text ids, MASK removed] / T_rollout)[o_{i,t}]
+                     "full" support: log_softmax(lm_head(h_t))[o_{i,t}] over the whole vocabulary;
+                     image responses: over the image-code slice, temperature 1 (either support)
     4. objective     per masked token, with A_i the response's advantage                   (unigrpo_loss)
                      r_t   = exp(logp_theta - logp_old)
                      surr_t = min(r_t * A_i, clip(r_t, 1 - eps_low, 1 + eps_high) * A_i)
@@ -38,6 +43,8 @@ from torch.utils.checkpoint import checkpoint
 
 SCHEDULES = ("stratified", "paper_formula", "random", "full")
 LOSS_NORMS = ("sequence", "token")
+RESPONSE_POSITIONS = ("all", "through_first_eos")
+LOGPROB_SUPPORTS = ("sampler", "full")
 
 
 @dataclass
@@ -53,6 +60,9 @@ class UniGRPOConfig:
     num_timesteps: int = 1000  # T of the `paper_formula` schedule
     loss_norm: str = "sequence"  # "sequence": mean over masked tokens, then over responses; "token"
     logprob_chunk_size: int = 1024  # masked positions per LM-head chunk
+    response_positions: str = "through_first_eos"  # which positions form o_i (|o_i|, masks, 1/k_i)
+    logprob_support: str = "sampler"  # text log-probs over the sampler's support at its temperature
+    temperature: float = 1.0  # the rollout's text temperature (scored at 1 when rollouts are greedy)
     seed: int = 0  # mask sampling; masks of update k come from Generator([seed, k])
 
     def __post_init__(self) -> None:
@@ -62,6 +72,12 @@ class UniGRPOConfig:
             raise ValueError(f"mask_schedule={self.mask_schedule!r} is not one of {SCHEDULES}")
         if self.loss_norm not in LOSS_NORMS:
             raise ValueError(f"loss_norm={self.loss_norm!r} is not one of {LOSS_NORMS}")
+        if self.response_positions not in RESPONSE_POSITIONS:
+            raise ValueError(f"response_positions={self.response_positions!r} is not one of {RESPONSE_POSITIONS}")
+        if self.logprob_support not in LOGPROB_SUPPORTS:
+            raise ValueError(f"logprob_support={self.logprob_support!r} is not one of {LOGPROB_SUPPORTS}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0")
         if not 0.0 <= self.p_min <= 1.0:
             raise ValueError(f"p_min={self.p_min} must lie in [0, 1]")
         if self.eps_low < 0 or self.eps_high < 0 or self.eps_low >= 1:
@@ -70,6 +86,23 @@ class UniGRPOConfig:
             raise ValueError(f"beta={self.beta} must be >= 0")
         if self.logprob_chunk_size < 1 or self.num_timesteps < 1:
             raise ValueError("logprob_chunk_size and num_timesteps must be >= 1")
+
+
+# ---- 0. which positions are the response ------------------------------------------------------------
+def scored_positions(input_ids: np.ndarray, response_mask: np.ndarray, eos_id: int, mode: str) -> np.ndarray:
+    """The positions that make up o_i [N, L] bool: the ones masked, counted in |o_i| and k_i, scored.
+
+    all:                every generated position, so EOS padding enters |o_i|, the masks and 1/k_i
+    through_first_eos:  positions up to and including the first EOS of each response (all of them
+                        when a response has no EOS). Later positions stay in the input, clean, like the
+                        prompt: the policy sees them but is neither masked nor trained on them.
+    """
+    response_mask = np.asarray(response_mask, bool)
+    if mode == "all":
+        return response_mask
+    is_eos = (np.asarray(input_ids) == eos_id) & response_mask
+    eos_before = np.cumsum(is_eos, axis=1) - is_eos  # EOS strictly before each position
+    return response_mask & (eos_before == 0)
 
 
 # ---- 1. mask ratios ---------------------------------------------------------------------------
@@ -124,31 +157,54 @@ def masks_for_update(response_mask: np.ndarray, cfg: UniGRPOConfig, update_index
 
 
 # ---- 3. masked-token log-probabilities ------------------------------------------------------------
+@dataclass(frozen=True)
+class TextSupport:
+    """Where text log-probs are normalised: the first `columns` ids (None: all), minus `suppressed`,
+    at `temperature`. The default is the whole vocabulary at temperature 1."""
+
+    columns: int | None = None
+    suppressed: int | None = None
+    temperature: float = 1.0
+
+
+def text_support(cfg: UniGRPOConfig, text_vocab_size: int, mask_id: int) -> TextSupport:
+    """`sampler`: what rollout/text_sampler.py draws from (text ids, MASK suppressed, softmax(logits / T)).
+    Greedy rollouts (T = 0) have no density to match; they are scored at T = 1."""
+    if cfg.logprob_support == "full":
+        return TextSupport()
+    return TextSupport(columns=text_vocab_size, suppressed=mask_id if mask_id < text_vocab_size else None,
+                       temperature=cfg.temperature if cfg.temperature > 0 else 1.0)
+
+
 def _logprobs_from_logits(
-    logits: torch.Tensor, columns: slice | None, targets: torch.Tensor, with_entropy: bool, exclude: int | None = None
+    logits: torch.Tensor, columns: slice | None, targets: torch.Tensor, with_entropy: bool,
+    support: TextSupport | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log softmax(logits[:, columns])[target] in fp32, column `exclude` (relative to the slice) left
-    out of the softmax; entropy -sum p log p (detached) if asked."""
+    """log softmax(logits[:, columns])[target] in fp32 (text rows: on `support`); entropy -sum p log p
+    (detached) if asked."""
     logits = (logits if columns is None else logits[:, columns]).float()
-    if exclude is not None and 0 <= exclude < logits.shape[-1]:
-        logits = logits.index_fill(-1, torch.tensor([exclude], device=logits.device), float("-inf"))
+    if support is not None:
+        if support.suppressed is not None:
+            logits = logits.index_fill(1, torch.tensor([support.suppressed], device=logits.device), float("-inf"))
+        if support.temperature != 1.0:
+            logits = logits / support.temperature
     lse = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
     if not with_entropy:
         return logp, logp.new_zeros(())
     with torch.no_grad():
-        finite = logits.masked_fill(torch.isinf(logits), 0.0)  # excluded columns: p = 0, no 0 * -inf
-        entropy = lse - (torch.softmax(logits, -1) * finite).sum(-1)
+        p = torch.softmax(logits, -1)
+        entropy = lse - (p * logits.nan_to_num(neginf=0.0)).sum(-1)
     return logp, entropy
 
 
 def _chunk_logprobs(
     hidden: torch.Tensor, head: torch.nn.Module, columns: slice | None, targets: torch.Tensor, with_entropy: bool,
-    exclude: int | None = None,
+    support: TextSupport | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The LM head on one chunk of hidden states, then its log-probs. The head is called as a module
     (not through its weight) so that ZeRO-3 can gather its parameters."""
-    return _logprobs_from_logits(head(hidden), columns, targets, with_entropy, exclude)
+    return _logprobs_from_logits(head(hidden), columns, targets, with_entropy, support)
 
 
 def masked_token_logprobs(
@@ -162,22 +218,30 @@ def masked_token_logprobs(
     attention_mask: torch.Tensor | None = None,
     with_entropy: bool = False,
     single_head_call: bool = False,
-    text_columns: int | None = None,
+    text_support: TextSupport | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(o_t | q, o~) at the masked positions, in row-major order of `masked` ([M] fp32).
 
     input_ids [B, L] are the clean tokens; masked [B, L] bool says which become [MASK]. One forward
     without logits, then the LM head on the masked hidden states only, `chunk_size` rows at a time,
     each chunk recomputed in backward (so at most one chunk of vocabulary-wide logits is alive).
-    Image rows are scored over the image-code columns only (targets shifted by the slice start); their
-    logits are computed full-width and sliced. Text rows are scored over the first `text_columns`
-    columns without `mask_id` when `text_columns` is given (what the text sampler draws from with
-    text_only and suppress_mask), over the whole vocabulary otherwise.
+    Text rows are normalised over `text_support` (default: the whole vocabulary at temperature 1);
+    image rows over the image-code columns only (targets shifted by the slice start); their logits are
+    computed full-width and sliced.
 
     single_head_call: call the head once on all masked positions (the fp32 softmax is still chunked).
     ZeRO-3 needs this: every head call is a parameter all-gather that all ranks must join, and ranks
     hold different numbers of masked (and image) tokens.
     """
+    support = text_support or TextSupport()
+    if support.columns is not None or support.suppressed is not None:
+        text_targets = input_ids[masked & ~is_image[:, None]]
+        outside = text_targets == (-1 if support.suppressed is None else support.suppressed)
+        if support.columns is not None:
+            outside |= text_targets >= support.columns
+        if outside.any():  # a token the support gives probability 0: log-prob -inf, ratio NaN
+            raise ValueError(f"text tokens {text_targets[outside][:5].tolist()} lie outside the log-prob support "
+                             f"(first {support.columns} ids without {support.suppressed}); use logprob_support=full")
     noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
     out = model(noisy, attention_mask=attention_mask, compute_logits=False)
     hidden = out.hidden_states[masked]  # [M, D]
@@ -192,21 +256,18 @@ def masked_token_logprobs(
         idx = torch.nonzero(image_rows == is_img).squeeze(-1)
         if idx.numel() == 0:
             continue
-        if is_img:
-            columns, exclude = image_slice, None
-        else:
-            columns = None if text_columns is None else slice(0, text_columns)
-            exclude = None if text_columns is None else mask_id
+        columns = image_slice if is_img else (None if support.columns is None else slice(0, support.columns))
+        rows_support = None if is_img else support
         tgt = targets[idx] - (image_slice.start if is_img else 0)
         for s in range(0, idx.numel(), chunk_size):
             rows, t = idx[s:s + chunk_size], tgt[s:s + chunk_size]
             if single_head_call:
-                lp, ent = _logprobs_from_logits(all_logits[rows], columns, t, with_entropy, exclude)
+                lp, ent = _logprobs_from_logits(all_logits[rows], columns, t, with_entropy, rows_support)
             elif grad:
-                lp, ent = checkpoint(_chunk_logprobs, hidden[rows], head, columns, t, with_entropy, exclude,
+                lp, ent = checkpoint(_chunk_logprobs, hidden[rows], head, columns, t, with_entropy, rows_support,
                                      use_reentrant=False)
             else:
-                lp, ent = _chunk_logprobs(hidden[rows], head, columns, t, with_entropy, exclude)
+                lp, ent = _chunk_logprobs(hidden[rows], head, columns, t, with_entropy, rows_support)
             pieces.append((rows, lp, ent))
     # scatter back to the row-major order of `masked` (index_put keeps autograd)
     order = torch.cat([p[0] for p in pieces])
