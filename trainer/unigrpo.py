@@ -3,12 +3,12 @@
 A masked-diffusion LM has no token-by-token chain rule, so the log-likelihood of a response o_i is
 estimated on a partially masked copy of it, with the prompt q always clean:
 
-    1. mask ratio    p_{i,n} for response i at inner iteration n = 1..mu         (mask_ratios)
-    2. mask          exactly k_i = max(1, round(p_{i,n} * |o_i|)) response positions -> [MASK]
-                     (one mask per (response, iteration), shared by theta, old and ref)  (sample_masks)
     0. positions     which response positions make up o_i                                (scored_positions)
                      "through_first_eos": the content and the first EOS (d1, dLLM-RL); "all": every
                      generated position, EOS padding included
+    1. mask ratio    p_{i,n} for response i at inner iteration n = 1..mu         (mask_ratios)
+    2. mask          exactly k_i = max(1, round(p_{i,n} * |o_i|)) response positions -> [MASK]
+                     (one mask per (response, iteration), shared by theta, old and ref)  (sample_masks)
     3. log-probs     log pi(o_{i,t} | q, o~_i) at the masked positions t only               (masked_token_logprobs)
                      "sampler" support: the distribution the text sampler drew from,
                        log_softmax(lm_head(h_t)[text ids, MASK removed] / T_rollout)[o_{i,t}]
