@@ -83,6 +83,14 @@ def train_main(argv: list[str]) -> int:
 
     driver = Driver(cfg, run_dir=run_dir, resume=bool(args.resume))
     print(f"unigrpo: run directory {run_dir}", flush=True)
+    dashboard = None
+    if cfg.run.dashboard:
+        from rl.dashboard.server import Background
+
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        dashboard = Background(run_dir, cfg.run.dashboard_port)
+        print(f"unigrpo: dashboard at {dashboard.url}" if dashboard.url else
+              "unigrpo: the dashboard did not start (see above); training goes on", flush=True)
     try:
         driver.setup()
         summary = driver.train()
@@ -97,8 +105,11 @@ def train_main(argv: list[str]) -> int:
         return EXIT_FAILED
     finally:
         driver.shutdown()
+        if dashboard is not None:
+            dashboard.stop()
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "reward_first10", "reward_last10")}))
     print(f"unigrpo: summary in {run_dir / 'summary.json'}, reward curve in {run_dir / 'reward_curve.png'}")
+    print(f"unigrpo: look at the run with: unigrpo dashboard {run_dir}")
     return EXIT_INTERRUPTED if summary.get("interrupted") else EXIT_OK
 
 

@@ -268,6 +268,23 @@ class RunSection(Section):
     max_wall_s: float | None = Field(None, gt=0, description="stop (gracefully) after this many seconds")
     weight_transport: Literal["object_store", "broadcast"] = "object_store"
     plot: bool = True
+    dashboard: bool = Field(False, description="start `unigrpo dashboard` on this run too and print its URL")
+    dashboard_port: int | None = Field(None, ge=0, le=65535, description="default: the dashboard's own")
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["jsonl"], description="metric sinks; jsonl is the source of truth (rl/loggers.py)")
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, v: list[str]):
+        from rl.loggers import missing
+
+        if "jsonl" not in v:
+            raise ValueError("must include jsonl (the dashboard, resume and plots read metrics.jsonl)")
+        absent = missing(v)
+        if absent:
+            raise ValueError(f"{', '.join(absent)} not installed (pip install {' '.join(absent)}), "
+                             "or drop it from run.loggers")
+        return list(dict.fromkeys(v))
 
     @field_validator("name")
     @classmethod

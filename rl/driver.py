@@ -30,6 +30,7 @@ import numpy as np
 from rl.advantages import group_normalise
 from rl.config import RunConfig, save_resolved
 from rl.data import PromptDataset, build_run_dataset, task_kind
+from rl.loggers import MetricSinks
 from rl.metrics import MetricsLog, console_line, mean, per_task_summary, plot_rewards, task_metrics
 from rl.store import RolloutStore
 
@@ -108,6 +109,7 @@ class Driver:
         (self.run_dir / "logs").mkdir(exist_ok=True)
         save_resolved(cfg, self.run_dir)
         self.metrics = MetricsLog(self.run_dir)
+        self.sinks = MetricSinks(cfg.run.loggers, self.run_dir, self.run_dir.name, cfg.model_dump(mode="json"))
         self.store = RolloutStore(self.run_dir)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-store")
         self.dataset = build_run_dataset(cfg)  # bad rows fail here, before any actor starts
@@ -350,7 +352,7 @@ class Driver:
         for i, (r, s) in enumerate(zip(records, scored)):
             totals[i] = s.total
             r["reward"] = float(s.total)
-            r["reward_components"] = {k: {"value": v.value, "status": v.status} for k, v in s.components.items()}
+            r["reward_components"] = {k: v.to_dict() for k, v in s.components.items()}  # detail: for the dashboard
         return totals
 
     def _train_batch(self, records: list[dict], advantages: np.ndarray, keep: np.ndarray):
@@ -457,7 +459,10 @@ class Driver:
             m["time/clip_compute_s"] = self._model_reward_s
         m["time/update_compute_s"] = stats.get("compute_s", float("nan"))
         m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
+        m["throughput/tokens_per_s"] = sum(len(r["response_ids"]) for r in records) / m["time/step_s"]
+        m["time/unix"] = time.time()
         self.metrics.log(step, m)
+        self.sinks.log(step, m)
         return m
 
     # ------------------------------------------------------------------ the loop
@@ -523,6 +528,8 @@ class Driver:
 
         if getattr(self, "_writer", None) is not None:
             self._writer.shutdown(wait=True)
+        if getattr(self, "sinks", None) is not None:
+            self.sinks.close()
 
         for name in ("learner", "reward_pool"):
             obj = getattr(self, name, None)

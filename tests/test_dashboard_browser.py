@@ -7,6 +7,7 @@ denoising replay, escaping, token auth, path traversal and a corrupt partition."
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from dashboard_runs import XSS, make_run, write_step
 
@@ -278,3 +280,57 @@ def test_corrupt_partition_and_bad_line_show_a_message(server, page):
             urllib.request.urlopen(f"{server}/api/run/broken/{api}", timeout=10)
         assert err.value.code in (400, 422), api
         assert b"error" in err.value.read()
+
+
+@pytest.mark.slow
+def test_real_tiny_run_started_with_its_dashboard_shows_on_every_page(tmp_path, browser):
+    """`unigrpo train ... run.dashboard=true` prints a live URL; the finished run shows on every page."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "rl.cli", "train", f"run.dir={tmp_path}", "run.name=tiny", "run.steps=2",
+           "run.checkpoint_every=2", "run.plot=false", "data.prompts_per_step=4", "rollout.group_size=4",
+           "run.dashboard=true", "run.dashboard_port=0", "run.loggers=[jsonl,tensorboard]"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("unigrpo: dashboard at http://"):
+            live = line.split()[3].rstrip("/")
+            assert b'"tiny"' in urllib.request.urlopen(f"{live}/api/runs", timeout=30).read()
+            break
+    out = "".join(lines) + proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-3000:]
+    run_dir = tmp_path / "tiny"
+    assert f"unigrpo dashboard {run_dir}" in out  # the end-of-run message says how to look at it
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    comps = json.loads(pq.read_table(run_dir / "rollouts" / "step=1" / "part-0.parquet").column("reward_components")[0].as_py())
+    assert "detail" in comps["math"]  # the failures page shows the reward's message
+
+    srv, url, _ = start_dashboard(str(run_dir), "--port", "0")
+    ctx, page = new_page(browser)
+    try:
+        base = url.rstrip("/")
+        page.goto(f"{base}/run/tiny")
+        page.wait_for_selector(".chart-box svg path.line")
+        titles = page.locator(".chart-title").all_text_contents()
+        assert "reward (mean ± std) and components" in titles and "throughput" in titles
+        assert page.locator(".chart-box svg path.line").count() >= 15
+        page.goto(f"{base}/run/tiny/rollouts")
+        page.wait_for_selector("table.rollouts tbody tr")
+        assert "of 32" in page.text_content("#table-status")
+        page.goto(f"{base}/run/tiny/group?step=2&group=1")
+        page.wait_for_selector(".card.response")
+        assert page.locator(".card.response").count() == 4
+        page.goto(f"{base}/run/tiny/replay?step=2&group=1&gi=0")
+        page.wait_for_selector("#replay-canvas .tok")
+        page.eval_on_selector("#replay-slider", "s => { s.value = 0; s.dispatchEvent(new Event('input')); }")
+        assert page.locator("#replay-canvas .tok.masked").count() == page.locator("#replay-canvas .tok").count() > 0
+        page.goto(f"{base}/run/tiny/images")
+        page.wait_for_selector("#images .msg")
+        page.goto(f"{base}/run/tiny/failures")
+        page.wait_for_selector("#failures .msg, #failures table")
+        page.goto(f"{base}/compare?runs=tiny")
+        page.wait_for_selector("#compare-charts .chart-box svg path.line")
+        assert page.errors == []
+    finally:
+        ctx.close()
+        stop(srv)

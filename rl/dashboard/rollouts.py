@@ -15,6 +15,7 @@ name and left out; it never takes a request down.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 STATUSES = ("ok", "timeout", "error", "unparsable")
@@ -75,6 +77,30 @@ def _components(cell) -> dict:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def _component_statuses(cells, n: int) -> dict[str, pa.Array]:
+    """{component: status string array} from the reward_components JSON column, parsed by pyarrow's
+    JSON reader in one go (a Python json.loads per row was half of the indexing time)."""
+    if cells is None:
+        return {}
+    text = pc.fill_null(pc.cast(cells, pa.string()), "{}").to_pylist()
+    try:
+        parsed = pa_json.read_json(io.BytesIO("\n".join(x.replace("\n", " ") for x in text).encode()),
+                                   read_options=pa_json.ReadOptions(use_threads=False, block_size=1 << 26))
+        if parsed.num_rows != n:
+            raise ValueError("row count")
+        out = {}
+        for name in parsed.column_names:
+            col = parsed.column(name)
+            if pa.types.is_struct(col.type) and "status" in [f.name for f in col.type]:
+                out[name] = pc.cast(pc.struct_field(col, "status"), pa.string())
+        return out
+    except (pa.ArrowInvalid, ValueError, TypeError, pa.ArrowNotImplementedError):
+        comps = [_components(c) for c in text]  # mixed shapes: the slow, forgiving way
+        names = sorted({k for c in comps for k in c if isinstance(c[k], dict)})
+        return {k: pa.array([c[k].get("status") if isinstance(c.get(k), dict) else None for c in comps], pa.string())
+                for k in names}
+
+
 def _index_partition(path: Path, step: int) -> tuple[pa.Table, dict]:
     pf = pq.ParquetFile(path)
     names = set(pf.schema_arrow.names)
@@ -114,18 +140,15 @@ def _index_partition(path: Path, step: int) -> tuple[pa.Table, dict]:
     steps = ints("step", step)
     tokens = (pc.fill_null(pc.list_value_length(t.column("response_ids")), 0).to_numpy().astype(np.int32)
               if "response_ids" in names else np.zeros(n, dtype=np.int32))
-    comp_cells = _col(t, "reward_components")
-    comps = [_components(c) for c in comp_cells.to_pylist()] if comp_cells is not None else [{}] * n
-    comp_names = sorted({k for c in comps for k in c})
+    statuses = _component_statuses(_col(t, "reward_components"), n)
     bad = np.zeros(n, dtype=np.int8)
     status_cols = {}
-    for name in comp_names:
+    for name, st in sorted(statuses.items()):
         codes = np.full(n, -1, dtype=np.int8)
-        for i, c in enumerate(comps):
-            s = c.get(name, {}).get("status") if isinstance(c.get(name), dict) else None
-            if s in STATUS_CODE:
-                codes[i] = STATUS_CODE[s]
-                bad[i] |= BAD_BIT.get(s, 0)
+        for label, code in STATUS_CODE.items():
+            hit = pc.fill_null(pc.equal(st, label), False).to_numpy(zero_copy_only=False)
+            codes[hit] = code
+            bad[hit] |= BAD_BIT.get(label, 0)
         status_cols["s:" + name] = codes
     task = _col(t, "task")
     task = pc.cast(task, pa.string()) if task is not None else pa.nulls(n, pa.string())

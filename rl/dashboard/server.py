@@ -257,11 +257,12 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
     async def refresher(app):
         async def loop():
             while True:
+                pending = False
                 try:
-                    await blocking(_refresh_all, registry)
+                    pending = await blocking(_refresh_all, registry)
                 except Exception:  # noqa: BLE001 - keep serving whatever was read
                     traceback.print_exc()
-                await asyncio.sleep(refresh_s)
+                await asyncio.sleep(0.01 if pending else refresh_s)
         task = asyncio.create_task(loop())
         yield
         task.cancel()
@@ -271,10 +272,15 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
     return app
 
 
-def _refresh_all(registry: RunRegistry) -> None:
+def _refresh_all(registry: RunRegistry) -> bool:
+    """Read what every run appended; True while a large store is still being indexed (in slices, so
+    requests are answered from what is indexed so far)."""
     registry.scan()
+    pending = False
     for run in list(registry.runs.values()):
-        run.refresh(budget_s=0.5)  # the first pass over a large store goes on in slices
+        run.refresh(budget_s=0.5)
+        pending |= run.rollouts.pending > 0
+    return pending
 
 
 # ---------------------------------------------------------------------- serving
@@ -357,3 +363,29 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+class Background:
+    """`unigrpo train ... run.dashboard=true`: the dashboard as a child process for the length of the run."""
+
+    def __init__(self, run_dir: Path, port: int | None = None, timeout_s: float = 60.0) -> None:
+        import subprocess
+
+        cmd = [sys.executable, "-m", "rl.cli", "dashboard", str(run_dir)]
+        if port is not None:
+            cmd += ["--port", str(port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.url = None
+        line = self.proc.stdout.readline()  # the server prints its URL once it listens, then nothing
+        if line.startswith("unigrpo dashboard: http"):
+            self.url = line.split()[2]
+        else:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()

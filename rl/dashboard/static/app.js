@@ -168,11 +168,11 @@ function overviewCharts(data, opts) {
   if (lenSeries.length) charts.push({ title: "response length", kind: "line", series: lenSeries });
   use("response/len_mean");
   // step time: wall time per phase stacked, compute measured inside the actors dashed on top
-  const phases = Object.keys(S).filter((k) => /^time\/.+_s$/.test(k) && !/(step_s|_compute_s)$/.test(k));
+  const phases = Object.keys(S).filter((k) => /^time\/.+_s$/.test(k) && !/(step_s|_compute_s|_decode_s)$/.test(k));
   if (phases.length) {
     charts.push({ title: "step time (s): phases stacked; dashed: compute inside the actors, and the step's wall time",
                   kind: "stack-area", series: phases.map((k) => ({ label: k.slice(5, -2), x: xs, y: S[k].map((v) => v ?? 0) })),
-                  overlay: [...Object.keys(S).filter((k) => /_compute_s$/.test(k)).flatMap((k) => line(k, k.slice(5, -2))),
+                  overlay: [...Object.keys(S).filter((k) => /_(compute|decode)_s$/.test(k)).flatMap((k) => line(k, k.slice(5, -2))),
                             ...line("time/step_s", "step wall", { dash: false, color: "#000" })] });
     use(...phases, ...Object.keys(S).filter((k) => k.startsWith("time/")));
   }
