@@ -41,6 +41,15 @@ def records(step: int, groups: int = 2, G: int = 4, gen: int = 8, seed: int = 0,
                                                "detail": "no answer (boxed)" if status != "ok" else "integer"}},
                 "advantage": rng.uniform(-1, 1), "step": step,
             }
+            if image:  # a text-to-image rollout: a 4x4 code grid and its decoded PNG
+                codes = [rng.randrange(64) for _ in range(16)]
+                order = list(range(16))
+                rng.shuffle(order)
+                rec |= {"response_text": "", "image_codes": codes, "image_png": _png(codes), "unmask_step": order,
+                        "confidence": [round(rng.random(), 3) for _ in range(16)], "early_filled": [False] * 16,
+                        "response_ids": [1000 + c for c in codes], "question": f"a red square {g}",
+                        "sampler": {"kind": "image", "steps": 16},
+                        "reward_components": {"clip": {"value": rng.random(), "status": "ok", "detail": ""}}}
             if xss and g == 0 and i == 0:
                 rec["question"] = XSS[0] + " what is 3+4?"
                 rec["gold"] = XSS[1]
@@ -48,9 +57,23 @@ def records(step: int, groups: int = 2, G: int = 4, gen: int = 8, seed: int = 0,
     return out
 
 
+def _png(codes: list[int]) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    grid = np.array(codes, dtype=np.uint8).reshape(4, 4) * 4
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([grid, 255 - grid, grid], -1)).resize((32, 32), Image.NEAREST).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def metrics(step: int, recs: list[dict]) -> dict:
     rewards = [r["reward"] for r in recs]
     mean = sum(rewards) / len(rewards)
+    if "math" not in recs[0]["reward_components"]:
+        return {"reward/mean": mean, "rollouts": len(recs), "time/step_s": 1.0}
     return {
         "reward/mean": mean, "reward/std": (sum((x - mean) ** 2 for x in rewards) / len(rewards)) ** 0.5,
         "reward/math/mean": sum(r["reward_components"]["math"]["value"] for r in recs) / len(recs),

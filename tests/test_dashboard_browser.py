@@ -57,6 +57,7 @@ def runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     make_run(root / "fx", steps=4, xss=True)
     make_run(root / "live", steps=2)
+    make_run(root / "img", steps=2, image=True)
     bad = make_run(root / "broken", steps=3)
     part = bad / "rollouts" / "step=2" / "part-0.parquet"
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
@@ -198,6 +199,24 @@ def test_replay_slider_changes_the_canvas(server, page):
     page.wait_for_function(f"{masked} === 0 && document.getElementById('play').textContent.includes('play')")
     assert page.text_content("#replay-canvas") == final
     assert page.locator("canvas#heatmap").count() == 1
+
+
+def test_image_rollouts_grid_and_replay(server, page):
+    page.goto(f"{server}/run/img/images")
+    page.wait_for_selector("#images img.thumb")
+    assert page.locator("#images .card").count() == 16  # 2 steps x 2 groups x 4
+    page.wait_for_function("[...document.querySelectorAll('#images img')].every(i => i.complete && i.naturalWidth === 32)")
+    assert "a red square" in page.text_content("#images")
+    page.goto(f"{server}/run/img/images?step_min=2")
+    page.wait_for_selector("#images img.thumb")
+    assert page.locator("#images .card").count() == 8
+    page.goto(f"{server}/run/img/replay?step=2&group=1&gi=2")
+    page.wait_for_selector("#replay-canvas.grid-canvas .tok")
+    assert page.locator("#replay-canvas .tok").count() == 16
+    page.wait_for_function("document.querySelector('img.decoded').naturalWidth === 32")
+    page.eval_on_selector("#replay-slider", "s => { s.value = 5; s.dispatchEvent(new Event('input')); }")
+    assert page.locator("#replay-canvas .tok.masked").count() == 11
+    assert "5 of 16 image tokens" in page.text_content("#replay-label")
 
 
 def test_xss_payloads_render_as_text(server, browser):
