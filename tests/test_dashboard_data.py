@@ -70,7 +70,7 @@ def test_index_reads_only_new_partitions_and_follows_truncation(tmp_path, monkey
     reg = RunRegistry([run])
     r = reg.get("r")
     r.refresh()
-    assert sorted(calls) == [1, 2, 3] and len(r.rollouts.snap[0]) == 24
+    assert sorted(calls) == [1, 2, 3] and len(r.rollouts.snap.table) == 24
     write_step(run, 4)
     r.refresh()
     assert sorted(calls) == [1, 2, 3, 4]  # only the new partition was read
@@ -78,7 +78,7 @@ def test_index_reads_only_new_partitions_and_follows_truncation(tmp_path, monkey
     assert len(calls) == 4
     RolloutStore(run).truncate_after(2)
     r.refresh()
-    assert r.rollouts.summary()["last_step"] == 2 and len(r.rollouts.snap[0]) == 16
+    assert r.rollouts.summary()["last_step"] == 2 and len(r.rollouts.snap.table) == 16
 
 
 def test_queries_filter_sort_page_and_search(tmp_path):

@@ -177,14 +177,35 @@ def _index_partition(path: Path, step: int) -> tuple[pa.Table, dict]:
     return index, stats
 
 
+@dataclass
+class Snapshot:
+    """The index and the partitions it points into, swapped as one object so a request never sees a
+    table whose `file` column points into another list. Partitions are in step order and partition f
+    holds table rows starts[f]:starts[f+1], so a step range or one step is a slice, not a scan."""
+
+    table: pa.Table
+    files: list[Partition]
+    starts: np.ndarray
+    steps: np.ndarray
+
+    def rows(self, step_min: int | None = None, step_max: int | None = None) -> pa.Table:
+        a = 0 if step_min is None else int(np.searchsorted(self.steps, step_min, "left"))
+        b = len(self.files) if step_max is None else int(np.searchsorted(self.steps, step_max, "right"))
+        if b <= a:
+            return self.table.slice(0, 0)
+        return self.table.slice(int(self.starts[a]), int(self.starts[b] - self.starts[a]))
+
+
+EMPTY = Snapshot(pa.table({}), [], np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
 class RolloutIndex:
     def __init__(self, run_dir: Path) -> None:
         self.root = Path(run_dir) / "rollouts"
         self._lock = threading.Lock()
         self._parts: dict[Path, Partition] = {}
-        # (index table, readable partitions in step order): swapped as one object so a request never
-        # sees a table whose `file` column points into another list
-        self.snap: tuple[pa.Table, list[Partition]] = (pa.table({}), [])
+        self.snap = EMPTY
+        self._summary: tuple[int, dict] | None = None
         self.version = 0
         self.pending = 0  # partitions seen but not yet indexed (first scan of a large store)
 
@@ -245,14 +266,15 @@ class RolloutIndex:
     def _rebuild(self) -> None:
         files = sorted((p for p in self._parts.values() if p.index is not None), key=lambda p: (p.step, str(p.path)))
         tables = [p.index for p in files]
-        if tables:
+        if not tables:
+            self.snap = EMPTY
+        else:
             table = pa.concat_tables(tables, promote_options="default")
             lengths = np.array([len(t) for t in tables])
             file_ids = np.repeat(np.arange(len(tables), dtype=np.int32), lengths)
             table = table.append_column("file", pa.array(file_ids)).combine_chunks()
-        else:
-            table = pa.table({})
-        self.snap = (table, files)
+            self.snap = Snapshot(table, files, np.concatenate([[0], np.cumsum(lengths)]),
+                                 np.array([p.step for p in files], dtype=np.int64))
         self.version += 1
 
     # ------------------------------------------------------------------ status
@@ -260,21 +282,31 @@ class RolloutIndex:
         return sorted(p.problem for p in self._parts.values() if p.problem)
 
     def summary(self) -> dict:
-        t, files = self.snap
+        """Counts for every page's header (polled): computed once per index version."""
+        version, snap = self.version, self.snap
+        if self._summary is None or self._summary[0] != version:
+            self._summary = (version, self._summarise(snap))
+        return {**self._summary[1], "pending": self.pending, "problems": self.problems()}
+
+    def _summarise(self, snap: Snapshot) -> dict:
+        t, files = snap.table, snap.files
         steps = [p.step for p in files]
         comps = [c[2:] for c in t.column_names if c.startswith("s:")]
         tasks = sorted(x for x in pc.unique(t.column("task")).to_pylist() if x) if len(t) else []
         return {
-            "rollouts": len(t), "partitions": len(files), "pending": self.pending,
+            "rollouts": len(t), "partitions": len(files),
             "first_step": min(steps) if steps else None, "last_step": max(steps) if steps else None,
             "components": comps, "tasks": tasks,
             "images": int(pc.sum(t.column("image")).as_py() or 0) if len(t) else 0,
             "failures": int(pc.sum(pc.not_equal(t.column("bad"), 0)).as_py() or 0) if len(t) else 0,
-            "problems": self.problems(),
         }
 
-    def step_stats(self) -> list[dict]:
-        return [p.stats for p in self.snap[1]]
+    def step_stats(self, max_points: int) -> list[dict]:
+        """Per-step rollouts, tokens and policy versions (at most max_points steps, evenly spaced)."""
+        files = self.snap.files
+        if len(files) > max_points:
+            files = [files[i] for i in np.linspace(0, len(files) - 1, max_points).astype(int)]
+        return [p.stats for p in files]
 
     # ------------------------------------------------------------------ filters
     def _mask(self, t: pa.Table, f: dict):
@@ -321,12 +353,13 @@ class RolloutIndex:
             mask = pc.and_(mask, c)
         return pc.fill_null(mask, False)
 
-    def _filtered(self, f: dict) -> tuple[pa.Table, list[Partition]]:
-        t, files = self.snap
+    def _filtered(self, f: dict, snap: Snapshot | None = None) -> tuple[pa.Table, list[Partition]]:
+        snap = snap or self.snap
+        t = snap.rows(f.get("step_min"), f.get("step_max"))  # the step window is a slice
         if not len(t):
-            return t, files
-        mask = self._mask(t, f)
-        return (t if mask is None else t.filter(mask)), files
+            return t, snap.files
+        mask = self._mask(t, {**f, "step_min": None, "step_max": None})
+        return (t if mask is None else t.filter(mask)), snap.files
 
     # ------------------------------------------------------------------ reads
     def _fetch(self, files: list[Partition], refs: list[tuple[int, int]], wanted: list[str]) -> list[dict]:
@@ -382,25 +415,25 @@ class RolloutIndex:
 
     def _search(self, f: dict, q: str, limit: int) -> dict:
         """Text search in prompt / response / gold: newest partitions first, within SEARCH_BUDGET_S."""
-        t, files = self._filtered(f)
-        if not len(t):
-            return {"total": 0, "rows": [], "search": {"complete": True}}
+        snap = self.snap
         before = f.get("before_step")
-        steps = np.unique(t.column("step").to_numpy())[::-1]
+        hi = f.get("step_max")
         if before is not None:
-            steps = steps[steps < int(before)]
+            hi = int(before) - 1 if hi is None else min(int(hi), int(before) - 1)
+        a = 0 if f.get("step_min") is None else int(np.searchsorted(snap.steps, f["step_min"], "left"))
+        b = len(snap.files) if hi is None else int(np.searchsorted(snap.steps, hi, "right"))
         needle = q.lower()
+        rest = {**f, "step_min": None, "step_max": None}
         t0 = time.perf_counter()
         matches: list[tuple[dict, dict]] = []
         scanned = None
-        file_col = t.column("file").to_numpy()
-        step_col = t.column("step").to_numpy()
-        for s in steps:
-            sel = np.nonzero(step_col == s)[0]
-            cand = t.take(pa.array(sel, pa.int64()))
-            for fid in np.unique(file_col[sel]):
-                part = files[int(fid)]
-                rows = cand.filter(pc.equal(cand.column("file"), int(fid)))
+        for fid in range(b - 1, a - 1, -1):  # newest partition first
+            part = snap.files[fid]
+            rows = snap.table.slice(int(snap.starts[fid]), int(snap.starts[fid + 1] - snap.starts[fid]))
+            mask = self._mask(rows, rest)
+            if mask is not None:
+                rows = rows.filter(mask)
+            if len(rows):
                 try:
                     text = _read(part.path, ["question", "prompt", "response_text", "gold", "reward_components"])
                 except Exception as exc:  # noqa: BLE001
@@ -412,14 +445,16 @@ class RolloutIndex:
                         m = pc.fill_null(pc.match_substring(pc.cast(text.column(c), pa.string()), needle,
                                                             ignore_case=True), False)
                         hit = m if hit is None else pc.or_(hit, m)
-                if hit is None:
-                    continue
-                for meta, rec in zip(rows.filter(hit).to_pylist(), text.filter(hit).to_pylist()):
-                    matches.append((meta, rec))
-            scanned = int(s)
-            if len(matches) >= limit or time.perf_counter() - t0 > SEARCH_BUDGET_S:
+                if hit is not None:
+                    matches += zip(rows.filter(hit).to_pylist(), text.filter(hit).to_pylist())
+            scanned = part.step
+            next_is_same_step = fid > a and snap.files[fid - 1].step == part.step
+            if not next_is_same_step and (len(matches) >= limit or time.perf_counter() - t0 > SEARCH_BUDGET_S):
                 break
-        complete = scanned is None or scanned == int(steps[-1])
+        if b <= a:
+            return {"total": 0, "rows": [], "search": {"complete": True, "scanned_down_to_step": None,
+                                                       "next_before_step": None}}
+        complete = scanned is None or scanned == int(snap.steps[a])
         return {
             "total": None,
             "rows": [_row_view(m, r) for m, r in matches[:limit]],
@@ -428,9 +463,10 @@ class RolloutIndex:
         }
 
     def _locate(self, step: int, group: int, gi: int | None = None) -> tuple[pa.Table, list[Partition]]:
-        t, files = self.snap
-        if not len(t):
+        snap = self.snap
+        if not len(snap.table):
             raise QueryError("no rollouts stored yet")
+        t, files = snap.rows(step, step), snap.files  # one step: a slice of its partition's rows
         conds = pc.and_(pc.equal(t.column("step"), int(step)), pc.equal(t.column("group"), int(group)))
         if gi is not None:
             conds = pc.and_(conds, pc.equal(t.column("gi"), int(gi)))
@@ -526,7 +562,7 @@ class RolloutIndex:
 
     def prompt_groups(self, prompt_id: str, limit: int = 100) -> list[dict]:
         """Every group of one prompt in this run (newest first): step, group, rewards of its G responses."""
-        t = self.snap[0]
+        t = self.snap.table
         if not len(t) or not prompt_id:
             return []
         sel = t.filter(pc.fill_null(pc.equal(t.column("prompt_id"), prompt_id), False))

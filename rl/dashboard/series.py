@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_POINTS = 1000
+MAX_POINTS = 500  # points per series sent to a chart (~450 px wide)
 _TAIL = 64  # bytes before the read offset remembered to notice a rewrite of the file
 
 

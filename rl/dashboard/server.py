@@ -35,6 +35,7 @@ from aiohttp import web
 
 from rl.dashboard.rollouts import QueryError
 from rl.dashboard.runs import RunRegistry
+from rl.dashboard.series import MAX_POINTS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8300
@@ -166,7 +167,7 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
         def work():
             return {
                 "runs": [{"id": r.id, "name": r.path.name, "last_step": r.metrics.last().get("step"),
-                          "rollouts": len(r.rollouts.snap[0]), "reward": r.metrics.last().get("reward/mean"),
+                          "rollouts": len(r.rollouts.snap.table), "reward": r.metrics.last().get("reward/mean"),
                           "problems": len(r.metrics.problems) + len(r.rollouts.problems())}
                          for r in registry.runs.values()],
                 "explicit": [r.id for r in registry.explicit],
@@ -184,7 +185,7 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
         keys = q.get("keys")
         data = await blocking(lambda: run.metrics.snapshot(
             keys=keys.split(",") if keys else None, since=_int(q, "since", 0), epoch=_int(q, "epoch")))
-        data["rollout_steps"] = run.rollouts.step_stats() if not data["append"] else []
+        data["rollout_steps"] = run.rollouts.step_stats(MAX_POINTS) if not data["append"] else []
         return _json(data)
 
     async def api_rollouts(request):

@@ -211,6 +211,7 @@ async function overview(runId) {
   const grid = h("div", { id: "charts", class: "grid" });
   const more = h("details", { id: "more" }, h("summary", {}, "all other metrics"), h("div", { class: "grid", id: "more-charts" }));
   root.append(controls, summary, grid, more);
+  more.addEventListener("toggle", () => draw());
 
   let data = null;
   function draw() {
@@ -225,6 +226,7 @@ async function overview(runId) {
     }
     const mc = document.getElementById("more-charts");
     mc.textContent = "";
+    if (!more.open) return;  // drawn when opened
     for (const spec of rest) {
       const box = h("div", { class: "chart-box small" });
       mc.appendChild(box);
@@ -253,10 +255,13 @@ async function overview(runId) {
     if (fresh.append && !fresh.step.length) return;
     draw();
   }
-  let lastStore = -1;
+  let lastStore = null;
+  const first = load().catch((err) => showError(grid, err));  // in parallel with the first info poll
   liveInfo(runId, async (info) => {
     renderSummary(summary, info);
+    await first;
     try {
+      if (lastStore === null) { lastStore = info.store.rollouts; return; }
       if (info.store.rollouts !== lastStore && data) { data = null; }  // refetch with the store's step stats
       lastStore = info.store.rollouts;
       await load();
