@@ -1,20 +1,26 @@
-"""Math reward benchmark: accuracy and checks/s on tests/data/math_answers.jsonl, side by side with
-Math-Verify (PyPI ``math-verify``; benchmark only, not a runtime dependency) in one run.
+"""Math reward benchmark: the `math` reward vs Math-Verify 0.9.0 on real model outputs, side by side in
+one process, on the same cases and the same machine. Ends with one line ``RESULT {json}``.
 
-Ours runs through the real SandboxPool (1 worker process, hard 5 s deadline): its numbers INCLUDE the
-process-isolation overhead (pickling, pipe round trips). Math-Verify runs in this process with its own
-defaults (SIGALRM timeouts, 5 s per parse/verify, main thread): NO isolation overhead is included.
-Same cases, same process, same machine. Ends with one line ``RESULT {json}``.
+Data: tests/data/math_corpus.jsonl (real outputs of published model runs with native gold answers, see
+tests/data/math_corpus_build.py) and the labels in tests/data/math_corpus_labels.jsonl. A case's label is
+the verdict both checkers agree on, unless it was triaged by hand (every disagreement was, and so was
+every case where a third party's verdict -- OpenAI's is_correct, Math-Verify's suite -- differs from an
+agreement); triaged "ambiguous" cases are left out of accuracy. ``--split heldout`` (default) scores
+the third of every source the reward was NOT tuned on; ``--split dev`` the part it was developed on.
 
-    python benchmarks/math_reward.py [--repeat 2]
+Reported per source and per answer style: accuracy, precision and recall of each checker against the
+labels, and cases/s. Ours runs through the real SandboxPool (1 worker process, hard 5 s deadline), so
+its figure INCLUDES process isolation; Math-Verify runs in this process with its own SIGALRM timeouts
+(main thread), so its figure does NOT. Math-Verify gets the gold as ``\\boxed{gold}`` (the GSM8K gold
+after "####"), as verl does; its own suite's cases are compared the way its tests compare them.
+
+    python benchmarks/math_reward.py [--split heldout|dev|all] [--limit N] [--dump verdicts.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -26,113 +32,137 @@ sys.path.insert(0, str(ROOT))
 from rewards.api import RewardInput, RewardSpec  # noqa: E402
 from rewards.sandbox import Call, SandboxPool  # noqa: E402
 
-MARK = "/tmp/unigrpo_pwned_marker"
+DATA = ROOT / "tests" / "data" / "math_corpus.jsonl"
+LABELS = ROOT / "tests" / "data" / "math_corpus_labels.jsonl"
 
 
-def load_cases():
-    path = ROOT / "tests" / "data" / "math_answers.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+def load(split: str, limit: int | None = None) -> list[dict]:
+    rows = [json.loads(x) for x in DATA.read_text().splitlines() if x.strip()]
+    labels = {}
+    if LABELS.exists():
+        labels = {d["id"]: d for d in map(json.loads, LABELS.read_text().splitlines()) if d}
+    out = []
+    for r in rows:
+        if split != "all" and r["split"] != split:
+            continue
+        lab = labels.get(r["id"])
+        r["label"] = None if lab is None else lab["label"]  # True / False / "ambiguous"
+        r["triage"] = None if lab is None else lab.get("triage")
+        out.append(r)
+    return out[:limit] if limit else out
 
 
-def run_ours(cases, repeat):
+def run_ours(cases):
     pool = SandboxPool(num_procs=1)
     pool.warm_up()
     spec = RewardSpec("math").to_dict()
-    lat, verdicts = [], []
+    verdicts = []
     t0 = time.perf_counter()
-    for _ in range(repeat):
-        verdicts = []
-        for c in cases:  # one call at a time, like a per-sample reward: honest latency per case
-            t = time.perf_counter()
-            r = pool.run([Call(spec, RewardInput("math", "", c["response"], c["gold"]), 5.0)])[0]
-            lat.append(time.perf_counter() - t)
-            verdicts.append((r.value == 1.0, r.status))
+    for c in cases:  # one call at a time, as a per-sample reward is called
+        r = pool.run([Call(spec, RewardInput("math", "", c["response"], c["gold"]), 5.0)])[0]
+        verdicts.append((r.value == 1.0, f"{r.status}: {r.detail}"))
     total = time.perf_counter() - t0
     pool.close()
-    return verdicts, total, lat
+    return verdicts, total
 
 
-def run_math_verify(cases, repeat):
-    from math_verify import parse, verify
+def _mv_gold(c: dict) -> str:
+    g = c["gold"]
+    if "####" in g:
+        g = g.split("####")[-1].strip().replace(",", "")
+    return g if "\\boxed" in g else f"\\boxed{{{g}}}"
 
-    lat, verdicts = [], []
+
+def run_math_verify(cases):
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    suite_cfg = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    verdicts = []
     t0 = time.perf_counter()
-    for _ in range(repeat):
-        verdicts = []
-        for c in cases:
-            t = time.perf_counter()
-            g = c["gold"]
-            try:
-                gold = parse(g if ("\\boxed" in g or "####" in g) else f"\\boxed{{{g}}}")
-                pred = parse(c["response"])
-                ok = bool(verify(gold, pred))
-                status = "ok"
-            except BaseException as exc:  # noqa: B036 - its TimeoutException is a BaseException
-                ok, status = False, type(exc).__name__
-            lat.append(time.perf_counter() - t)
-            verdicts.append((ok, status))
-    total = time.perf_counter() - t0
-    return verdicts, total, lat
+    for c in cases:
+        try:
+            if c["source"] == "mathverify_suite":
+                ok = bool(verify(parse(c["gold"], suite_cfg), parse(c["response"], suite_cfg)))
+            else:
+                ok = bool(verify(parse(_mv_gold(c)), parse(c["response"])))
+            why = "ok"
+        except BaseException as exc:  # noqa: B036 - its TimeoutException is a BaseException
+            ok, why = False, type(exc).__name__
+        verdicts.append((ok, why))
+    return verdicts, time.perf_counter() - t0
 
 
-def summarize(name, cases, verdicts, total, lat, repeat):
-    per_cat = defaultdict(lambda: [0, 0])
-    wrong = []
-    for c, (v, _s) in zip(cases, verdicts):
-        per_cat[c["category"]][1] += 1
-        if v == c["expected"]:
-            per_cat[c["category"]][0] += 1
-        else:
-            wrong.append((c["id"], c["category"], "FP" if v else "FN"))
-    acc = sum(a for a, _ in per_cat.values()) / len(cases)
-    fp = sum(1 for w in wrong if w[2] == "FP")
-    lat_sorted = sorted(lat)
-    out = {"accuracy": round(acc, 4), "false_positives": fp, "false_negatives": len(wrong) - fp,
-           "checks_per_s": round(len(cases) * repeat / total, 1), "seconds": round(total, 2),
-           "p50_ms": round(1000 * statistics.median(lat), 2),
-           "p99_ms": round(1000 * lat_sorted[int(0.99 * (len(lat) - 1))], 2),
-           "max_ms": round(1000 * lat_sorted[-1], 1),
-           "per_category": {k: f"{a}/{n}" for k, (a, n) in sorted(per_cat.items())}}
-    print(f"\n== {name}: accuracy {acc:.4f} ({fp} FP, {len(wrong) - fp} FN), {out['checks_per_s']} checks/s, "
-          f"p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms, max {out['max_ms']} ms")
-    for k, v in out["per_category"].items():
-        print(f"   {k:<14} {v}")
-    if wrong:
-        print("   disagreements with labels:", wrong[:40])
-    out["_lat"] = lat
+def scores(pairs: list[tuple[bool, bool]]) -> dict:
+    """pairs of (verdict, label): accuracy, precision (of "correct" verdicts), recall."""
+    tp = sum(v and y for v, y in pairs)
+    fp = sum(v and not y for v, y in pairs)
+    fn = sum(not v and y for v, y in pairs)
+    n = len(pairs)
+    return {"n": n, "accuracy": round((n - fp - fn) / n, 4) if n else None,
+            "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
+            "recall": round(tp / (tp + fn), 4) if tp + fn else 1.0, "fp": fp, "fn": fn}
+
+
+def table(cases, ours, theirs, key):
+    groups = defaultdict(list)
+    for c, o, t in zip(cases, ours, theirs):
+        if isinstance(c["label"], bool):
+            groups[c[key]].append((o[0], t[0], c["label"]))
+    out = {}
+    print(f"\n   per {key:<8} {'n':>5} | ours acc  prec   rec   FP  FN | Math-Verify acc  prec   rec   FP  FN")
+    for g, rows in sorted(groups.items()):
+        a, b = scores([(o, y) for o, _, y in rows]), scores([(t, y) for _, t, y in rows])
+        out[g] = {"ours": a, "math_verify": b}
+        print(f"   {g:<16} {a['n']:5d} | {a['accuracy']:.4f} {a['precision']:.4f} {a['recall']:.4f} {a['fp']:4d} "
+              f"{a['fn']:3d} | {b['accuracy']:.4f} {b['precision']:.4f} {b['recall']:.4f} {b['fp']:4d} {b['fn']:3d}")
     return out
-
-
-def benign_rate(cases, lat) -> float:
-    n = len(cases)
-    t = sum(x for k, x in enumerate(lat) if cases[k % n]["category"] != "hostile")
-    cnt = sum(1 for k in range(len(lat)) if cases[k % n]["category"] != "hostile")
-    return cnt / t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--split", default="heldout", choices=["heldout", "dev", "all"])
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--dump", default=None, help="write per-case verdicts of both checkers (JSONL)")
     args = ap.parse_args()
-    cases = load_cases()
-    if os.path.exists(MARK):
-        os.remove(MARK)
-    ours = summarize("unigrpo math (sandboxed)", cases, *run_ours(cases, args.repeat), args.repeat)
-    ours_pwned = os.path.exists(MARK)
-    mv = summarize("Math-Verify 0.9 (in-process)", cases, *run_math_verify(cases, args.repeat), args.repeat)
-    mv_pwned = os.path.exists(MARK)
-    benign = [i for i, c in enumerate(cases) if c["category"] != "hostile"]
-    result = {
-        "cases": len(cases), "accuracy": ours["accuracy"], "math_verify_accuracy": mv["accuracy"],
-        "false_positives": ours["false_positives"], "math_verify_false_positives": mv["false_positives"],
-        "checks_per_s": ours["checks_per_s"], "math_verify_checks_per_s": mv["checks_per_s"],
-        "speedup": round(ours["checks_per_s"] / mv["checks_per_s"], 2),
-        "p99_ms": ours["p99_ms"], "math_verify_p99_ms": mv["p99_ms"],
-        "max_ms": ours["max_ms"], "math_verify_max_ms": mv["max_ms"],
-        "benign_cases": len(benign),
-        "benign_speedup": round(benign_rate(cases, ours["_lat"]) / benign_rate(cases, mv["_lat"]), 2), "code_executed": ours_pwned, "math_verify_code_executed": mv_pwned,
-        "ours_includes_isolation": True, "math_verify_includes_isolation": False,
-    }
+    cases = load(args.split, args.limit)
+    print(f"{len(cases)} cases ({args.split}); scoring with ours (sandboxed) ...", flush=True)
+    ours, t_ours = run_ours(cases)
+    print("scoring with Math-Verify 0.9.0 (in-process) ...", flush=True)
+    theirs, t_mv = run_math_verify(cases)
+    if args.dump:
+        with open(args.dump, "w") as f:
+            for c, o, t in zip(cases, ours, theirs):
+                f.write(json.dumps({"id": c["id"], "source": c["source"], "style": c["style"], "gold": c["gold"],
+                                    "response": c["response"], "ref": c.get("ref"), "ours": o[0], "ours_why": o[1],
+                                    "mv": t[0], "mv_why": t[1], "label": c["label"]}, ensure_ascii=False) + "\n")
+    labelled = [(o[0], t[0], c["label"]) for c, o, t in zip(cases, ours, theirs) if isinstance(c["label"], bool)]
+    unlabelled = sum(1 for c in cases if c["label"] is None)
+    ambiguous = sum(1 for c in cases if c["label"] == "ambiguous")
+    disagree = sum(1 for o, t in zip(ours, theirs) if o[0] != t[0])
+    a, b = scores([(o, y) for o, _, y in labelled]), scores([(t, y) for _, t, y in labelled])
+    print(f"\n== {args.split}: {len(cases)} cases, {len(labelled)} labelled, {ambiguous} ambiguous, {unlabelled} "
+          f"unlabelled, {disagree} disagreements")
+    print(f"   ours        accuracy {a['accuracy']}  precision {a['precision']}  recall {a['recall']}  "
+          f"({a['fp']} FP, {a['fn']} FN)  {len(cases) / t_ours:.1f} cases/s")
+    print(f"   Math-Verify accuracy {b['accuracy']}  precision {b['precision']}  recall {b['recall']}  "
+          f"({b['fp']} FP, {b['fn']} FN)  {len(cases) / t_mv:.1f} cases/s")
+    per_source = table(cases, ours, theirs, "source")
+    per_style = table(cases, ours, theirs, "style")
+    worse = [s for s, d in per_source.items() if d["ours"]["accuracy"] < d["math_verify"]["accuracy"]
+             or d["ours"]["precision"] < d["math_verify"]["precision"]]
+    result = {"split": args.split, "cases": len(cases), "labelled": len(labelled), "ambiguous": ambiguous,
+              "unlabelled": unlabelled, "disagreements": disagree,
+              "accuracy": a["accuracy"], "precision": a["precision"], "recall": a["recall"],
+              "math_verify_accuracy": b["accuracy"], "math_verify_precision": b["precision"],
+              "math_verify_recall": b["recall"],
+              "cases_per_s": round(len(cases) / t_ours, 1), "math_verify_cases_per_s": round(len(cases) / t_mv, 1),
+              "speedup": round(t_mv / t_ours, 2), "sources_where_ours_is_worse": worse,
+              "ours_includes_isolation": True, "math_verify_includes_isolation": False,
+              "per_source": {k: {"ours_acc": v["ours"]["accuracy"], "ours_prec": v["ours"]["precision"],
+                                 "mv_acc": v["math_verify"]["accuracy"], "mv_prec": v["math_verify"]["precision"]}
+                             for k, v in per_source.items()},
+              "per_style": {k: {"ours_acc": v["ours"]["accuracy"], "mv_acc": v["math_verify"]["accuracy"]}
+                            for k, v in per_style.items()}}
     print("RESULT " + json.dumps(result))
 
 

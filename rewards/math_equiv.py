@@ -1,63 +1,120 @@
 """Deciding whether a predicted answer equals the gold answer.
 
-Precision first (a false positive teaches the policy a wrong answer): exact rationals are compared
-exactly, decimals with a relative tolerance of 1e-6 (never an absolute "chop", which makes 1/2004!
-equal 1/2006!), expressions with free symbols by identical symbol sets plus evaluation at several
-random points, structures element by element. Everything evaluated here has passed math_guard first;
-the sandbox deadline bounds the rest. Nothing here prints or str()s a parsed object.
+Precision first (a false "correct" teaches the policy a wrong answer):
+  * exact values compare exactly. Decimals are read as the exact rationals they spell ("0.1" is 1/10).
+    Two numbers without free symbols are equal when their difference simplifies to exactly 0; when it
+    does not simplify to a rational, it is evaluated with p = 40 + 2*D significant digits, D being the
+    digit count of the largest literal (math_guard.log10_bound), and must vanish to p - 20 digits. So
+    ``3 + 10^{-18}`` != 3 and ``10^{14}+1`` != ``10^{14}``, and 1/2004! != 1/2006!;
+  * a tolerance exists only when the GOLD is a rounded decimal (three or more significant digits after
+    a point, e.g. "7.78"): an answer that is more precise than the gold (more decimals, or an exact
+    non-terminating value such as 70/9 or \\sqrt{2}) is accepted when it rounds to the gold, i.e. lies
+    within half a unit of the gold's last digit. A decimal answer does not match an exact non-decimal
+    gold it only approximates ("0.3333" != 1/3), unless it is a float printout with ten or more
+    significant digits within 1e-9 relative of the gold ("0.0833333333333333" == 1/12);
+  * expressions with free symbols are functions of the union of their symbol names (so x != y, and
+    sin^2 x + cos^2 x == 1); rational functions of low degree are
+    compared exactly (sympy.cancel of the difference is 0); everything else is evaluated at
+    N_POINTS random points drawn from a generator seeded per call (from the gold and answer text, so a
+    verdict is reproducible but no fixed point can be targeted), each coordinate a rational in (-3, 3)
+    with a denominator up to 10^6, at 60 digits. A non-zero difference that is a rational function of
+    degree <= 10^4 vanishes at one such point with probability <= 10^4 / 6e12 (Schwartz-Zippel), so
+    the chance that it vanishes at all N_POINTS (>= MIN_POINTS valid ones) is below 1e-40; for
+    analytic non-rational differences, zeros are isolated and a random hit has probability ~0;
+  * text compares as text (see math_parse); structures element by element.
+Everything evaluated here has passed math_guard first; the sandbox deadline bounds the rest. Nothing here
+prints or str()s a parsed object.
 """
 
 from __future__ import annotations
 
-import itertools
+import hashlib
+import random
 from fractions import Fraction
 from typing import Any
 
 import sympy
 
+from rewards.math_guard import log10_bound
 from rewards.math_parse import Expr, Num, Rel, Seq, SetOf, Text, Union
 
-REL_TOL_EXACT = sympy.Float("1e-12", 30)
-REL_TOL_DECIMAL = sympy.Float("1e-6", 30)
-_POINTS = [sympy.Rational(37, 29), sympy.Rational(-23, 17), sympy.Rational(71, 13), sympy.Rational(5, 41)]
+N_POINTS = 8
+MIN_POINTS = 4
+POINT_DIGITS = 60
+REL_TOL_POINTS = sympy.Float("1e-30", POINT_DIGITS)
+MAX_CANCEL_NODES = 150
+FLOAT_PRINT_TOL = Fraction(1, 10**9)
+_seed = 0
+
+
+def seed_for_call(gold_text: str, answer_text: str) -> None:
+    """Seed the identity test from the call's own text (one sandbox worker handles one call at a time)."""
+    global _seed
+    _seed = int(hashlib.sha256(f"{gold_text}\x00{answer_text}".encode()).hexdigest()[:16], 16)
+
+
+def _exact(e: Any) -> Any:
+    """Floats that came from decimal literals become the rationals they spell (15 significant digits)."""
+    floats = [f for f in e.atoms(sympy.Float)] if isinstance(e, sympy.Basic) else []
+    return e.xreplace({f: sympy.Rational(str(f)) for f in floats}) if floats else e
 
 
 def to_sympy(node: Num | Expr) -> Any:
     if isinstance(node, Num):
         return sympy.Rational(node.value.numerator, node.value.denominator)
-    return node.value
+    return _exact(node.value)
 
 
 def _names(e: Any) -> frozenset[str]:
     return frozenset(s.name.lower() for s in getattr(e, "free_symbols", ()))
 
 
-def _close(a: Any, b: Any, tol: Any) -> bool | None:
-    """Numeric comparison at 30 digits; None if either side is not a number."""
-    va, vb = a.evalf(30), b.evalf(30)
-    if not (getattr(va, "is_number", False) and getattr(vb, "is_number", False)):
+def _num(e: Any, digits: int) -> Any | None:
+    v = e.evalf(digits)
+    if not getattr(v, "is_number", False) or v.has(sympy.nan, sympy.zoo):
         return None
+    return v
+
+
+def _rounds_to(gold: Num, value: Any) -> bool:
+    """|value - gold| <= half a unit in the gold's last shown digit."""
+    half = sympy.Rational(1, 2 * 10 ** gold.decimals)
+    v = _num(value, 40)
+    if v is None or not v.is_real:
+        return False
+    return bool(abs(v - sympy.Rational(gold.value.numerator, gold.value.denominator)) <= half)
+
+
+def _exact_equal(a: Any, b: Any) -> bool | None:
+    """Numbers without free symbols. None if either is not a number."""
+    try:
+        d = (a - b).doit()
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError):
+        return None
+    if d == 0:
+        return True
+    if d.is_Rational:
+        return False
     bad = (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
-    if va.has(*bad) or vb.has(*bad):
-        return bool(va == vb) and not va.has(sympy.nan)
-    diff = abs(va - vb).evalf(30)
-    scale = max(abs(va).evalf(30), abs(vb).evalf(30))
-    if not (diff.is_number and scale.is_number and diff.is_real and scale.is_real):
+    if a.has(*bad) or b.has(*bad):
+        return bool(a.doit() == b.doit()) and not a.has(sympy.nan)
+    digits = int(min(4000, 40 + 2 * max(log10_bound(a), log10_bound(b))))
+    va, vb, vd = _num(a, digits), _num(b, digits), _num(d, digits)
+    if va is None or vb is None or vd is None:
         return None
-    if scale == 0:
-        return bool(diff == 0)
-    return bool(diff <= tol * scale)
+    scale = max(abs(va), abs(vb), sympy.Integer(1))
+    return bool(abs(vd) <= scale * sympy.Float(10, digits) ** (20 - digits))
 
 
 def scalar_equal(g: Num | Expr, p: Num | Expr) -> bool:
-    inexact = g.inexact or p.inexact
     if isinstance(g, Num) and isinstance(p, Num):
         if g.value == p.value:
             return True
-        if not inexact:
-            return False
-        scale = max(abs(g.value), abs(p.value))
-        return abs(g.value - p.value) <= Fraction(1, 10**6) * scale
+        more_precise = p.decimals is None and p.value.denominator not in (1, 2, 4, 5, 8, 10) or (
+            p.decimals is not None and g.decimals is not None and p.decimals > g.decimals)
+        if p.sig >= 10 and abs(g.value - p.value) <= FLOAT_PRINT_TOL * abs(g.value):
+            return True  # a float printout of the exact gold: 0.0833333333333333 for 1/12
+        return g.rounded and more_precise and abs(g.value - p.value) <= Fraction(1, 2 * 10 ** g.decimals)
     a, b = to_sympy(g), to_sympy(p)
     if isinstance(a, sympy.MatrixBase) or isinstance(b, sympy.MatrixBase):
         return _matrix_equal(a, b)
@@ -67,31 +124,42 @@ def scalar_equal(g: Num | Expr, p: Num | Expr) -> bool:
         return bool(a == b)
     if a == b:
         return True
-    tol = REL_TOL_DECIMAL if inexact else REL_TOL_EXACT
     na, nb = _names(a), _names(b)
-    if na != nb:
-        return False
-    if not na:
-        return bool(_close(a, b, tol))
-    return _same_function(a, b, tol)
+    if not na and not nb:
+        same = _exact_equal(a, b)
+        if not same and isinstance(g, Num) and g.rounded and not isinstance(p, Num):
+            return _rounds_to(g, b)  # an exact non-terminating answer (\sqrt{2}) for a rounded gold
+        return bool(same)
+    return _same_function(a, b)
 
 
 def _subs_by_name(e: Any, values: dict[str, Any]) -> Any:
     return e.xreplace({s: values[s.name.lower()] for s in e.free_symbols})
 
 
-def _same_function(a: Any, b: Any, tol: Any) -> bool:
-    """Equal at several random rational points (identical symbol sets were checked by the caller)."""
-    names = sorted(_names(a))
+def _same_function(a: Any, b: Any) -> bool:
+    """Identical functions of the same (already checked) symbols: exactly for small rational
+    functions, otherwise at random points (see the module docstring for the false-match bound)."""
+    d = a - b
+    try:
+        if d.is_rational_function() and sympy.count_ops(d) <= MAX_CANCEL_NODES:
+            return bool(sympy.cancel(d.doit()) == 0)
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError, sympy.PolynomialError):
+        pass
+    rng = random.Random(_seed)
+    names = sorted(_names(a) | _names(b))  # "\\sin^2 x + \\cos^2 x" is the constant 1
     checked = 0
-    for k in range(len(_POINTS)):
-        values = {n: _POINTS[(k + i) % len(_POINTS)] + i for i, n in enumerate(names)}
-        r = _close(_subs_by_name(a, values), _subs_by_name(b, values), tol)
-        if r is False:
+    for _ in range(N_POINTS):
+        values = {n: sympy.Rational(rng.randint(-3 * 10**6, 3 * 10**6), rng.randint(10**5, 10**6)) for n in names}
+        va = _num(_subs_by_name(a, values), POINT_DIGITS)
+        vb = _num(_subs_by_name(b, values), POINT_DIGITS)
+        if va is None or vb is None:
+            continue  # a pole or a branch point: try another point
+        scale = max(abs(va), abs(vb), sympy.Integer(1))
+        if abs(va - vb) > REL_TOL_POINTS * scale:
             return False
-        if r is True:
-            checked += 1
-    return checked >= 2
+        checked += 1
+    return checked >= MIN_POINTS
 
 
 def _matrix_equal(a: Any, b: Any) -> bool:
@@ -163,7 +231,8 @@ def _rel_equal(g: Rel, p: Rel) -> bool:
 
 
 def _same_equation(g: Rel, p: Rel) -> bool:
-    """``l1 = r1`` and ``l2 = r2`` are the same equation if l1-r1 is a nonzero constant times l2-r2."""
+    """``l1 = r1`` and ``l2 = r2`` are the same equation if l1-r1 is a nonzero constant times l2-r2,
+    i.e. (l1-r1) / (l2-r2) is a nonzero constant function."""
     if all(equal(a, b) for a, b in zip(g.items, p.items)) or all(
             equal(a, b) for a, b in zip(g.items, reversed(p.items))):
         return True
@@ -174,28 +243,29 @@ def _same_equation(g: Rel, p: Rel) -> bool:
     names = sorted(_names(f))
     if not names or _names(h) != set(names):
         return False
-    ratios = []
-    for k in range(3):
-        values = {n: _POINTS[(k + i) % len(_POINTS)] + i for i, n in enumerate(names)}
-        fv, hv = _subs_by_name(f, values).evalf(30), _subs_by_name(h, values).evalf(30)
-        if not (fv.is_number and hv.is_number) or hv == 0:
-            return False
-        ratios.append(fv / hv)
-    return ratios[0] != 0 and all(_close(r, ratios[0], REL_TOL_EXACT) for r in ratios[1:])
-
-
-def _multiset_equal(gs: tuple, ps: tuple) -> bool:
-    if len(gs) != len(ps):
-        return False
-    if len(gs) > 8:  # greedy matching is enough for long lists of distinct values
-        used: set[int] = set()
-        for g in gs:
-            j = next((j for j, p in enumerate(ps) if j not in used and equal(g, p)), None)
-            if j is None:
+    rng = random.Random(_seed)
+    ratio = None
+    checked = 0
+    for _ in range(N_POINTS):
+        values = {n: sympy.Rational(rng.randint(-3 * 10**6, 3 * 10**6), rng.randint(10**5, 10**6)) for n in names}
+        fv, hv = _num(_subs_by_name(f, values), POINT_DIGITS), _num(_subs_by_name(h, values), POINT_DIGITS)
+        if fv is None or hv is None or hv == 0:
+            continue
+        r = fv / hv
+        if ratio is None:
+            ratio = r
+            if r == 0:
                 return False
-            used.add(j)
-        return True
-    return any(all(equal(g, p) for g, p in zip(gs, perm)) for perm in itertools.permutations(ps))
+        elif abs(r - ratio) > REL_TOL_POINTS * max(abs(r), abs(ratio)):
+            return False
+        checked += 1
+    return checked >= MIN_POINTS
+
+
+def _same_set(gs: tuple, ps: tuple) -> bool:
+    """Set semantics: every gold item is given and every given item is in the gold (a repeated item
+    counts once, so "2, 2" equals "2"; order never matters)."""
+    return all(any(equal(g, p) for p in ps) for g in gs) and all(any(equal(g, p) for g in gs) for p in ps)
 
 
 def equal(g: Any, p: Any) -> bool:
@@ -209,7 +279,7 @@ def equal(g: Any, p: Any) -> bool:
     if isinstance(g, (Num, Expr)) and isinstance(p, (Num, Expr)):
         return scalar_equal(g, p)
     if isinstance(g, SetOf) and isinstance(p, SetOf):
-        return _multiset_equal(g.items, p.items)
+        return _same_set(g.items, p.items)
     if isinstance(g, Seq) and isinstance(p, Seq):
         return (g.open, g.close) == (p.open, p.close) and len(g.items) == len(p.items) and all(
             equal(a, b) for a, b in zip(g.items, p.items))

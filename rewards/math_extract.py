@@ -1,13 +1,24 @@
 """Finding the final answer in a model response (pure string work: no sympy, linear-time regexes).
 
-Order of preference, each one taken from the right-most match because a response that corrects
-itself ends with its final word:
-  1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces are matched by a counter, not a regex);
-  2. the last ``<answer>...</answer>`` block (no whitespace needed around the content);
-  3. the last GSM8K ``#### N`` line;
-  4. "final answer is ..." / "the answer is ..." / "Answer: ...";
-  5. optionally (``last_number_fallback``) the last number in the tail of the response.
-Two *different* boxed answers joined only by "and"/"or"/commas are a hedge and yield nothing.
+The extraction is an explicit chain of rules, tried in order; the first rule that finds something wins
+and its name is reported (``rewards check`` shows it). Each rule can be switched off through the
+reward's ``extract`` kwarg (default: DEFAULT_CHAIN, the one place this default lives):
+
+  boxed        the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces matched by a counter). Boxes in
+               the final run that are separated only by commas, "and", spacing or math delimiters form
+               ONE answer (``\\boxed{2}, \\boxed{5}`` is the list "2, 5"); boxes separated by "or" are a
+               hedge and yield nothing; after a self-correction ("... wait, \\boxed{2}") the last box wins.
+  answer_tag   the last ``<answer>...</answer>`` block (no whitespace needed around the content).
+  gsm8k        the last ``#### N`` line.
+  answer_is    answer phrases, most specific first: the Minerva/MATH format "Final Answer: The final
+               answer is $X$. I hope it is correct.", then "final answer is", "the answer is",
+               "Answer:", "A:" at the start of a line. The right-most non-empty one wins; "this answer
+               is correct" and similar verdict words are not answers.
+  whole        a response that is only an answer: a single math span ($..$, $$..$$, \\(..\\), \\[..\\])
+               or a short bare expression with no prose (``\\frac{7}{3}``, ``x^2+1``, ``(1, 2]``).
+  last_math    the last math span, when it ends the response (only punctuation or a few words after it,
+               no digits): "The identity matrix is $I$." -> I.
+  last_number  the last number of the response, when it ends the response (not inside a formula).
 """
 
 from __future__ import annotations
@@ -16,15 +27,30 @@ import re
 
 TAIL_CHARS = 8000  # long degenerate responses: only their tail can hold the final answer
 MAX_ANSWER_CHARS = 1000
+DEFAULT_CHAIN = ("boxed", "answer_tag", "gsm8k", "answer_is", "whole", "last_math", "last_number")
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
 _ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _GSM_RE = re.compile(r"####\s*([^\n]{1,200})")
-_ANSWER_IS_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*(?::\s*)?([^\n]{1,300})", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:[eE][+-]?\d+)?|-?\.\d+")
-_HEDGE_GAP_RE = re.compile(r"^[\s,;.$)]*(?:and|or|and also|or maybe|,)?[\s,;.$(]*(?:also)?[\s,;.$(]*$",
+_MINERVA_RE = re.compile(r"final\s+answer\s+is\s*(.{1,300}?)\s*\.?\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE | re.DOTALL)
+_ANSWER_IS_RES = (
+    re.compile(r"final\s+answer\s*(?:is|:|=)\s*:?\s*([^\n]{0,300})", re.IGNORECASE),
+    re.compile(r"(?<!this )(?<!that )(?<!your )\banswer\s*(?:is|:|=)\s*:?\s*([^\n]{0,300})", re.IGNORECASE),
+    re.compile(r"^\s*A\s*:\s*([^\n]{1,300})", re.MULTILINE),
+)
+_VERDICT_WORDS = re.compile(r"^(?:correct|incorrect|wrong|right|not\b|shown|as follows|given|below|above)",
+                            re.IGNORECASE)
+_NUMBER_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:[eE][+-]?\d+)?(?:/\d+(?!\.\d))?|-?\.\d+")
+_SPECIAL_TOKEN_RE = re.compile(r"(?:\s*<\|[a-z_]{1,20}\|>\s*(?:user|assistant|system)?)+\s*$")
+_MATH_SPAN_RE = re.compile(r"\$\$(.{1,600}?)\$\$|\$(.{1,600}?)\$|\\\[(.{1,600}?)\\\]|\\\((.{1,600}?)\\\)", re.DOTALL)
+# what may separate boxes that together form one answer
+_JOIN_GAP_RE = re.compile(r"^(?:[\s,;$]|\\[()\[\]]|\\quad|\\qquad|\\,|\\;|\\text\{\s*(?:and|,)\s*\}|\band\b|&|\\\\)*$",
+                          re.IGNORECASE)
+_HEDGE_GAP_RE = re.compile(r"^(?:[\s,;.$]|\\[()\[\]]|\\quad|\\text\{\s*or\s*\}|\bor\b|\band\b|\balso\b|\bmaybe\b|\bperhaps\b)*$",
                            re.IGNORECASE)
+_PROSE_RE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
+_ALLOWED_WORDS = {"and", "or", "sqrt", "frac", "infty", "text", "cdot", "times", "pi", "sin", "cos", "tan", "log",
+                  "ln", "exp", "mod", "pmod", "left", "right", "in", "cup", "cap", "le", "ge", "leq", "geq"}
 
 
 def find_boxed(text: str, max_len: int = MAX_ANSWER_CHARS) -> list[tuple[int, int, str | None]]:
@@ -60,16 +86,48 @@ def find_boxed(text: str, max_len: int = MAX_ANSWER_CHARS) -> list[tuple[int, in
     return out
 
 
+def boxed_answer(text: str) -> tuple[str | None, str]:
+    """The answer given by the final run of boxes, or None with the reason."""
+    boxes = find_boxed(text)
+    if not boxes:
+        return None, "none"
+    if boxes[-1][2] is None:  # a box that never closes (or is huge) is not an answer to guess around
+        return None, "boxed:unclosed_or_too_long"
+    run = [boxes[-1]]
+    hedge = False
+    for prev in reversed(boxes[:-1]):
+        gap = text[prev[1]:run[0][0]]
+        if prev[2] is None or len(gap) > 60:
+            break
+        if _JOIN_GAP_RE.match(gap):
+            run.insert(0, prev)
+        elif _HEDGE_GAP_RE.match(gap):
+            hedge = True
+            run.insert(0, prev)
+        else:
+            break  # prose between boxes: a self-correction, the last box wins
+    contents = [b[2].strip() for b in run]
+    if len(set(contents)) == 1:
+        return contents[0], "boxed"
+    if hedge:
+        return None, "boxed:hedge"
+    return ", ".join(contents), "boxed"
+
+
+def _strip_math(ans: str) -> str:
+    m = re.fullmatch(r"\s*(?:\$\$|\$|\\\(|\\\[)(.+?)(?:\$\$|\$|\\\)|\\\])\s*", ans, re.DOTALL)
+    return m.group(1).strip() if m else ans
+
+
 def _clean(ans: str) -> str:
     ans = ans.strip()
     inner = find_boxed(ans)
     if inner and inner[-1][2] is not None:
         return inner[-1][2].strip()
-    m = re.match(r"\s*(\$+|\\\(|\\\[)(.+?)(\$+|\\\)|\\\])", ans, re.DOTALL)
+    m = re.match(r"\s*(\$\$|\$|\\\(|\\\[)(.+?)(\$\$|\$|\\\)|\\\])", ans, re.DOTALL)
     if m:  # "$\frac{3}{4}$. I hope it is correct." -> the math span
         return m.group(2).strip()
-    ans = re.split(r"\.\s+[A-Z]", ans)[0]  # drop a following sentence
-    # "$12$." or "\(12\)" wrappers and a sentence-final period
+    ans = re.split(r"\.\s+[A-Z]|\.\s*$|\.\n", ans)[0]  # drop a following sentence
     ans = re.sub(r"^\s*(?:\$+|\\\(|\\\[)", "", ans)
     ans = re.sub(r"(?:\$+|\\\)|\\\])\s*[.!]?\s*$", "", ans)
     return ans.strip().rstrip(".").strip()
@@ -79,36 +137,126 @@ def _strip_markup(s: str) -> str:
     return s.replace("**", "").replace("__", "")
 
 
-def extract_answer(text: str, last_number_fallback: bool = True) -> tuple[str | None, str]:
-    """Return (answer, how). ``answer`` is None when nothing usable was found (``how`` says why)."""
+def _refine(ans: str, depth: int = 0) -> str | None:
+    """An answer phrase may hold a sentence: "The final answer is 7.78", "The largest $n$ is 34",
+    "Jane started growing Sphere 3 hours ago". Reduce it to the answer it states."""
+    if not ans or _is_bare_answer(ans) or depth > 2:
+        return ans or None
+    inner = re.search(r"\banswer\s+is\s*:?\s*(.+)$", ans, re.IGNORECASE | re.DOTALL)
+    if inner:
+        return _refine(_clean(inner.group(1)), depth + 1)
+    spans = list(_MATH_SPAN_RE.finditer(ans))
+    tail = re.search(r".*\b(?:is|are|equals|be|was|=)\s+(.+)$", ans, re.DOTALL)  # the last "is X"
+    if tail and _is_bare_answer(_strip_math(tail.group(1).strip())):
+        return _strip_math(tail.group(1).strip())
+    if spans:
+        return next(g for g in spans[-1].groups() if g is not None).strip()
+    nums = _NUMBER_RE.findall(ans)
+    if len(nums) == 1:
+        return nums[0].lstrip("$")
+    return ans
+
+
+def _answer_is(text: str) -> str | None:
+    m = list(_MINERVA_RE.finditer(text))
+    if m:
+        ans = _refine(_clean(m[-1].group(1)))
+        if ans:
+            return ans
+    best: tuple[int, str] | None = None
+    for rx in _ANSWER_IS_RES:
+        for m in rx.finditer(text):
+            ans = _refine(_clean(m.group(1)))
+            if ans and not _VERDICT_WORDS.match(ans) and (best is None or m.start() > best[0]):
+                best = (m.start(), ans)
+        if best is not None:
+            return best[1]  # a more specific phrase beats a later, less specific one
+    return None
+
+
+def _is_bare_answer(s: str) -> bool:
+    if len(s) > 300 or "\n\n" in s:
+        return False
+    words = [w.lower() for w in _PROSE_RE.findall(re.sub(r"\\[a-zA-Z]+", " ", s))]
+    if re.search(r"\\text\{[^}]*\}", s):  # \text{...} contents are part of the answer (units, words)
+        return len(words) <= 4
+    return all(w in _ALLOWED_WORDS for w in words) or bool(re.fullmatch(r"[A-Za-z]{2,30}", s.strip()))
+
+
+def _whole(text: str) -> str | None:
+    s = text.strip().rstrip(".").strip()
+    spans = list(_MATH_SPAN_RE.finditer(s))
+    if len(spans) == 1 and spans[0].start() == 0 and spans[0].end() == len(s):
+        inner = next(g for g in spans[0].groups() if g is not None)
+        return inner.strip()
+    if not spans and "$" not in s and _is_bare_answer(s):
+        return s
+    return None
+
+
+def _last_math(text: str) -> str | None:
+    spans = list(_MATH_SPAN_RE.finditer(text[-2000:]))
+    if not spans:
+        return None
+    last = spans[-1]
+    after = text[-2000:][last.end():]
+    if len(after) > 40 or re.search(r"[\d=\\{}]", after):
+        return None
+    inner = next(g for g in last.groups() if g is not None).strip()
+    return inner or None
+
+
+def _last_number(text: str) -> str | None:
+    tail = text[-300:]
+    nums = list(_NUMBER_RE.finditer(tail))
+    if not nums:
+        return None
+    m = nums[-1]
+    before, after = tail[:m.start()], tail[m.end():]
+    if re.search(r"[\^_{\\/]\s*$", before) or not re.fullmatch(r"[^\d=\\{}^_(+*/<>]{0,80}", after):
+        return None  # inside a formula or followed by more working: not a final answer
+    return m.group(0).rstrip(".,") or None
+
+
+def extract_answer(text: str, last_number_fallback: bool = True,
+                   chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> tuple[str | None, str]:
+    """Return (answer, rule). ``answer`` is None when nothing usable was found (``rule`` says why)."""
     if not isinstance(text, str) or not text.strip():
         return None, "empty"
-    boxes = find_boxed(text)
-    if boxes:
-        last = boxes[-1]
-        if last[2] is None:  # a box that never closes (or is huge) is not an answer to guess around
-            return None, "boxed:unclosed_or_too_long"
-        if len(boxes) >= 2 and boxes[-2][2] is not None:
-            prev = boxes[-2]
-            gap = text[prev[1]:last[0]]
-            if len(gap) < 40 and _HEDGE_GAP_RE.match(gap) and prev[2].strip() != last[2].strip():
-                return None, "hedge"
-        return _checked(last[2].strip(), "boxed")
-    text = text[-TAIL_CHARS:]
-    tags = _ANSWER_TAG_RE.findall(text)
-    if tags:
-        return _checked(_clean(tags[-1]), "answer_tag")
-    gsm = _GSM_RE.findall(text)
-    if gsm:
-        return _checked(_clean(_strip_markup(gsm[-1])), "gsm8k")
-    said = _ANSWER_IS_RE.findall(_strip_markup(text))
-    if said:
-        return _checked(_clean(said[-1]), "answer_is")
-    if last_number_fallback:
-        nums = _NUMBER_RE.findall(text[-300:])
-        if nums:
-            return _checked(nums[-1].rstrip(".,"), "last_number")
-    return None, "no_answer"
+    text = _SPECIAL_TOKEN_RE.sub("", text)  # "... is 2/3. <|im_start|>user": a chat template's tail
+    why = "no_answer"
+    minerva = list(_MINERVA_RE.finditer(text[-TAIL_CHARS:]))
+    for rule in chain:
+        ans: str | None = None
+        if rule == "boxed":
+            boxes = find_boxed(text)
+            offset = max(0, len(text) - TAIL_CHARS)
+            if minerva and "answer_is" in chain and (not boxes or boxes[-1][1] < offset + minerva[-1].start()):
+                continue  # "Final Answer: The final answer is $X$. I hope it is correct." after the boxes
+            ans, how = boxed_answer(text)
+            if ans is None and how != "none":
+                return None, how  # an unclosed box or a hedge is not an answer to guess around
+        elif rule == "answer_tag":
+            tags = _ANSWER_TAG_RE.findall(text[-TAIL_CHARS:])
+            ans = _clean(tags[-1]) if tags else None
+            if tags and not ans:
+                why = "answer_tag:empty"
+        elif rule == "gsm8k":
+            gsm = _GSM_RE.findall(text[-TAIL_CHARS:])
+            ans = _clean(_strip_markup(gsm[-1])) if gsm else None
+        elif rule == "answer_is":
+            ans = _answer_is(_strip_markup(text[-TAIL_CHARS:]))
+        elif rule == "whole":
+            ans = _whole(text)
+        elif rule == "last_math":
+            ans = _last_math(text)
+        elif rule == "last_number":
+            ans = _last_number(text) if last_number_fallback else None
+        else:
+            raise ValueError(f"unknown extraction rule {rule!r} (known: {', '.join(DEFAULT_CHAIN)})")
+        if ans:
+            return _checked(ans.strip(), rule)
+    return None, why
 
 
 def _checked(ans: str, how: str) -> tuple[str | None, str]:
@@ -120,14 +268,15 @@ def _checked(ans: str, how: str) -> tuple[str | None, str]:
 
 
 def extract_gold(gold: str) -> str:
-    """Gold answers are usually bare, but datasets also ship full solutions (``#### 72``, ``\\boxed``)."""
+    """Gold answers are usually bare, but datasets also ship full solutions (``#### 72``, ``\\boxed``),
+    math-mode wrappers (``$\\frac12$``) or several boxes that together are the answer."""
     g = gold.strip()
     if "\\boxed" in g or "\\fbox" in g:
-        boxes = find_boxed(g)
-        if boxes and boxes[-1][2] is not None:
-            return boxes[-1][2].strip()
+        ans, _ = boxed_answer(g)
+        if ans is not None:
+            return ans
     if "####" in g:
         m = _GSM_RE.findall(g)
         if m:
             return m[-1].strip()
-    return g
+    return _strip_math(g)

@@ -82,9 +82,16 @@ def _log10_bound(e: sympy.Basic, depth: int = 0) -> float:
     sub = [_log10_bound(a, depth + 1) for a in args if isinstance(a, sympy.Basic)]
     if not sub:
         return 1.0
-    if isinstance(e, sympy.Add):
-        return max(sub) + math.log10(len(sub)) + 1
-    return sum(sub) + 1  # Mul and every function: a generous bound
+    if isinstance(e, sympy.Add):  # |a + b + ...| <= n max|.|
+        return max(sub) + math.log10(len(sub))
+    if isinstance(e, sympy.Mul):  # |log|ab|| <= |log|a|| + |log|b||
+        return sum(sub)
+    return sum(sub) + 1  # every other function: a generous bound
+
+
+def log10_bound(e: sympy.Basic) -> float:
+    """Public form of the size bound: roughly how many decimal digits the values in ``e`` can have."""
+    return _log10_bound(e)
 
 
 def check_tree(e: sympy.Basic, allow_unevaluated: bool = False) -> None:

@@ -6,7 +6,15 @@ Policies (documented in docs/rewards.md):
   * a bare degree mark is dropped ("60^\\circ" == 60); inside a larger expression (``\\sin 30^\\circ``)
     degrees are converted to radians so trigonometry is evaluated in the unit the answer was given in;
   * thousands separators are removed only where the whole answer has the 1,234,567 shape, so
-    "1,22" stays a list of two numbers.
+    "1,22" stays a list of two numbers; LaTeX-spaced groups (``5\\,000``, ``5\\!000``, ``5 000``) are
+    thousands too;
+  * a decimal comma (``3,25``: one comma, not followed by exactly three digits) is offered as an
+    alternative reading ``Normalized.decimal_comma``, used only when the gold is a non-integer decimal;
+  * escaping accidents are repaired: a form feed / backspace / tab / carriage return / vertical tab
+    that stands where ``\\f``, ``\\b``, ``\\t``, ``\\r``, ``\\v`` began a command (``\\frac`` written in a
+    non-raw string), and a doubled backslash before a known command (``\\\\frac`` from double JSON escaping);
+  * "name = value" (``x = 5``, ``|AB| = 4``, ``(x, y) = (1, 2)``, ``y_1 = 2x+1``) is just its value; an
+    equation in the answer's own variables (``y = 2x + 1``) keeps both sides. ``x \\in [1, 4]`` is [1, 4].
 """
 
 from __future__ import annotations
@@ -47,6 +55,59 @@ class Normalized:
     text: str
     percent: bool = False
     degrees: bool = False
+    decimal_comma: str | None = None  # "3,25" -> "3.25", the other reading of a lone comma
+
+
+# a control character where a backslash command began: "\frac" typed into a non-raw string
+_ESCAPES = {"\x0c": "\\f", "\x08": "\\b", "\x0b": "\\v", "\x07": "\\a"}
+_TAB_CMD_RE = re.compile("\t(?=(?:ext|imes|heta|an|frac|au|riangle|o\\b)[^a-z]?)")
+_CR_CMD_RE = re.compile("\r(?=(?:ight|ho|angle)[^a-z]?)")
+_DOUBLE_BS_RE = re.compile(r"\\\\(?=(?:frac|dfrac|tfrac|sqrt|left|right|pi|cdot|times|leq?|geq?|neq?|infty|text|"
+                           r"boxed|in|cup|cap|circ|pm|mathrm|mathbf|begin|end|theta|alpha|beta)(?![a-zA-Z]))")
+_SUBSCRIPT_RE = re.compile(r"_\{[^{}]*\}|_[A-Za-z0-9]")
+_CMD_RE = re.compile(r"\\[a-zA-Z]+")
+
+
+def repair_escapes(s: str) -> str:
+    for bad, good in _ESCAPES.items():
+        s = s.replace(bad, good)
+    s = _TAB_CMD_RE.sub(r"\\t", s)
+    s = _CR_CMD_RE.sub(r"\\r", s)
+    return _DOUBLE_BS_RE.sub(r"\\", s)
+
+
+def _has_top_level_list(s: str) -> bool:
+    depth = 0
+    for i, c in enumerate(s):
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0 and (c in ",;" or s.startswith(" and ", i)):
+            return True
+    return False
+
+
+def strip_assignment(s: str) -> str:
+    """``name = value`` -> value, when the left side is a name (no digits outside subscripts) and the
+    right side is a value (no letters) or the name is subscripted (``y_1 = x + 1``, a label)."""
+    if _has_top_level_list(s):
+        return s  # "x = 1, y = 2": each item is handled on its own (math_parse)
+    if s.count("=") != 1 or re.search(r"[<>]|\\[lg]eq?|\\neq?|!=", s):
+        if s.count("=") >= 2 and not re.search(r"[<>]|\\[lg]eq?|\\neq?|!=", s):
+            parts = s.split("=")
+            first, middle, last = parts[0], parts[1:-1], parts[-1]
+            if (not re.search(r"\d", _SUBSCRIPT_RE.sub("", first)) and last.strip()
+                    and not any(re.search(r"[A-Za-z]", _CMD_RE.sub("", m)) for m in middle)):
+                return last.strip()  # "z = 1 + 1 = 2": a worked chain, its last value is the answer
+        return s
+    lhs, rhs = (p.strip() for p in s.split("="))
+    bare = _SUBSCRIPT_RE.sub("", lhs)
+    if not lhs or not rhs or re.search(r"[\d+\-*^]", bare) or not re.search(r"[A-Za-z]", lhs):
+        return s  # "x + y = 5" is an equation, not a name
+    if not re.search(r"[A-Za-z]", _CMD_RE.sub("", rhs)) or re.fullmatch(r"[A-Za-z](?:_\{?\w+\}?)", lhs):
+        return rhs
+    return s
 
 
 def _repeating_decimal(m: re.Match) -> str:
@@ -58,7 +119,9 @@ def _repeating_decimal(m: re.Match) -> str:
 
 
 def normalize(ans: str) -> Normalized:
-    s = ans.strip()
+    s = repair_escapes(ans).strip()
+    s = re.sub(r"(?<=\d),(?:\\!|\\,)\s*(?=\d{3}(?!\d))", ",", s)  # 11,\!111 -> 11,111
+    s = re.sub(r"(?<=\d)(?:\\!|\\,|\\ |~|\u2009|\u202f)\s*(?=\d{3}(?!\d))", "", s)  # 5\,000 -> 5000
     # math-mode wrappers
     s = re.sub(r"^\$+|\$+$", "", s).strip()
     s = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", s).strip()
@@ -110,8 +173,16 @@ def normalize(ans: str) -> Normalized:
     m = _OVERLINE_RE.match(s)
     if m:
         s = _repeating_decimal(m)
-    # "x = 5" / "k=5": a single-letter assignment is just its value (an equation keeps both sides)
-    m = re.fullmatch(r"([a-zA-Z])\s*=\s*([^=<>]+)", s)
-    if m and not re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", m.group(2))):
-        s = m.group(2).strip()
-    return Normalized(s, percent, degrees)
+    s = re.split(r"\\approx|\u2248", s)[0].strip() or s  # "7/9 \approx 0.78": the exact value comes first
+    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)  # "x \in [1, 4]" -> "[1, 4]"
+    s = re.sub(r"(?<=[)\]])\s*(?:or|and)\s*(?=[(\[])", ", ", s)  # "(11,7)or(7,11)": a list of pairs
+    s = strip_assignment(s)
+    m = re.fullmatch(r"(-?\d[\d.,]*)\s+((?:[a-zA-Z]{1,12}(?:\^\{?[23]\}?)?[./]?\s*){1,3})", s)
+    if m and not re.search(r"\b(?:and|or|to|x|y|i|e|pi)\b", m.group(2), re.IGNORECASE):
+        s = m.group(1)  # "50 Hz", "8 kHz", "12 square feet": a number followed only by unit words
+    if _THOUSANDS_RE.match(s):
+        s = s.replace(",", "")
+    comma = None
+    if re.fullmatch(r"-?\d+,(?:\d{1,2}|\d{4,})", s):
+        comma = s.replace(",", ".")
+    return Normalized(s, percent, degrees, comma)

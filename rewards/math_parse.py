@@ -17,7 +17,12 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+# imported with this module (the sandbox preloads it) so no call pays the grammar's start-up cost
+from latex2sympy2_extended.latex2sympy2 import latex2sympy
+from latex2sympy2_extended.math_normalization import NormalizationConfig
+
 from rewards.math_guard import TooComplex, check_text, check_tree
+from rewards.math_normalize import strip_assignment
 
 
 class Unparsable(ValueError):
@@ -26,14 +31,20 @@ class Unparsable(ValueError):
 
 @dataclass(frozen=True)
 class Num:
-    value: Fraction
-    inexact: bool = False  # written as a decimal: compared with a relative tolerance
+    value: Fraction  # exact: "0.1" is 1/10, "1.5e6" is 1500000
+    decimals: int | None = None  # digits after the point as written ("7.78": 2); None: not a decimal
+    sig: int = 0  # significant digits as written ("7.78": 3, "0.05": 1)
+
+    @property
+    def rounded(self) -> bool:
+        """A decimal that looks rounded: three or more significant digits after a point ("7.78",
+        "0.333"). Only such a gold grants a tolerance, of half a unit in its last digit."""
+        return self.decimals is not None and self.decimals > 0 and self.sig >= 3
 
 
 @dataclass(frozen=True)
 class Expr:
     value: Any  # a guarded sympy object (Expr, Set, Matrix, Tuple, ...)
-    inexact: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,8 @@ _FRAC_RE = re.compile(r"([+-]?)\\frac\{\s*([+-]?\d{1,300})\s*\}\{\s*([+-]?\d{1,3
 _SLASH_RE = re.compile(r"([+-]?\d{1,300})\s*/\s*(\d{1,300})")
 _SCI_RE = re.compile(r"([+-]?\d{1,50}(?:\.\d{1,50})?)\s*(?:\\times|\\cdot|\*|x)\s*10\^\{?\s*([+-]?\d{1,3})\s*\}?")
 _CHOICE_RE = re.compile(r"\(?([A-Ea-e])\)?")
-_WORDS_RE = re.compile(r"[A-Za-z][A-Za-z' -]{2,60}")
+_WORDS_RE = re.compile(r"[A-Za-z][A-Za-z' -]{1,60}")
+_MATH_NAMES = {"pi", "e", "i", "oo", "inf", "infty"}
 _REL_RE = re.compile(r"\\leq?(?![a-z])|\\geq?(?![a-z])|\\neq?(?![a-z])|\\lt(?![a-z])|\\gt(?![a-z])|<=|>=|!=|=|<|>")
 _REL_NAMES = {"\\le": "<=", "\\leq": "<=", "\\ge": ">=", "\\geq": ">=", "\\ne": "!=", "\\neq": "!=",
               "\\lt": "<", "\\gt": ">"}
@@ -81,7 +93,10 @@ def parse_number(s: str) -> Num | None:
     """Plain numbers only; None if ``s`` is anything else. No sympy involved: this is the fast path."""
     s = s.strip()
     if _DEC_RE.fullmatch(s):
-        return Num(Fraction(s), inexact=("." in s or "e" in s.lower()))
+        if "." in s and "e" not in s.lower():
+            digits = s.lstrip("+-").replace(".", "").lstrip("0")
+            return Num(Fraction(s), decimals=len(s.split(".")[1]), sig=len(digits))
+        return Num(Fraction(s))
     m = _FRAC_RE.fullmatch(s) or None
     if m:
         den = int(m.group(3))
@@ -94,7 +109,7 @@ def parse_number(s: str) -> Num | None:
         return Num(Fraction(int(m.group(1)), int(m.group(2))))
     m = _SCI_RE.fullmatch(s)
     if m:
-        return Num(Fraction(m.group(1)) * Fraction(10) ** int(m.group(2)), inexact="." in m.group(1))
+        return Num(Fraction(m.group(1)) * Fraction(10) ** int(m.group(2)))
     return None
 
 
@@ -181,7 +196,7 @@ def parse_answer(s: str) -> Any:
     if len(items) > 1:
         if len(items) > 50:
             raise TooComplex("more than 50 items")
-        return SetOf(tuple(_element(p) for p in items if p))
+        return SetOf(tuple(_element(strip_assignment(p)) for p in items if p))
     pieces = _split_relation(s)
     if pieces:
         items, ops = pieces
@@ -218,13 +233,16 @@ def _element(s: str) -> Any:
     group = _outer_group(s)
     if group and group[0] != "\\{" and "," in group[1]:
         return parse_answer(s)
+    if s.count("\\pm") == 1:  # "a \pm b" is the two values a + b and a - b
+        return SetOf((_element(s.replace("\\pm", "+")), _element(s.replace("\\pm", "-"))))
     m = _CHOICE_RE.fullmatch(s)
     if m and (not s.isalpha() or s.isupper()):
         return Text(m.group(1).upper())
-    if _WORDS_RE.fullmatch(s) and " " in s.strip():
+    if _WORDS_RE.fullmatch(s) and len(s.replace(" ", "")) >= 2 and s.lower() not in _MATH_NAMES:
+        # words compare as text: "stop" is not the product s*t*o*p (which would equal "pots")
         return Text(" ".join(s.lower().split()))
     try:
-        return Expr(_latex(s), inexact=bool(re.search(r"\d\.\d", s)))
+        return Expr(_latex(s))
     except TooComplex:
         raise
     except Exception as exc:  # the grammar raises many exception types on bad input
@@ -234,9 +252,6 @@ def _element(s: str) -> Any:
 
 
 def _latex(s: str) -> Any:
-    from latex2sympy2_extended.latex2sympy2 import latex2sympy
-    from latex2sympy2_extended.math_normalization import NormalizationConfig
-
     # Our own normalisation already ran; ask the library only to repair malformed operators.
     cfg = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=False,
                               boxed="none", equations=False)
