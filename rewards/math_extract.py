@@ -77,8 +77,8 @@ def find_boxed(text: str, max_len: int = MAX_ANSWER_CHARS) -> list[tuple[int, in
                         out.append((m.start(), j + 1, text[i + 1:j]))
                         break
                 j += 1
-            else:
-                out.append((m.start(), m.end(), None))
+            else:  # never closes: boxes that start inside the scanned stretch are part of it
+                out.append((m.start(), j, None))
         elif m.group(0).endswith(" ") or m.group(0).endswith("\t"):
             tok = re.match(r"[^\s$]+", text[i:i + 100])
             if tok:
