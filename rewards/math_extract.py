@@ -213,7 +213,7 @@ def _last_number(text: str) -> str | None:
         return None
     m = nums[-1]
     before, after = tail[:m.start()], tail[m.end():]
-    if re.search(r"[\^_{\\/]\s*$", before) or not re.fullmatch(r"[^\d=\\{}^_(+*/<>]{0,80}", after):
+    if re.search(r"[\^_{\\/<>]\s*\Z|[A-Za-z]\Z", before) or not re.fullmatch(r"[^\d=\\{}^_(+*/<>]{0,80}", after):
         return None  # inside a formula or followed by more working: not a final answer
     return m.group(0).rstrip(".,") or None
 
@@ -271,6 +271,10 @@ def extract_gold(gold: str) -> str:
     """Gold answers are usually bare, but datasets also ship full solutions (``#### 72``, ``\\boxed``),
     math-mode wrappers (``$\\frac12$``) or several boxes that together are the answer."""
     g = gold.strip()
+    if len(g) > 200 and "####" not in g:  # a whole solution as the gold: read its answer like a response's
+        ans, _ = extract_answer(g, chain=("boxed", "answer_tag", "answer_is"))
+        if ans is not None:
+            return ans
     if "\\boxed" in g or "\\fbox" in g:
         ans, _ = boxed_answer(g)
         if ans is not None:

@@ -173,9 +173,13 @@ def normalize(ans: str) -> Normalized:
     m = _OVERLINE_RE.match(s)
     if m:
         s = _repeating_decimal(m)
-    s = re.split(r"\\approx|\u2248", s)[0].strip() or s  # "7/9 \approx 0.78": the exact value comes first
+    parts = re.split(r"\\approx|\u2248", s)
+    if len(parts) == 2:  # "7/9 \approx 0.78": the exact value comes first; "x \approx 11": the value after
+        s = parts[1].strip() if re.fullmatch(r"\s*[A-Za-z](?:_\{?\w+\}?)?\s*", parts[0]) else parts[0].strip()
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)  # "x \in [1, 4]" -> "[1, 4]"
     s = re.sub(r"(?<=[)\]])\s*(?:or|and)\s*(?=[(\[])", ", ", s)  # "(11,7)or(7,11)": a list of pairs
+    if re.search(r"\(-?[\d.]+(?:\s*;\s*-?[\d.]+)+\)", s):  # "(0;-2;6)": semicolons separate coordinates
+        s = re.sub(r"\(([-\d.;\s]+)\)", lambda m: "(" + m.group(1).replace(";", ",") + ")", s)
     s = strip_assignment(s)
     m = re.fullmatch(r"(-?\d[\d.,]*)\s+((?:[a-zA-Z]{1,12}(?:\^\{?[23]\}?)?[./]?\s*){1,3})", s)
     if m and not re.search(r"\b(?:and|or|to|x|y|i|e|pi)\b", m.group(2), re.IGNORECASE):
