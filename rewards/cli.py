@@ -1,7 +1,12 @@
 """``unigrpo rewards check``: score a JSONL dump of rollouts with the built-in (or configured) rewards.
 
     python -m rewards.cli --input rollouts.jsonl [--rewards math,format] [--config FILE]
-                          [--output scored.jsonl] [--clip-model DIR]
+                          [--output scored.jsonl] [--clip-model DIR] [--explain]
+
+For the ``math`` reward each record also says which extraction rule found the answer (``"rule"``:
+boxed, answer_tag, gsm8k, answer_is, whole, last_math, last_number, or none), and the summary counts
+them. ``--explain`` adds, per line, the normalised gold and answer and why they were judged so (also
+printed on stderr); the math reward computes it inside its sandbox worker, from strings only.
 
 Each input line is an object with ``task``, ``prompt``, ``response``, ``gold`` and optionally ``image``
 (a file path, relative to the input file unless absolute). Text-to-image dumps may give just a
@@ -87,6 +92,13 @@ def _parse_line(raw: bytes) -> dict:
     return obj
 
 
+def _math_rule(detail: str) -> str:
+    """The math reward's detail starts with "rule=NAME:" (rewards/math_reward.py)."""
+    if detail.startswith("rule="):
+        return detail[5:].split(":", 1)[0].strip() or "none"
+    return "none"
+
+
 def check_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="unigrpo rewards check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--input", required=True, help="JSONL file of rollouts ('-' for stdin)")
@@ -95,6 +107,8 @@ def check_main(argv: list[str]) -> int:
     ap.add_argument("--output", default="-", help="where to write scored JSONL (default stdout)")
     ap.add_argument("--clip-model", default=None, help="local CLIP directory (enables the clip reward)")
     ap.add_argument("--workers", type=int, default=1, help="sandbox worker processes")
+    ap.add_argument("--explain", action="store_true",
+                    help="math: show the normalised gold and answer and why they were judged equal or not")
     args = ap.parse_args(argv)
 
     try:
@@ -111,6 +125,10 @@ def check_main(argv: list[str]) -> int:
                                           where=f"--rewards[{k}]") for k, n in enumerate(names)]
         if not specs:
             raise ValueError("no rewards selected")
+        if args.explain:
+            for spec in specs:
+                if spec.name == "math" and spec.path is None:
+                    spec.kwargs["explain"] = True
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -136,6 +154,7 @@ def check_main(argv: list[str]) -> int:
     totals: list[float] = []
     counts: dict[str, Counter] = defaultdict(Counter)
     values: dict[str, list[float]] = defaultdict(list)
+    rules: Counter = Counter()
     pending: list[tuple[int, dict, RewardInput, str]] = []
 
     def flush() -> None:
@@ -147,6 +166,13 @@ def check_main(argv: list[str]) -> int:
                    "components": {k: r.to_dict() for k, r in s.components.items()}}
             if note:
                 rec["note"] = note
+            math_res = s.components.get("math")
+            if math_res is not None:
+                rule = _math_rule(math_res.detail)
+                rec["components"]["math"]["rule"] = rule
+                rules[rule] += 1
+                if args.explain:
+                    print(f"line {line_no} math={math_res.value:g} {math_res.status}: {math_res.detail}", file=sys.stderr)
             for k, r in s.components.items():
                 counts[k][r.status] += 1
                 values[k].append(r.value)
@@ -193,6 +219,8 @@ def check_main(argv: list[str]) -> int:
         mean = sum(v) / len(v) if v else 0.0
         parts = " ".join(f"{k}={c[k]}" for k in STATUSES)
         print(f"  {name:<10} n={len(v):<6} mean={mean:.4f}  {parts}", file=sys.stderr)
+    if rules:
+        print("  math rules " + " ".join(f"{k}={n}" for k, n in rules.most_common()), file=sys.stderr)
     if totals:
         print(f"  total      mean={sum(totals) / len(totals):.4f}", file=sys.stderr)
     return 0

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import re
 
+from rewards.math_normalize import repair_escapes
+
 TAIL_CHARS = 8000  # long degenerate responses: only their tail can hold the final answer
 MAX_ANSWER_CHARS = 1000
 DEFAULT_CHAIN = ("boxed", "answer_tag", "gsm8k", "answer_is", "whole", "last_math", "last_number")
@@ -180,6 +182,8 @@ def _is_bare_answer(s: str) -> bool:
     words = [w.lower() for w in _PROSE_RE.findall(re.sub(r"\\[a-zA-Z]+", " ", s))]
     if re.search(r"\\text\{[^}]*\}", s):  # \text{...} contents are part of the answer (units, words)
         return len(words) <= 4
+    if re.fullmatch(r"-?[\d.,]+\s*(?:\\?%)?\s*[A-Za-z]{1,12}(?:\s[A-Za-z]{1,12})?", s.strip()):
+        return True  # "15 percent", "50 Hz", "12 square feet"
     return all(w in _ALLOWED_WORDS for w in words) or bool(re.fullmatch(r"[A-Za-z]{2,30}", s.strip()))
 
 
@@ -223,7 +227,7 @@ def extract_answer(text: str, last_number_fallback: bool = True,
     """Return (answer, rule). ``answer`` is None when nothing usable was found (``rule`` says why)."""
     if not isinstance(text, str) or not text.strip():
         return None, "empty"
-    text = _SPECIAL_TOKEN_RE.sub("", text)  # "... is 2/3. <|im_start|>user": a chat template's tail
+    text = _SPECIAL_TOKEN_RE.sub("", repair_escapes(text))  # "... 2/3. <|im_start|>user": a template's tail
     why = "no_answer"
     minerva = list(_MINERVA_RE.finditer(text[-TAIL_CHARS:]))
     for rule in chain:
@@ -270,7 +274,7 @@ def _checked(ans: str, how: str) -> tuple[str | None, str]:
 def extract_gold(gold: str) -> str:
     """Gold answers are usually bare, but datasets also ship full solutions (``#### 72``, ``\\boxed``),
     math-mode wrappers (``$\\frac12$``) or several boxes that together are the answer."""
-    g = gold.strip()
+    g = repair_escapes(gold).strip()
     if len(g) > 200 and "####" not in g:  # a whole solution as the gold: read its answer like a response's
         ans, _ = extract_answer(g, chain=("boxed", "answer_tag", "answer_is"))
         if ans is not None:

@@ -199,7 +199,12 @@ def parse_answer(s: str) -> Any:
     if len(items) > 1:
         if len(items) > 50:
             raise TooComplex("more than 50 items")
-        return SetOf(tuple(_element(strip_assignment(p)) for p in items if p))
+        out = []
+        for p in items:
+            if p:
+                e = _element(strip_assignment(p))
+                out.extend(e.items if isinstance(e, SetOf) and "\\pm" in p else (e,))  # x = a \pm b: two roots
+        return SetOf(tuple(out))
     pieces = _split_relation(s)
     if pieces:
         items, ops = pieces
