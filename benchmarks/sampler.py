@@ -3,7 +3,9 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/sampler.py   # < 5 min on 2 CPU cores, ends with `RESULT {json}`
 
 A random model has near-uniform confidences (no threshold ever fires) and no notion of EOS, which would
-make any speed comparison meaningless. So the script first trains a small policy on a closed synthetic,
+make any speed comparison meaningless. So the script first trains a small policy, for a fixed number of
+steps from a fixed seed on one thread (not for a wall-time budget: the policy, and with it every agreement
+and accuracy figure, must not depend on machine load), on a closed synthetic,
 offline corpus of short tasks ("count from 3 to 7" -> "3 4 5 6 7", "spell cat" -> "c a t",
 "repeat cat 2 times" -> "cat cat") with a masked-diffusion SFT objective (answer followed by EOS padding,
 t ~ U(0, 1), cross-entropy on the masked response tokens, EOS targets down-weighted to 0.2), saves it with save_pretrained and loads it
@@ -34,7 +36,9 @@ Headline rule: the top-level `speedup` / `agreement` are those of the FASTEST po
 >= 0.9 (--min-agreement); `point` names it and `points` keeps every point, so a reader can pick another
 trade-off. (If none qualified, the most agreeing point is shown and `rule` says so.)
 Speed: wall time of one plain run; a point that runs in < 5 s is timed 3 times and the median kept (the
-CPU is shared). Generated tokens/s counts all gen_length response positions of every prompt (the output
+CPU is shared). The whole comparison is repeated --repeats times (default 3) on the same policy; every
+point reports its median speedup and the spread (min, max) over the repeats, and `spread` in RESULT
+gives the headline's. Agreement and accuracy are deterministic at temperature 0 on a fixed policy. Generated tokens/s counts all gen_length response positions of every prompt (the output
 shape is the same for all samplers, so the speed ratio is the wall-time ratio); forwards per sample is
 the number of model calls each sample took part in.
 """
@@ -63,7 +67,7 @@ from policy.vocab import VocabLayout  # noqa: E402
 from rollout.text_sampler import TextSamplerConfig, generate_text  # noqa: E402
 
 # Trained-policy defaults (sized so that training + all samplers stay under 5 minutes on 2 CPU cores).
-D_MODEL, N_LAYERS, LR, TRAIN_STEPS, TRAIN_SECONDS, EOS_WEIGHT = 64, 3, 5e-3, 5000, 120.0, 0.2
+D_MODEL, N_LAYERS, LR, TRAIN_STEPS, EOS_WEIGHT = 64, 3, 5e-3, 1500, 0.2
 WORDS = ["cat", "dog", "sun", "tree", "bird", "fish", "moon", "star", "rain", "leaf", "rock", "wind"]
 
 
@@ -92,7 +96,7 @@ def training_batch(rng, tokenizer, layout, batch_size, gen_length):
 
 
 def train_policy(directory: Path, gen_length: int, d_model: int, n_layers: int, max_steps: int,
-                 time_budget_s: float, lr: float = LR, seed: int = 0) -> dict:
+                 lr: float = LR, seed: int = 0) -> dict:
     """Masked-diffusion SFT on the synthetic corpus; writes a policy directory like a real checkpoint."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -103,9 +107,8 @@ def train_policy(directory: Path, gen_length: int, d_model: int, n_layers: int, 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = 20
     start, step, loss_ema = time.perf_counter(), 0, None
-    while step < max_steps and (elapsed := time.perf_counter() - start) < time_budget_s:
-        # cosine decay over whichever budget (steps or seconds) runs out first, so training ends at a low LR
-        progress = max(step / max_steps, elapsed / time_budget_s)
+    while step < max_steps:
+        progress = step / max_steps  # cosine decay over the fixed number of steps
         lr_scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
             group["lr"] = lr * lr_scale
@@ -187,7 +190,8 @@ def main() -> None:
     ap.add_argument("--n-layers", type=int, default=N_LAYERS)
     ap.add_argument("--train-steps", type=int, default=TRAIN_STEPS)
     ap.add_argument("--lr", type=float, default=LR)
-    ap.add_argument("--train-seconds", type=float, default=TRAIN_SECONDS)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the policy is a function of it)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats of the whole comparison (spread)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared CPU)")
     ap.add_argument("--model-dir", type=Path, default=None, help="reuse/keep the trained policy here")
     args = ap.parse_args()
@@ -199,7 +203,7 @@ def main() -> None:
     info: dict = {}
     if not (directory / "config.json").is_file():
         info = train_policy(directory, args.gen_length, args.d_model, args.n_layers, args.train_steps,
-                            args.train_seconds, args.lr)
+                            args.lr, seed=args.seed)
         print(f"trained: {info}")
     policy = load_policy(directory)
     tok, layout = policy.tokenizer, policy.layout
@@ -219,29 +223,38 @@ def main() -> None:
     points = operating_points(plain_cfg, [float(t) for t in args.thresholds.split(",")])
 
     timed(policy, prompt[:2], mask[:2], replace(plain_cfg, gen_length=args.block_length, steps=4))  # warm-up
-    plain, plain_s = timed(policy, prompt, mask, plain_cfg)
-    plain_texts = decoded(plain, tok, layout)
-    content = torch.zeros_like(plain.response_ids, dtype=torch.bool)  # up to the plain response's first EOS
-    for i, ids in enumerate(plain.response_ids.tolist()):
-        end = ids.index(layout.eos_id) + 1 if layout.eos_id in ids else len(ids)
-        content[i, :end] = True
     n_tokens = prompt.shape[0] * gen
-
-    stats, texts = {}, {"plain": plain_texts}
-    for name, cfg in points.items():
-        out, secs = timed(policy, prompt, mask, cfg)
-        texts[name] = decoded(out, tok, layout)
-        same = out.response_ids == plain.response_ids
-        stats[name] = {
-            "speedup": round(plain_s / secs, 2),
-            "agreement": round(sum(a == b for a, b in zip(texts[name], plain_texts)) / len(tasks), 4),
-            "token_agreement": round(same.float().mean().item(), 4),
-            "content_agreement": round(same[content].float().mean().item(), 4),
-            "accuracy": round(sum(a == b for a, b in zip(texts[name], truth)) / len(tasks), 4),
-            "seconds": round(secs, 3),
-            "tokens_per_s": round(n_tokens / secs, 1),
-            "forwards_per_sample": round(out.sample_forwards.float().mean().item(), 2),
-        }
+    runs = []  # one {name: stats} per repeat; the texts are identical across repeats (temperature 0)
+    for _ in range(args.repeats):
+        plain, plain_s = timed(policy, prompt, mask, plain_cfg)
+        plain_texts = decoded(plain, tok, layout)
+        content = torch.zeros_like(plain.response_ids, dtype=torch.bool)  # up to the plain response's first EOS
+        for i, ids in enumerate(plain.response_ids.tolist()):
+            end = ids.index(layout.eos_id) + 1 if layout.eos_id in ids else len(ids)
+            content[i, :end] = True
+        stats, texts = {"plain": {"seconds": plain_s}}, {"plain": plain_texts}
+        for name, cfg in points.items():
+            out, secs = timed(policy, prompt, mask, cfg)
+            texts[name] = decoded(out, tok, layout)
+            same = out.response_ids == plain.response_ids
+            stats[name] = {
+                "speedup": round(plain_s / secs, 2),
+                "agreement": round(sum(a == b for a, b in zip(texts[name], plain_texts)) / len(tasks), 4),
+                "token_agreement": round(same.float().mean().item(), 4),
+                "content_agreement": round(same[content].float().mean().item(), 4),
+                "accuracy": round(sum(a == b for a, b in zip(texts[name], truth)) / len(tasks), 4),
+                "seconds": round(secs, 3),
+                "tokens_per_s": round(n_tokens / secs, 1),
+                "forwards_per_sample": round(out.sample_forwards.float().mean().item(), 2),
+            }
+        runs.append(stats)
+    plain_s = sorted(r["plain"]["seconds"] for r in runs)[len(runs) // 2]
+    stats = {}
+    for name in points:
+        speedups = sorted(r[name]["speedup"] for r in runs)
+        median_run = min(runs, key=lambda r: abs(r[name]["speedup"] - speedups[len(speedups) // 2]))
+        stats[name] = {**median_run[name], "speedup": speedups[len(speedups) // 2],
+                       "speedup_min": speedups[0], "speedup_max": speedups[-1]}
 
     eligible = [n for n in stats if stats[n]["agreement"] >= args.min_agreement]
     headline = (max(eligible, key=lambda n: stats[n]["speedup"]) if eligible
@@ -255,6 +268,9 @@ def main() -> None:
                 + ("" if eligible else " (none qualified: most agreeing point shown)"),
         "accuracy_plain": round(accuracy_plain, 4),
         "accuracy": stats[headline]["accuracy"],
+        "spread": {"speedup_min": stats[headline]["speedup_min"], "speedup_max": stats[headline]["speedup_max"],
+                   "repeats": args.repeats},
+        "train_seed": args.seed,
         "plain_s": round(plain_s, 2),
         "plain_tokens_per_s": round(n_tokens / plain_s, 1),
         "points": stats,
