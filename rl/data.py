@@ -83,6 +83,19 @@ def toy_copy_task(size: int, seed: int = 0) -> list[Prompt]:
     return rows
 
 
+def toy_arith_split(seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
+    """The demo task (rl/arith.py): addition word problems, (train, held-out) prompts."""
+    from rl.arith import arith_rows
+
+    return tuple([Prompt(prompt_id=r["id"], task="math", question=r["question"], answer=r["answer"]) for r in rows]
+                 for rows in arith_rows(seed))
+
+
+def heldout_prompts(data_cfg) -> list[Prompt]:
+    """The built-in task's held-out prompts (never trained on); [] for tasks without a held-out split."""
+    return toy_arith_split(data_cfg.seed)[1] if data_cfg.task == "toy_arith" else []
+
+
 def _rows_from_file(path: Path):
     if path.suffix == ".parquet":
         try:
@@ -336,6 +349,8 @@ def build_dataset(data_cfg, image_tokenizer=None, resolution: int | None = None)
     resolution images are resized to (rollout.image.resolution)."""
     if data_cfg.task == "toy_copy":
         text = toy_copy_task(data_cfg.toy_size, seed=data_cfg.seed)
+    elif data_cfg.task == "toy_arith":
+        text = toy_arith_split(data_cfg.seed)[0]
     else:
         text = load_prompt_files(data_cfg.files, data_cfg.task, data_cfg.question_field, data_cfg.answer_field)
     mixture = getattr(data_cfg, "mixture", None)
