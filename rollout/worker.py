@@ -200,6 +200,12 @@ class RolloutWorker:
         texts = self.tokenizer.batch_decode(cut, skip_special_tokens=True)
         unmask_step, confidence = out.unmask_step.tolist(), out.confidence.tolist()
         early_filled, forwards = out.early_filled.tolist(), out.sample_forwards.tolist()
+        # MMU input images as PNG for the store and the dashboard, decoded once per distinct image
+        mmu_png: dict[tuple, bytes] = {}
+        for p, _ in jobs:
+            if p.get("task") == "mmu" and tuple(p["image_codes"]) not in mmu_png:
+                codes = tuple(p["image_codes"])
+                mmu_png[codes] = self.image_decoder(torch.tensor([codes]))[1][0]
         records = []
         for row, ((prompt, g), prompt_ids) in enumerate(zip(jobs, prompt_lists)):
             records.append(self._record(
@@ -211,7 +217,7 @@ class RolloutWorker:
                 response_text=texts[row],
                 image_codes=None if prompt.get("task") != "mmu" else list(prompt["image_codes"]),
                 image=None,
-                image_png=None,
+                image_png=mmu_png.get(tuple(prompt["image_codes"])) if prompt.get("task") == "mmu" else None,
                 unmask_step=unmask_step[row],
                 confidence=confidence[row],
                 early_filled=early_filled[row],

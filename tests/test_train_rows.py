@@ -77,6 +77,7 @@ def test_first_step_logprobs_equal_sampler_confidences(worker, task):
             assert (batch.attention_mask[row] == 0).sum() > 0  # [iPAD] stays hidden
         if task == "mmu":
             assert worker.layout.soi_id in batch.input_ids[row, : cols[0]].tolist()
+            assert r["image_png"][:8] == b"\x89PNG\r\n\x1a\n"  # the input image, for the dashboard
     assert first_step_logprob_gap(worker.model, worker.layout, batch, records) < 1e-4
 
 
