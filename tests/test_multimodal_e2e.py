@@ -28,6 +28,7 @@ def run(tmp_path, name, steps, resume=False):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_cluster")
+@pytest.mark.timeout(1800)  # three driver runs; minutes on 2 idle cores, far more on a shared machine
 def test_every_task_through_the_loop_and_resume_is_exact(tmp_path):
     whole = run(tmp_path, "whole", steps=3)
     rows = metrics(tmp_path / "whole")
