@@ -124,7 +124,8 @@ class RewardSpec:
         name = d.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"{where}.name: expected a non-empty string, got {name!r}")
-        weight = d.get("weight", DEFAULT_WEIGHTS.get(name, 1.0))
+        weight = d.get("weight")  # unset (or null in a resolved run config): the reward's own default
+        weight = DEFAULT_WEIGHTS.get(name, 1.0) if weight is None else weight
         if not _is_number(weight):
             raise ValueError(f"{where}.weight: expected a number, got {weight!r}")
         tasks = d.get("tasks")
@@ -133,7 +134,8 @@ class RewardSpec:
                 tasks = [tasks]
             if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
                 raise ValueError(f"{where}.tasks: expected a list of strings or null, got {tasks!r}")
-        timeout = d.get("timeout_s", DEFAULT_TIMEOUT_S)
+        timeout = d.get("timeout_s")
+        timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
         if not _is_number(timeout) or timeout <= 0:
             raise ValueError(f"{where}.timeout_s: expected a positive number, got {timeout!r}")
         max_abs = d.get("max_abs", DEFAULT_MAX_ABS)

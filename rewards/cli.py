@@ -27,7 +27,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 
-from rewards.api import DEFAULT_WEIGHTS, STATUSES, RewardInput, RewardSpec, specs_from_config
+from rewards.api import STATUSES, RewardInput, RewardSpec, specs_from_config
 
 CHUNK = 64
 
@@ -121,8 +121,7 @@ def check_main(argv: list[str]) -> int:
             names = [n.strip() for n in (args.rewards or "math,format").split(",") if n.strip()]
             if args.clip_model and "clip" not in names and args.rewards is None:
                 names.append("clip")
-            specs = [RewardSpec.from_dict({"name": n, "weight": DEFAULT_WEIGHTS.get(n, 1.0)},
-                                          where=f"--rewards[{k}]") for k, n in enumerate(names)]
+            specs = [RewardSpec.from_dict({"name": n}, where=f"--rewards[{k}]") for k, n in enumerate(names)]
         if not specs:
             raise ValueError("no rewards selected")
         if args.explain:

@@ -20,6 +20,7 @@ import time
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from policy.placement import bundles, in_bundle, release, reserve
 from rewards.actors import ModelRewardActor, RuleRewardActor
 from rewards.api import RewardInput, RewardResult, RewardSpec, ScoredSample
 from rewards.engine import ResultCache, Stats, add_seconds, finish_batch, start_batch
@@ -55,7 +56,9 @@ class RewardPool:
     def __init__(self, specs: list[RewardSpec], num_workers: int = 1, num_model_workers: int = 1,
                  model_device: str = "cpu", clip_model_path: str | None = None, *,
                  procs_per_worker: int = 1, worker_num_cpus: float = 0.5, model_num_cpus: float = 0.5,
-                 model_num_gpus: float | None = None, max_restarts: int = 4, cache_size: int = 100_000):
+                 model_num_gpus: float | None = None, max_restarts: int = 4, cache_size: int = 100_000,
+                 strategy: str | None = None, bundle_resources: dict | None = None,
+                 placement_timeout_s: float = 120.0):
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError("RewardPool: reward names must be unique")
@@ -64,14 +67,25 @@ class RewardPool:
         rule_specs = [s for s in specs if self.kinds[s.name] == "rule"]
         model_specs = [s for s in specs if self.kinds[s.name] == "model"]
         self.procs_per_worker = max(1, procs_per_worker)
-        self.rule_actors = [
-            RuleRewardActor.options(num_cpus=worker_num_cpus, max_restarts=max_restarts).remote(
-                self.procs_per_worker) for _ in range(num_workers if rule_specs else 0)]
+        n_rule, n_model = (num_workers if rule_specs else 0), (num_model_workers if model_specs else 0)
         gpus = model_num_gpus if model_num_gpus is not None else (1 if model_device.startswith("cuda") else 0)
+        # one placement-group bundle per actor (rule actors first), when a strategy is given
+        self.placement_group = None
+        if strategy is not None and n_rule + n_model:
+            self.placement_group = reserve(
+                "rewards", bundles(n_rule, worker_num_cpus, 0, bundle_resources)
+                + bundles(n_model, model_num_cpus, gpus, bundle_resources), strategy, placement_timeout_s)
+        self.rule_actors = [
+            RuleRewardActor.options(num_cpus=worker_num_cpus, max_restarts=max_restarts,
+                                    **in_bundle(self.placement_group, i)).remote(self.procs_per_worker)
+            for i in range(n_rule)]
         self._model_args = ([s.to_dict() for s in model_specs], model_device, clip_model_path)
         self.model_actors = [
-            ModelRewardActor.options(num_cpus=model_num_cpus, num_gpus=gpus, max_restarts=max_restarts).remote(
-                *self._model_args) for _ in range(num_model_workers if model_specs else 0)]
+            ModelRewardActor.options(num_cpus=model_num_cpus, num_gpus=gpus, max_restarts=max_restarts,
+                                     **in_bundle(self.placement_group, n_rule + i)).remote(*self._model_args)
+            for i in range(n_model)]
+        self.actor_restarts = 0
+        self._busy_last: dict[int, float] = {}
         self.cache = ResultCache(cache_size)
         self._stats = Stats()
         ray.get([a.ready.remote() for a in self.rule_actors + self.model_actors])
@@ -165,15 +179,20 @@ class RewardPool:
 
     def busy_seconds(self, which: str = "all") -> float:
         """Total time the reward actors spent scoring (actor-side), summed over actors; `which` = "all",
-        "rule" or "model" (the CLIP actors)."""
-        actors = {"all": self.rule_actors + self.model_actors, "rule": self.rule_actors,
-                  "model": self.model_actors}[which]
+        "rule" or "model" (the CLIP actors). An actor whose counter went back (Ray restarted it: after a
+        crash, or on another node after a node loss) is counted in `actor_restarts`."""
+        actors = list(enumerate(self.rule_actors + self.model_actors))
+        n_rule = len(self.rule_actors)
         total = 0.0
-        for a in actors:
+        for i, a in {"all": actors, "rule": actors[:n_rule], "model": actors[n_rule:]}[which]:
             try:
-                total += ray.get(a.busy_seconds.remote(), timeout=10)
+                busy = ray.get(a.busy_seconds.remote(), timeout=10)
             except (GetTimeoutError, RayError):
-                pass
+                continue
+            if busy < self._busy_last.get(i, 0.0):
+                self.actor_restarts += 1
+            self._busy_last[i] = busy
+            total += busy
         return total
 
     def shutdown(self) -> None:
@@ -188,3 +207,5 @@ class RewardPool:
             except Exception:
                 pass
         self.rule_actors, self.model_actors = [], []
+        release(self.placement_group)
+        self.placement_group = None

@@ -79,6 +79,7 @@ def train_main(argv: list[str]) -> int:
         print(f"unigrpo: {err}", file=sys.stderr)
         return EXIT_USAGE
 
+    from policy.placement import PlacementError
     from rl.driver import Driver
 
     driver = Driver(cfg, run_dir=run_dir, resume=bool(args.resume))
@@ -97,6 +98,9 @@ def train_main(argv: list[str]) -> int:
     except (ConfigError, DataError) as err:
         print(f"unigrpo: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except PlacementError as err:  # the cluster cannot hold a group: what it asked for, what there is
+        print(f"unigrpo: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("unigrpo: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import types
 import typing
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,10 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rewards.api import DEFAULT_MAX_ABS
+from rollout.image_sampler import ImageSamplerConfig
+from rollout.text_sampler import TextSamplerConfig
+from trainer.engine import LearnerConfig
+from trainer.unigrpo import UniGRPOConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 
@@ -63,6 +68,26 @@ class Section(BaseModel):
         return value
 
 
+def default(runtime_cls, name: str):
+    """The default of `name` in a runtime dataclass: a section repeats no default its builder's class has."""
+    return next(f.default for f in dataclass_fields(runtime_cls) if f.name == name)
+
+
+def runtime_kwargs(section: BaseModel, runtime_cls, **extra) -> dict:
+    """The section's fields that `runtime_cls` also has, plus `extra`: no field-by-field copies."""
+    names = {f.name for f in dataclass_fields(runtime_cls)}
+    return {k: v for k, v in section.model_dump().items() if k in names} | extra
+
+
+class PlacementSection(Section):
+    """How a group's actors are placed: one placement-group bundle per actor, reserved together."""
+
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="PACK: as few nodes as possible; SPREAD: across nodes; STRICT_*: must")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="extra custom resources per bundle, e.g. {learner_node: 1}")
+
+
 class TinyPolicySpec(Section):
     """A tiny random policy built into the run directory (the embedded default needs no download)."""
 
@@ -94,6 +119,24 @@ class ModelSection(Section):
         if self.path is None and self.tiny is None:
             raise ValueError("set model.path (a local policy directory) or model.tiny")
         return self
+
+    def build(self, run_dir: Path) -> Path:
+        """The policy directory: model.path, or the tiny random policy built once into the run directory."""
+        if self.path:
+            path = Path(self.path)
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(f"model.path={path}: not a policy directory (no config.json)")
+            return path
+        from policy.tiny import build_tiny_policy
+
+        path = Path(run_dir) / "policy_init"
+        if not (path / "config.json").is_file():
+            spec = self.tiny.model_dump()
+            build_tiny_policy(path, codebook_size=spec.pop("codebook_size"), seed=spec.pop("seed"), **spec)
+        return path
+
+    def rollout_dtype(self, on_gpu: bool) -> str:
+        return self.dtype if self.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
 
 
 class ImageTaskData(Section):
@@ -153,31 +196,39 @@ class DataSection(Section):
 
 
 class TextSamplerSection(Section):
-    gen_length: int = Field(8, ge=1)
-    steps: int = Field(8, ge=1)
-    block_length: int = Field(8, ge=1)
-    temperature: float = Field(1.0, ge=0.0)
-    remasking: Literal["low_confidence", "random"] = "low_confidence"
-    threshold: float | None = Field(None, gt=0.0, le=1.0)
-    use_cache: bool = False
-    cfg_scale: float = Field(0.0, ge=0.0)
+    gen_length: int = Field(default(TextSamplerConfig, "gen_length"), ge=1)
+    steps: int = Field(default(TextSamplerConfig, "steps"), ge=1)
+    block_length: int = Field(default(TextSamplerConfig, "block_length"), ge=1)
+    temperature: float = Field(default(TextSamplerConfig, "temperature"), ge=0.0)
+    remasking: Literal["low_confidence", "random"] = default(TextSamplerConfig, "remasking")
+    threshold: float | None = Field(default(TextSamplerConfig, "threshold"), gt=0.0, le=1.0)
+    use_cache: bool = default(TextSamplerConfig, "use_cache")
+    cfg_scale: float = Field(default(TextSamplerConfig, "cfg_scale"), ge=0.0)
+
+    def build(self) -> TextSamplerConfig:
+        return TextSamplerConfig(**runtime_kwargs(self, TextSamplerConfig))
 
     @model_validator(mode="after")
     def _sampler_accepts(self):
         # the sampler's own rules (block divisibility, steps per block, ...), checked here so that a
         # bad combination fails before any actor starts rather than inside the rollout worker
-        from rollout.text_sampler import TextSamplerConfig
-
-        TextSamplerConfig(**self.model_dump()).validate()
+        self.build().validate()
         return self
 
 
 class ImageSamplerSection(Section):
-    steps: int = Field(15, ge=1)
-    guidance_scale: float = Field(3.5, ge=0.0)
-    temperature: float = Field(1.0, ge=0.0)
+    steps: int = Field(default(ImageSamplerConfig, "steps"), ge=1)
+    guidance_scale: float = Field(default(ImageSamplerConfig, "guidance_scale"), ge=0.0)
+    temperature: float = Field(default(ImageSamplerConfig, "temperature"), ge=0.0)
     resolution: int = Field(512, ge=16, description="pixels; MAGVIT-v2 gives (resolution / 16)^2 image tokens")
     max_text_len: int = Field(128, ge=4)
+
+    def build(self) -> ImageSamplerConfig:
+        return ImageSamplerConfig(**runtime_kwargs(self, ImageSamplerConfig))
+
+    @property
+    def num_image_tokens(self) -> int:
+        return (self.resolution // 16) ** 2
 
 
 class RolloutSection(Section):
@@ -186,13 +237,39 @@ class RolloutSection(Section):
     group_size: int = Field(8, ge=2, description="G: responses per prompt (group normalisation needs >= 2)")
     text: TextSamplerSection = Field(default_factory=TextSamplerSection)
     image: ImageSamplerSection = Field(default_factory=ImageSamplerSection)
+    placement: PlacementSection = Field(default_factory=PlacementSection)
+
+    def num_image_tokens(self, model: ModelSection) -> int:
+        if not model.image_tokenizer:
+            return self.image.num_image_tokens  # MAGVIT-v2's factor 16
+        from policy.palette_tokenizer import load_image_tokenizer
+
+        return load_image_tokenizer(model.image_tokenizer).num_tokens(self.image.resolution)
+
+    def build(self, policy_path: Path, model: ModelSection, placement_timeout_s: float):
+        """The rollout group: its placement group, its workers (weights loaded straight to the device)."""
+        from rollout.group import RolloutGroup
+
+        on_gpu = self.num_gpus_per_worker > 0
+        return RolloutGroup.create(
+            self.num_workers, str(policy_path), num_gpus_per_worker=self.num_gpus_per_worker,
+            strategy=self.placement.strategy, bundle_resources=self.placement.resources,
+            placement_timeout_s=placement_timeout_s,
+            text_config=self.text.build(), image_config=self.image.build(),
+            device="cuda" if on_gpu else "cpu", dtype=model.rollout_dtype(on_gpu),
+            max_text_len=self.image.max_text_len, num_image_tokens=self.num_image_tokens(model),
+            image_tokenizer=model.image_tokenizer,
+        )
 
 
 class RewardEntry(Section):
+    """One reward. Unset weight / timeout_s come from the reward's own defaults (rewards.api), the same
+    ones `unigrpo rewards check` uses, so training and the checker score a dump identically."""
+
     name: str
-    weight: float = 1.0
+    weight: float | None = None
     tasks: list[str] | None = None
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float | None = Field(None, gt=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     path: str | None = Field(None, description="module:function or module:Class of a user reward")
     max_abs: float = Field(DEFAULT_MAX_ABS, gt=0, description="|value| above this is an `invalid` result worth 0")
@@ -211,10 +288,15 @@ class RewardEntry(Section):
             raise ValueError(f"expected 'module:attribute', got {v!r}")
         return v
 
+    def spec(self):
+        from rewards.api import RewardSpec
+
+        return RewardSpec.from_dict(self.model_dump(exclude_none=True), where=f"rewards.functions[{self.name}]")
+
 
 class RewardsSection(Section):
     functions: list[RewardEntry] = Field(
-        default_factory=lambda: [RewardEntry(name="math", weight=2.0, kwargs={"last_number_fallback": True})]
+        default_factory=lambda: [RewardEntry(name="math", kwargs={"last_number_fallback": True})]
     )
     num_workers: int = Field(1, ge=1)
     num_model_workers: int = Field(1, ge=0)
@@ -222,16 +304,40 @@ class RewardsSection(Section):
     clip_model_path: str | None = Field(None, description="local CLIP directory (transformers CLIPModel)")
     tiny_clip: bool = Field(False, description="build a tiny random CLIPModel into the run directory "
                             "(exercises the CLIP path on CPU; its scores mean nothing)")
+    placement: PlacementSection = Field(default_factory=lambda: PlacementSection(strategy="SPREAD"))
+
+    def clip_path(self, run_dir: Path, seed: int) -> str | None:
+        """clip_model_path, or a tiny random CLIP built once into the run directory (tiny_clip)."""
+        if self.clip_model_path or not self.tiny_clip:
+            return self.clip_model_path
+        from rewards.tiny_clip import build_tiny_clip
+
+        path = Path(run_dir) / "clip_tiny"
+        if not (path / "config.json").is_file():
+            build_tiny_clip(path, seed=seed)
+        return str(path)
+
+    def build(self, run_dir: Path, seed: int, placement_timeout_s: float):
+        from rewards.pool import RewardPool
+
+        return RewardPool([f.spec() for f in self.functions], num_workers=self.num_workers,
+                          num_model_workers=self.num_model_workers, model_device=self.model_device,
+                          clip_model_path=self.clip_path(run_dir, seed), strategy=self.placement.strategy,
+                          bundle_resources=self.placement.resources, placement_timeout_s=placement_timeout_s)
 
 
 class UniGRPOSection(Section):
-    mu: int = Field(2, ge=1, description="inner UniGRPO iterations per rollout batch")
-    eps_low: float = Field(0.2, ge=0.0)
-    eps_high: float = Field(0.2, ge=0.0)
-    beta: float = Field(0.0, ge=0.0, description="k3 KL coefficient; 0 drops the reference model")
-    mask_schedule: Literal["stratified", "paper_formula", "random", "full"] = "stratified"
-    p_min: float = Field(0.0, ge=0.0, le=1.0)
-    loss_norm: Literal["sequence", "token"] = "sequence"
+    mu: int = Field(default(UniGRPOConfig, "mu"), ge=1, description="inner UniGRPO iterations per rollout batch")
+    eps_low: float = Field(default(UniGRPOConfig, "eps_low"), ge=0.0)
+    eps_high: float = Field(default(UniGRPOConfig, "eps_high"), ge=0.0)
+    beta: float = Field(default(UniGRPOConfig, "beta"), ge=0.0,
+                        description="k3 KL coefficient; 0 drops the reference model")
+    mask_schedule: Literal["stratified", "paper_formula", "random", "full"] = default(UniGRPOConfig, "mask_schedule")
+    p_min: float = Field(default(UniGRPOConfig, "p_min"), ge=0.0, le=1.0)
+    loss_norm: Literal["sequence", "token"] = default(UniGRPOConfig, "loss_norm")
+
+    def build(self, seed: int) -> UniGRPOConfig:
+        return UniGRPOConfig(**runtime_kwargs(self, UniGRPOConfig, seed=seed))
 
 
 class AdvantageSection(Section):
@@ -242,21 +348,59 @@ class AdvantageSection(Section):
 class LearnerSection(Section):
     num_ranks: int = Field(1, ge=1)
     num_gpus_per_rank: float = Field(0.0, ge=0.0)
-    deepspeed_config: str = "configs/deepspeed/zero2.json"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    micro_batch_tokens: int = Field(16384, ge=16)
-    gradient_checkpointing: bool = False
-    bf16: Literal["auto", "true", "false"] = "auto"
+    deepspeed_config: str = default(LearnerConfig, "deepspeed_config")
+    lr: float = Field(default(LearnerConfig, "lr"), gt=0)
+    weight_decay: float = Field(default(LearnerConfig, "weight_decay"), ge=0)
+    lr_schedule: Literal["constant", "cosine"] = default(LearnerConfig, "lr_schedule")
+    warmup_steps: int = Field(default(LearnerConfig, "warmup_steps"), ge=0)
+    grad_clip: float = Field(default(LearnerConfig, "grad_clip"), gt=0)
+    micro_batch_tokens: int = Field(default(LearnerConfig, "micro_batch_tokens"), ge=16)
+    gradient_checkpointing: bool = default(LearnerConfig, "gradient_checkpointing")
+    bf16: Literal["auto", "true", "false"] = str(default(LearnerConfig, "bf16")).lower()
+    placement: PlacementSection = Field(default_factory=PlacementSection)
+
+    def build_config(self, run: RunSection, unigrpo: UniGRPOSection) -> LearnerConfig:
+        bf16 = {"auto": "auto", "true": True, "false": False}[self.bf16]
+        return LearnerConfig(**runtime_kwargs(self, LearnerConfig, bf16=bf16, seed=run.seed,
+                                              total_steps=run.steps * unigrpo.mu))
+
+    def build(self, policy_path: Path, run: RunSection, unigrpo: UniGRPOSection, placement_timeout_s: float):
+        """The learner group: its placement group (PACK by default: ranks on as few nodes as possible)
+        and M DeepSpeed ranks joined in one rendezvous."""
+        from trainer.learner import LearnerGroup
+
+        return LearnerGroup.create(self.num_ranks, str(policy_path), self.build_config(run, unigrpo),
+                                   unigrpo.build(run.seed), num_gpus_per_rank=self.num_gpus_per_rank,
+                                   strategy=self.placement.strategy, bundle_resources=self.placement.resources,
+                                   placement_timeout_s=placement_timeout_s)
 
 
 class RaySection(Section):
     address: str | None = Field(None, description="None starts a local cluster on loopback; 'auto' joins one")
     num_cpus: int | None = Field(None, ge=1)
     include_dashboard: bool = False
+    placement_timeout_s: float = Field(
+        120.0, gt=0, description="how long a group waits for its placement group before failing")
+
+    def start(self, needed_cpus: float) -> None:
+        """Join `address`, or start a local cluster on loopback with enough logical CPUs for every actor."""
+        import os
+
+        import ray
+
+        from policy.placement import ensure_local_ray_env
+
+        ensure_local_ray_env()
+        if ray.is_initialized():
+            return
+        if self.address:
+            ray.init(address=self.address, log_to_driver=False)
+            return
+        # Logical CPUs for scheduling: every actor asks for some, and the phases of a step run one after
+        # another, so a 2-core machine can host rollout, reward and learner actors side by side.
+        num_cpus = self.num_cpus or max(os.cpu_count() or 1, int(needed_cpus) + 1)
+        ray.init(num_cpus=num_cpus, include_dashboard=self.include_dashboard, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
 
 
 class RunSection(Section):
@@ -267,6 +411,7 @@ class RunSection(Section):
     seed: int = 0
     max_wall_s: float | None = Field(None, gt=0, description="stop (gracefully) after this many seconds")
     weight_transport: Literal["object_store", "broadcast"] = "object_store"
+    max_restarts: int = Field(2, ge=0, description="learner-group restarts from the last checkpoint")
     plot: bool = True
     dashboard: bool = Field(False, description="start `unigrpo dashboard` on this run too and print its URL")
     dashboard_port: int | None = Field(None, ge=0, le=65535, description="default: the dashboard's own")

@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ class Prompt:
     question: str  # the caption for t2i
     answer: str | None
     image_codes: tuple[int, ...] | None = None  # mmu: the input image, encoded once while loading
+    think: bool = False  # text: ask for <think>...</think> reasoning (data.think)
 
     @property
     def kind(self) -> str:
@@ -353,6 +354,8 @@ def build_dataset(data_cfg, image_tokenizer=None, resolution: int | None = None)
         text = toy_arith_split(data_cfg.seed)[0]
     else:
         text = load_prompt_files(data_cfg.files, data_cfg.task, data_cfg.question_field, data_cfg.answer_field)
+    if data_cfg.think:
+        text = [replace(p, think=True) for p in text]
     mixture = getattr(data_cfg, "mixture", None)
     if not mixture:
         return PromptDataset(text, shuffle=data_cfg.shuffle, seed=data_cfg.seed)

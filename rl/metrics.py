@@ -25,28 +25,56 @@ class MetricsLog:
         self.path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 
+def step_metrics(records, rewards, adv, stats: dict, phases: dict, published: dict) -> dict:
+    """One step's metrics: rewards (total and per component, with failure counts), advantages, learner
+    statistics, phase times, and the weight publication (transport, bytes, seconds)."""
+    m = {
+        "reward/mean": float(rewards.mean()),
+        "reward/std": float(rewards.std()),
+        "adv/zero_variance_groups": adv.zero_variance_groups,
+        "adv/groups": adv.groups,
+        "policy_version": published["publish/version"],
+        "rollouts": len(records),
+        "response/len_mean": mean(len(r.response_text) for r in records),
+    }
+    for name in sorted({k for r in records for k in r.reward_components}):
+        comps = [r.reward_components[name] for r in records if name in r.reward_components]
+        m[f"reward/{name}/mean"] = mean(c["value"] for c in comps)
+        for status in ("timeout", "error", "unparsable"):
+            m[f"reward/{name}/{status}"] = sum(c["status"] == status for c in comps)
+    m.update(task_metrics(records, rewards, adv))
+    m.update({f"learner/{k}": v for k, v in stats.items()})
+    m.update({f"time/{k}_s": v for k, v in phases.items()})
+    m.update(published)
+    m["time/update_compute_s"] = stats.get("compute_s", float("nan"))
+    return m
+
+
 def console_line(step: int, total: int, m: dict) -> str:
+    restarts = {k.split("/", 1)[1]: m[k] for k in ("restarts/rollout", "restarts/reward", "restarts/learner")
+                if m.get(k)}
     return (
         f"step {step:>4}/{total}  reward {m['reward/mean']:.3f}  acc {m.get('reward/math/mean', float('nan')):.2f}"
         f"  loss {m.get('learner/loss', float('nan')):+.4f}  kl {m.get('learner/kl', float('nan')):.4f}"
         f"  clip {m.get('learner/clip_frac', float('nan')):.2f}  zero-var {m['adv/zero_variance_groups']}"
         f"/{m['adv/groups']}  {m['time/step_s']:.2f}s (gen {m['time/generate_s']:.2f} rew {m['time/reward_s']:.2f}"
         f" upd {m['time/update_s']:.2f} [old/ref {m.get('learner/old_ref_logprob_s', float('nan')):.2f}]"
-        f" pub {m['time/publish_s']:.2f})"
+        f" pub {m['time/publish_s']:.2f} {m.get('publish/transport', '')} {m.get('publish/bytes', 0) / 1e6:.1f}MB)"
+        + (f"  restarts {' '.join(f'{k}={v}' for k, v in restarts.items())}" if restarts else "")
     )
 
 
-def task_metrics(records: list[dict], rewards, adv) -> dict:
+def task_metrics(records, rewards, adv) -> dict:
     """Per task kind (text / mmu / t2i): mean reward, rollouts, groups without signal, mean |advantage|.
     Groups never mix tasks, so group normalisation already gives per-task advantages."""
     from rl.data import task_kind
 
     out = {}
-    kinds = [task_kind(r["task"]) for r in records]
+    kinds = [task_kind(r.task) for r in records]
     for kind in sorted(set(kinds)):
         idx = [i for i, k in enumerate(kinds) if k == kind]
-        groups = {records[i]["group"] for i in idx}
-        flat = sum(1 for g in groups if len({float(rewards[i]) for i in idx if records[i]["group"] == g}) == 1)
+        groups = {records[i].group for i in idx}
+        flat = sum(1 for g in groups if len({float(rewards[i]) for i in idx if records[i].group == g}) == 1)
         out[f"reward/task/{kind}/mean"] = mean(float(rewards[i]) for i in idx)
         out[f"task/{kind}/rollouts"] = len(idx)
         out[f"task/{kind}/zero_variance_groups"] = flat

@@ -1,27 +1,19 @@
 """The rollout store: one Parquet partition per RL step under runs/<name>/rollouts/step=N/.
 
-Everything a rollout record holds (DESIGN.md "Rollouts and the data they keep") plus the rewards and
-the advantage goes in one row; the dashboard, evaluation and replay read these files back.
+One `rollout.record.RolloutRecord` (sampling, rewards, advantage) per row, with the Arrow schema derived
+from that dataclass, so every partition has the same columns and types; the dashboard, evaluation and
+replay read these files back (docs/architecture.md, "Data of one step").
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-_JSON_FIELDS = ("sampler", "timings", "reward_components")
-
-
-def _row(record: dict) -> dict:
-    row = dict(record)
-    for key in _JSON_FIELDS:
-        if key in row and not isinstance(row[key], str):
-            row[key] = json.dumps(row[key], default=float)
-    return row
+from rollout.record import RolloutRecord, arrow_schema
 
 
 class RolloutStore:
@@ -29,10 +21,10 @@ class RolloutStore:
         self.root = Path(run_dir) / "rollouts"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def append(self, step: int, records: list[dict]) -> Path:
+    def append(self, step: int, records: list[RolloutRecord]) -> Path:
         part = self.root / f"step={step}"
         part.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist([_row(r) for r in records])
+        table = pa.Table.from_pylist([r.to_row() for r in records], schema=arrow_schema())
         out = part / "part-0.parquet"
         tmp = out.with_suffix(".tmp")
         pq.write_table(table, tmp, compression="zstd")
@@ -40,6 +32,7 @@ class RolloutStore:
         return out
 
     def read_step(self, step: int) -> list[dict]:
+        """The rows of one step as dicts (JSON fields as text); RolloutRecord.from_row makes records."""
         return pq.read_table(self.root / f"step={step}" / "part-0.parquet").to_pylist()
 
     def read_all(self) -> pa.Table:

@@ -1,27 +1,11 @@
 """The rollout worker: a policy plus its samplers, turning prompts into rollout records.
 
 `RolloutWorker` is a plain class (tests and single-process runs use it directly); Ray enters only in
-`create_rollout_workers`, which wraps it with `ray.remote`. It imports nothing from trainer/, rewards/
-or rl/ -- the driver converts these records into whatever it stores.
+`create_rollout_workers`, which wraps it with `ray.remote` (`rollout.group.RolloutGroup` drives the
+actors). It imports nothing from trainer/, rewards/ or rl/.
 
-One record per rollout (G per prompt), all plain Python values:
-    prompt_id, group_index, task, seed, policy_version, sampler (settings dict), timings {"gen_s": ...},
-    num_forwards (forwards this sample took part in),
-    prompt_ids      text: the unpadded chat prompt; mmu: <|mmu|><|soi|>codes<|eoi|> + chat prompt;
-                    t2i: the conditional layout up to and including <|soi|>
-    prompt_mask     attention mask of prompt_ids (0 on t2i [iPAD])
-    response_ids    text: all gen_length ids exactly as the sampler produced them, EOS padding and
-                    early-stop EOS fill included (the learner must score the very sequence that was
-                    sampled, and LLaDA is trained to predict the EOS padding too); t2i: the N image
-                    token ids (code + image_offset)
-    suffix_ids      tokens the sampler saw after the response (t2i: [<|eoi|>]; text: []): a training row
-                    must hold them too, visible and never masked
-    response_text   text decoded up to the first EOS, special tokens skipped ("" for t2i)
-    image_codes     t2i: the N generated codes in [0, codebook_size); mmu: the input image's codes; else None
-    image           t2i: the decoded image, uint8 H x W x 3 (what image rewards receive), else None
-    image_png       t2i / mmu: PNG bytes of the generated / input image (for the store and the dashboard)
-    unmask_step, confidence   the denoising trajectory, one value per response position
-    early_filled    text: positions set to EOS by early stop (t2i: all False)
+One `rollout.record.RolloutRecord` per rollout (G per prompt, in prompt order); its fields are
+described there, once.
 
 Seeding: one torch.Generator per (call, modality), seeded from `seed`, so the same prompts, group size,
 seed and weights give the same records.
@@ -43,6 +27,7 @@ from policy.loading import load_policy
 from policy.prompts import chat_prompt_ids, left_pad, mmu_prompt_ids, t2i_prompt_ids, t2i_uncond_prompt_ids
 from policy.weight_sync import numpy_to_tensor
 from rollout.image_sampler import ImageSamplerConfig, generate_image
+from rollout.record import RolloutRecord
 from rollout.text_sampler import TextSamplerConfig, generate_text
 
 IMAGE_TASKS = ("t2i",)
@@ -155,12 +140,12 @@ class RolloutWorker:
         return self._version
 
     # ---- generation ---------------------------------------------------------------------------
-    def generate(self, prompts: list[dict[str, Any]], group_size: int, seed: int) -> list[dict[str, Any]]:
+    def generate(self, prompts: list[dict[str, Any]], group_size: int, seed: int) -> list[RolloutRecord]:
         """G rollouts for each prompt dict {prompt_id, task, text, think}; records in prompt order."""
         if group_size <= 0:
             raise ValueError(f"group_size must be > 0, got {group_size}")
         jobs = [(p, g) for p in prompts for g in range(group_size)]
-        out: list[dict[str, Any] | None] = [None] * len(jobs)
+        out: list[RolloutRecord | None] = [None] * len(jobs)
         for kind, run in (("text", self._generate_text), ("image", self._generate_images)):
             index = [i for i, (p, _) in enumerate(jobs) if (p.get("task") in IMAGE_TASKS) == (kind == "image")]
             if not index:
@@ -169,15 +154,15 @@ class RolloutWorker:
             for start in range(0, len(index), self.max_batch_size):
                 chunk = index[start : start + self.max_batch_size]
                 for i, rec in zip(chunk, run([jobs[i] for i in chunk], gen)):
-                    rec["seed"] = seed
+                    rec.seed = seed
                     out[i] = rec
         return out
 
-    def _record(self, prompt: dict, group_index: int, **fields) -> dict[str, Any]:
-        return dict(prompt_id=prompt["prompt_id"], group_index=group_index, task=prompt.get("task", "math"),
-                    policy_version=self._version, **fields)
+    def _record(self, prompt: dict, group_index: int, **fields) -> RolloutRecord:
+        return RolloutRecord(prompt_id=prompt["prompt_id"], group_index=group_index,
+                             task=prompt.get("task", "math"), policy_version=self._version, **fields)
 
-    def _generate_text(self, jobs, generator) -> list[dict[str, Any]]:
+    def _generate_text(self, jobs, generator) -> list[RolloutRecord]:
         # G jobs share each prompt: tokenise each distinct prompt once (the tokenizer call, not the
         # model, dominated a tiny policy's rollout time outside the sampler)
         cache: dict[tuple, list[int]] = {}
@@ -227,7 +212,7 @@ class RolloutWorker:
             ))
         return records
 
-    def _generate_images(self, jobs, generator) -> list[dict[str, Any]]:
+    def _generate_images(self, jobs, generator) -> list[RolloutRecord]:
         n, width = self.num_image_tokens, self.max_text_len
         conds = [t2i_prompt_ids(self.tokenizer, self.layout, p["text"], n, width) for p, _ in jobs]
         uncond, uncond_mask = t2i_uncond_prompt_ids(self.tokenizer, self.layout, n, width)
@@ -280,21 +265,21 @@ def create_rollout_workers(
     """Start `n` Ray actors running RolloutWorker (one per placement-group bundle when a group is given).
 
     On GPU clusters pass num_gpus_per_worker=1 and device="cuda"; Ray sets CUDA_VISIBLE_DEVICES per actor."""
-    import ray
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    return [start_rollout_worker(i, policy_path, text_config, image_config, num_gpus_per_worker, placement_group,
+                                 num_cpus_per_worker, max_restarts, **worker_kwargs) for i in range(n)]
 
-    actor_cls = ray.remote(RolloutWorker)
-    workers = []
-    for i in range(n):
-        # A crashed actor is restarted by Ray from its constructor (initial weights); the driver then
-        # sends it the current weights and re-issues its shard.
-        options: dict[str, Any] = {"num_gpus": num_gpus_per_worker, "num_cpus": num_cpus_per_worker,
-                                   "max_restarts": max_restarts}
-        if placement_group is not None:
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                placement_group=placement_group, placement_group_bundle_index=i
-            )
-        workers.append(actor_cls.options(**options).remote(
-            str(policy_path), text_config, image_config, **worker_kwargs
-        ))
-    return workers
+
+def start_rollout_worker(index: int, policy_path: str | Path, text_config: TextSamplerConfig | None = None,
+                         image_config: ImageSamplerConfig | None = None, num_gpus_per_worker: float = 0,
+                         placement_group=None, num_cpus_per_worker: float = 1, max_restarts: int = 4,
+                         **worker_kwargs):
+    """One RolloutWorker actor in bundle `index` of the placement group. A crashed actor is restarted by
+    Ray from its constructor (initial weights); its RolloutGroup then sends it the current weights."""
+    import ray
+
+    from policy.placement import in_bundle
+
+    return ray.remote(RolloutWorker).options(
+        num_gpus=num_gpus_per_worker, num_cpus=num_cpus_per_worker, max_restarts=max_restarts,
+        **in_bundle(placement_group, index),
+    ).remote(str(policy_path), text_config, image_config, **worker_kwargs)

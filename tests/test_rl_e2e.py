@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rl.cli import main as cli_main
 from rl.config import load_config
 from rl.driver import Driver, ensure_local_ray_env
 
@@ -50,7 +51,9 @@ def comparable(m):
 
 
 def test_three_steps_two_learner_ranks(ray_cluster, tmp_path):
-    driver, summary = run(tmp_path, "e2e", ["run.steps=3", "learner.num_ranks=2", "run.checkpoint_every=3"])
+    # math and format without weights: both take the reward's own default, as `rewards check` does
+    driver, summary = run(tmp_path, "e2e", ["run.steps=3", "learner.num_ranks=2", "run.checkpoint_every=3",
+                                            "rewards.functions=[{name: math}, {name: format}]"])
     run_dir = tmp_path / "e2e"
     rows = metrics(run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -63,6 +66,19 @@ def test_three_steps_two_learner_ranks(ray_cluster, tmp_path):
     assert sorted((r["group"], r["group_index"]) for r in records) == [(g, i) for g in range(4) for i in range(4)]
     assert (run_dir / "checkpoints" / "step_3").is_dir() and (run_dir / "config.yaml").is_file()
     assert {"steps", "wall_s", "reward_first10", "reward_last10"} <= set(json.loads((run_dir / "summary.json").read_text()))
+    assert [s.weight for s in (f.spec() for f in driver.cfg.rewards.functions)] == [2.0, 0.5]
+
+    # `unigrpo rewards check` with the run's own config scores the stored rollouts exactly as training did
+    rows = table.to_pylist()
+    dump, scored = tmp_path / "dump.jsonl", tmp_path / "scored.jsonl"
+    dump.write_text("".join(json.dumps({"task": r["task"], "prompt": r["question"], "response": r["response_text"],
+                                        "gold": r["gold"]}) + "\n" for r in rows))
+    assert cli_main(["rewards", "check", "--input", str(dump), "--config", str(run_dir / "config.yaml"),
+                     "--output", str(scored)]) == 0
+    checked = [json.loads(line) for line in scored.read_text().splitlines()]
+    assert [c["total"] for c in checked] == [r["reward"] for r in rows]
+    assert [{k: v["value"] for k, v in c["components"].items()} for c in checked] == [
+        {k: v["value"] for k, v in json.loads(r["reward_components"]).items()} for r in rows]
 
 
 def test_resume_continues_exactly(ray_cluster, tmp_path):
@@ -87,9 +103,9 @@ def test_killed_rollout_actor_is_recovered_without_losing_groups(ray_cluster, tm
     driver = Driver(cfg, console=False)
     try:
         driver.setup()
-        driver._publish()
+        driver.publisher.publish()
         driver.run_step()
-        ray_cluster.kill(driver.rollout_workers[0], no_restart=False)
+        ray_cluster.kill(driver.rollout.workers[0], no_restart=False)
         m = driver.run_step()
         driver.flush_store()
         records = driver.store.read_step(2)
@@ -117,7 +133,8 @@ def test_hanging_reward_does_not_stall_the_step(ray_cluster, tmp_path):
 def test_broadcast_weight_transport(ray_cluster, tmp_path):
     """Weights travel over the torch.distributed (gloo) group instead of the object store."""
     driver, _ = run(tmp_path, "bcast", ["run.steps=2", "run.weight_transport=broadcast"])
-    assert driver.last_transport == "broadcast"
     assert {r["policy_version"] for r in driver.store.read_step(2)} == {1}
     rows = metrics(tmp_path / "bcast")
     assert rows[1]["policy_version"] == 2
+    assert [r["publish/transport"] for r in rows] == ["broadcast", "broadcast"]
+    assert rows[1]["publish/bytes"] > 0 and rows[1]["publish/receivers"] == 1

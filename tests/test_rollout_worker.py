@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -38,32 +40,32 @@ def test_generate_records(worker):
     layout, G = worker.layout, 3
     records = worker.generate(PROMPTS, group_size=G, seed=0)
     assert len(records) == len(PROMPTS) * G
-    assert [(r["prompt_id"], r["group_index"]) for r in records] == [
+    assert [(r.prompt_id, r.group_index) for r in records] == [
         (p["prompt_id"], g) for p in PROMPTS for g in range(G)]
     for r in records:
-        assert set(r) == FIELDS
-        assert r["seed"] == 0 and r["policy_version"] == 0 and r["timings"]["gen_s"] > 0
-        assert len(r["unmask_step"]) == len(r["confidence"]) == len(r["response_ids"])
-        assert layout.mask_id not in r["response_ids"]
-        if r["task"] == "t2i":
-            assert r["response_text"] == "" and len(r["image_codes"]) == 16
-            assert all(0 <= c < layout.codebook_size for c in r["image_codes"])
-            assert r["response_ids"] == [c + layout.image_offset for c in r["image_codes"]]
-            assert r["image_png"][:8] == b"\x89PNG\r\n\x1a\n"
-            assert r["prompt_ids"][-1] == layout.soi_id and r["prompt_mask"][0] == 0
-            assert r["sampler"]["kind"] == "image" and r["num_forwards"] == 3
+        assert FIELDS <= set(asdict(r))
+        assert r.seed == 0 and r.policy_version == 0 and r.timings["gen_s"] > 0
+        assert len(r.unmask_step) == len(r.confidence) == len(r.response_ids)
+        assert layout.mask_id not in r.response_ids
+        if r.task == "t2i":
+            assert r.response_text == "" and len(r.image_codes) == 16
+            assert all(0 <= c < layout.codebook_size for c in r.image_codes)
+            assert r.response_ids == [c + layout.image_offset for c in r.image_codes]
+            assert r.image_png[:8] == b"\x89PNG\r\n\x1a\n"
+            assert r.prompt_ids[-1] == layout.soi_id and r.prompt_mask[0] == 0
+            assert r.sampler["kind"] == "image" and r.num_forwards == 3
         else:
-            assert r["image_codes"] is None and r["image_png"] is None
-            assert len(r["response_ids"]) == TEXT.gen_length  # the full sampled sequence is kept
-            assert r["prompt_ids"][0] == layout.bos_id and r["prompt_ids"][-1] != layout.pad_id
-            ids = r["response_ids"]
+            assert r.image_codes is None and r.image_png is None
+            assert len(r.response_ids) == TEXT.gen_length  # the full sampled sequence is kept
+            assert r.prompt_ids[0] == layout.bos_id and r.prompt_ids[-1] != layout.pad_id
+            ids = r.response_ids
             cut = ids.index(layout.eos_id) if layout.eos_id in ids else len(ids)
-            assert r["response_text"] == worker.tokenizer.decode(ids[:cut], skip_special_tokens=True)
-            assert r["sampler"]["kind"] == "text" and r["sampler"]["temperature"] == 1.0
-    think = next(r for r in records if r["prompt_id"] == "q1")
-    plain = next(r for r in records if r["prompt_id"] == "q2")
-    assert len(think["prompt_ids"]) > len(plain["prompt_ids"]) + 50  # the think instruction is there
-    group = [r["response_ids"] for r in records if r["prompt_id"] == "q1"]
+            assert r.response_text == worker.tokenizer.decode(ids[:cut], skip_special_tokens=True)
+            assert r.sampler["kind"] == "text" and r.sampler["temperature"] == 1.0
+    think = next(r for r in records if r.prompt_id == "q1")
+    plain = next(r for r in records if r.prompt_id == "q2")
+    assert len(think.prompt_ids) > len(plain.prompt_ids) + 50  # the think instruction is there
+    group = [r.response_ids for r in records if r.prompt_id == "q1"]
     assert group[0] != group[1]  # G different samples at temperature 1
 
 
@@ -71,8 +73,8 @@ def test_generate_seeded(worker):
     a = worker.generate(PROMPTS[1:], group_size=2, seed=5)
     b = worker.generate(PROMPTS[1:], group_size=2, seed=5)
     c = worker.generate(PROMPTS[1:], group_size=2, seed=6)
-    assert [r["response_ids"] for r in a] == [r["response_ids"] for r in b]
-    assert [r["response_ids"] for r in a] != [r["response_ids"] for r in c]
+    assert [r.response_ids for r in a] == [r.response_ids for r in b]
+    assert [r.response_ids for r in a] != [r.response_ids for r in c]
 
 
 def test_load_weights(policy_dir):
@@ -84,8 +86,8 @@ def test_load_weights(policy_dir):
     new = {k: (v + rng.normal(0, 0.5, v.shape)).astype(np.float32) for k, v in state.items()}
     assert worker.load_weights(7, new) == 7 and worker.policy_version() == 7
     after = worker.generate(PROMPTS[:1], 1, seed=0)[0]
-    assert after["policy_version"] == 7
-    assert after["response_ids"] != before["response_ids"] or after["confidence"] != before["confidence"]
+    assert after.policy_version == 7
+    assert after.response_ids != before.response_ids or after.confidence != before.confidence
     name = "model.transformer.wte.weight"
     torch.testing.assert_close(worker.model.state_dict()[name], torch.from_numpy(new[name]))
 
@@ -110,8 +112,8 @@ def test_ray_actor(policy_dir, monkeypatch):
         (actor,) = create_rollout_workers(1, policy_dir, TEXT, IMAGE, num_gpus_per_worker=0, **WORKER_KW)
         assert ray.get(actor.ping.remote()) == "pong"
         records = ray.get(actor.generate.remote(PROMPTS[1:], 2, 3), timeout=120)
-        assert len(records) == 4 and records[-1]["image_png"] is not None
+        assert len(records) == 4 and records[-1].image_png is not None
         local = RolloutWorker(policy_dir, TEXT, IMAGE, **WORKER_KW).generate(PROMPTS[1:], 2, 3)
-        assert [r["response_ids"] for r in records] == [r["response_ids"] for r in local]
+        assert [r.response_ids for r in records] == [r.response_ids for r in local]
     finally:
         ray.shutdown()

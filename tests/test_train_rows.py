@@ -8,6 +8,8 @@ the <|eoi|> that follows an image canvas.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -38,8 +40,8 @@ def prompts():
     return {
         "text": [{"prompt_id": "a", "task": "math", "text": "Repeat the number: 7"},
                  {"prompt_id": "b", "task": "math", "text": "hi"}],
-        "mmu": [{"prompt_id": f"m{i}", "task": "mmu", "text": r["question"],
-                 "image_codes": list(enc.encode(r["image"], "x"))} for i, r in enumerate(mmu)],
+        "mmu": [{"prompt_id": f"m{i}", "task": "mmu", "text": r.question,
+                 "image_codes": list(enc.encode(r.image, "x"))} for i, r in enumerate(mmu)],
         "t2i": [{"prompt_id": "t0", "task": "t2i", "text": "a red square in the top left"},
                 {"prompt_id": "t1", "task": "t2i", "text": "a blue square"}],  # different padding
     }
@@ -56,9 +58,9 @@ def first_step_logprob_gap(model, layout, batch, records) -> float:
     per_row = logp.split(masked.sum(1).tolist())
     gaps = []
     for lp, r in zip(per_row, records):
-        first = np.asarray(r["unmask_step"]) == 0
+        first = np.asarray(r.unmask_step) == 0
         assert first.any()
-        gaps.append(np.abs(lp.numpy()[first] - np.log(np.asarray(r["confidence"])[first])).max())
+        gaps.append(np.abs(lp.numpy()[first] - np.log(np.asarray(r.confidence)[first])).max())
     return float(max(gaps))
 
 
@@ -70,7 +72,7 @@ def test_first_step_logprobs_equal_sampler_confidences(worker, task):
     # prompt (caption, or image + question), <|eoi|> and padding are never masked
     for row, r in enumerate(records):
         cols = np.flatnonzero(batch.response_mask[row])
-        assert batch.input_ids[row, cols].tolist() == r["response_ids"]
+        assert batch.input_ids[row, cols].tolist() == r.response_ids
         if task == "t2i":
             assert batch.input_ids[row, cols[-1] + 1] == worker.layout.eoi_id
             assert batch.attention_mask[row, cols[-1] + 1] == 1
@@ -84,7 +86,7 @@ def test_first_step_logprobs_equal_sampler_confidences(worker, task):
 def test_rows_that_differ_from_the_sampler_context_are_caught(worker):
     """The old t2i row (every prompt position attended, <|eoi|> dropped) fails the same check."""
     records = worker.generate(prompts()["t2i"], group_size=2, seed=1)
-    wrong = [{**r, "prompt_mask": [1] * len(r["prompt_mask"]), "suffix_ids": []} for r in records]
+    wrong = [replace(r, prompt_mask=[1] * len(r.prompt_mask), suffix_ids=[]) for r in records]
     batch = batch_from_rollouts(wrong, np.zeros(len(wrong)))
     assert first_step_logprob_gap(worker.model, worker.layout, batch, records) > 1e-2
 
@@ -92,10 +94,10 @@ def test_rows_that_differ_from_the_sampler_context_are_caught(worker):
 def test_t2i_records_carry_decoded_pixels(worker):
     records = worker.generate(prompts()["t2i"][:1], group_size=2, seed=0)
     for r in records:
-        assert r["image"].dtype == np.uint8 and r["image"].shape == (32, 32, 3)
-        decoded = PaletteTokenizer().encode(torch.from_numpy(r["image"]).permute(2, 0, 1)[None].float() / 127.5 - 1)
-        assert decoded[0].tolist() == r["image_codes"]
-        assert r["timings"]["decode_s"] >= 0
+        assert r.image.dtype == np.uint8 and r.image.shape == (32, 32, 3)
+        decoded = PaletteTokenizer().encode(torch.from_numpy(r.image).permute(2, 0, 1)[None].float() / 127.5 - 1)
+        assert decoded[0].tolist() == r.image_codes
+        assert r.timings["decode_s"] >= 0
 
 
 def test_per_task_sums_add_up_to_the_loss():

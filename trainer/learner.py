@@ -1,11 +1,17 @@
 """The learner: M Ray actors, one DeepSpeed rank each, driven as one `LearnerGroup`.
 
-    group = LearnerGroup.create(num_ranks, policy_path, LearnerConfig(...), UniGRPOConfig(...))
+    group = LearnerGroup.create(num_ranks, policy_path, LearnerConfig(...), UniGRPOConfig(...),
+                                strategy="PACK")   # owns a placement group: one bundle per rank
     stats = group.update(batch)                  # all mu inner iterations of UniGRPO on one TrainBatch
-    ref   = group.publish_object_store(version)  # full weights as numpy -> rollout workers' load_weights
+    ref   = group.publish_object_store()         # full weights as numpy -> rollout workers' load_weights
     group.save_checkpoint(dir, extra_state) / group.load_checkpoint(dir) / group.export_policy(dir)
+    group.restart()                              # new rank actors in the same placement group (a rank died)
 
-One update (DESIGN.md "UniGRPO"), split across ranks by rows:
+`group.policy_version` is the run's one policy version counter: bumped by every update, saved in
+checkpoints, carried by every published payload and so by every rollout sampled from it.
+
+One update (docs/architecture.md "One RL step"; the objective in trainer/unigrpo.py), split across
+ranks by rows:
     driver:  masks for every (response, iteration) from Generator([seed, update_index])  -> shards
     rank:    for n in 1..mu, every micro-batch:  logp_old (and logp_ref if beta > 0), no grad
              for n in 1..mu:  for every micro-batch: logp_theta -> UniGRPO loss -> backward
@@ -229,6 +235,10 @@ class Learner:
             else:
                 yield name, p.detach().cpu().clone() if self.rank == 0 else None
 
+    def weight_bytes(self) -> int:
+        return sum(int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+                   for _, dtype, shape in self._param_entries())
+
     def full_state(self, version: int) -> dict | None:
         state = dict(self._iter_full_params())
         return make_payload(version, state) if self.rank == 0 else None
@@ -285,24 +295,31 @@ class Learner:
 LearnerActor = ray.remote(Learner)
 
 
-def _ensure_ray() -> None:
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(include_dashboard=False)
+def get_all(refs: list) -> list:
+    """ray.get of every rank's call, raising as soon as one rank fails (the others may be blocked in a
+    collective with it and would never answer)."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        ray.get(ready[0])
+    return ray.get(refs)
 
 
 class LearnerGroup:
     """M learner ranks driven together; the caller passes whole batches, the group shards them."""
 
-    def __init__(self, actors: list, policy_path: str, learner_cfg: LearnerConfig, unigrpo_cfg: UniGRPOConfig,
-                 ds_config: dict, eos_id: int) -> None:
-        self.actors = actors
-        self.eos_id = eos_id  # ends o_i under response_positions=through_first_eos
-        self.policy_path = policy_path
+    def __init__(self, placement_group, num_ranks: int, policy_path: str, learner_cfg: LearnerConfig,
+                 unigrpo_cfg: UniGRPOConfig, ds_config: dict, num_gpus_per_rank: float = 0,
+                 num_cpus_per_rank: float = 1, master_port: int | None = None) -> None:
+        self.placement_group = placement_group
+        self.num_ranks, self.policy_path = num_ranks, policy_path
         self.cfg, self.ucfg, self.ds_config = learner_cfg, unigrpo_cfg, ds_config
+        self._resources = {"num_cpus": num_cpus_per_rank, "num_gpus": num_gpus_per_rank}
+        self._master_port = master_port
+        self.actors: list = []
         self.num_updates = 0  # seeds the masks of the next update
         self.policy_version = 0  # bumped by every update; the default tag of published weights
+        self._start()
 
     @property
     def world_size(self) -> int:
@@ -311,22 +328,46 @@ class LearnerGroup:
     @classmethod
     def create(cls, num_ranks: int, policy_path: str, learner_cfg: LearnerConfig | None = None,
                unigrpo_cfg: UniGRPOConfig | None = None, num_gpus_per_rank: float = 0,
-               master_port: int | None = None, num_cpus_per_rank: float = 1) -> LearnerGroup:
-        _ensure_ray()
+               master_port: int | None = None, num_cpus_per_rank: float = 1, strategy: str = "PACK",
+               bundle_resources: dict | None = None, placement_timeout_s: float = 120.0) -> LearnerGroup:
+        """Reserve one bundle per rank (PACK: on as few nodes as possible; fails fast with what was asked
+        and what the cluster has), start the ranks and join them in one rendezvous."""
+        from policy.placement import bundles, ensure_local_ray_env, reserve
+
+        if not ray.is_initialized():
+            ensure_local_ray_env()
+            ray.init(include_dashboard=False)
         learner_cfg, unigrpo_cfg = learner_cfg or LearnerConfig(), unigrpo_cfg or UniGRPOConfig()
         policy_path = str(resolve_path(policy_path))
         use_bf16 = resolve_bf16(learner_cfg) if num_gpus_per_rank else learner_cfg.bf16 is True
         ds_config = load_deepspeed_config(learner_cfg, num_ranks, use_bf16)
-        env = {} if num_gpus_per_rank else {"DS_ACCELERATOR": "cpu"}
-        actors = [
-            LearnerActor.options(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank,
-                                 runtime_env={"env_vars": env}).remote(
-                rank, num_ranks, policy_path, learner_cfg, unigrpo_cfg, ds_config)
-            for rank in range(num_ranks)
+        pg = reserve("learner", bundles(num_ranks, num_cpus_per_rank, num_gpus_per_rank, bundle_resources),
+                     strategy, placement_timeout_s)
+        return cls(pg, num_ranks, policy_path, learner_cfg, unigrpo_cfg, ds_config, num_gpus_per_rank,
+                   num_cpus_per_rank, master_port)
+
+    def _start(self) -> None:
+        from policy.placement import in_bundle
+
+        env = {} if self._resources["num_gpus"] else {"DS_ACCELERATOR": "cpu"}
+        self.actors = [
+            LearnerActor.options(**self._resources, runtime_env={"env_vars": env},
+                                 **in_bundle(self.placement_group, rank)).remote(
+                rank, self.num_ranks, self.policy_path, self.cfg, self.ucfg, self.ds_config)
+            for rank in range(self.num_ranks)
         ]
-        host, port = ray.get(actors[0].address.remote())
-        info = ray.get([a.setup.remote(host, master_port or port) for a in actors])  # one rendezvous
-        return cls(actors, policy_path, learner_cfg, unigrpo_cfg, ds_config, eos_id=info[0]["eos_id"])
+        host, port = ray.get(self.actors[0].address.remote())
+        info = get_all([a.setup.remote(host, self._master_port or port) for a in self.actors])  # one rendezvous
+        self.eos_id = info[0]["eos_id"]  # ends o_i under response_positions=through_first_eos
+
+    def restart(self) -> None:
+        """Replace every rank (one died: the survivors' collectives are broken) by new actors in the same
+        placement group, from the initial policy; the caller then loads the last checkpoint."""
+        from policy.placement import kill_all
+
+        kill_all(self.actors)
+        self.num_updates, self.policy_version = 0, 0
+        self._start()
 
     # ---- training ------------------------------------------------------------------------------------
     def update(self, batch: TrainBatch) -> dict[str, float]:
@@ -338,7 +379,7 @@ class LearnerGroup:
         tokens_per_iter = [int(t) for t in masked.sum(axis=(1, 2))]
         bounds = [batch.shard_bounds(r, world) for r in range(world)]
         num_micro = num_micro_batches([b - a for a, b in bounds], batch.seq_len, self.cfg.micro_batch_tokens)
-        results = ray.get([
+        results = get_all([
             actor.update.remote(batch.select(slice(a, b)), masked[:, a:b], batch.num_rows, tokens_per_iter, num_micro)
             for actor, (a, b) in zip(self.actors, bounds)
         ])
@@ -347,11 +388,15 @@ class LearnerGroup:
         return reduce_stats(results, ratios, ucfg.mu, num_micro)
 
     # ---- weight publishing ---------------------------------------------------------------------------
+    def weight_bytes(self) -> int:
+        """Bytes of one full copy of the weights (what one publication moves to each receiver)."""
+        return int(ray.get(self.actors[0].weight_bytes.remote()))
+
     def publish_object_store(self, version: int | None = None):
         """ObjectRef of {"version", "state": {name: np.ndarray}, "dtypes"} from rank 0 (all ranks gather)."""
         version = self.policy_version if version is None else version
         refs = [a.full_state.remote(version) for a in self.actors]
-        ray.get(refs[1:])
+        get_all(refs[1:])
         ray.wait(refs[:1])
         return refs[0]
 
@@ -377,25 +422,28 @@ class LearnerGroup:
         directory.mkdir(parents=True, exist_ok=True)
         client = {"num_updates": self.num_updates, "policy_version": self.policy_version,
                   "extra_state": extra_state or {}, "learner_cfg": asdict(self.cfg), "unigrpo_cfg": asdict(self.ucfg)}
-        ray.get([a.save_checkpoint.remote(str(directory), client) for a in self.actors])
+        get_all([a.save_checkpoint.remote(str(directory), client) for a in self.actors])
         self.export_policy(directory / "policy")
         return directory
 
     def load_checkpoint(self, directory: str | Path) -> dict:
         directory = Path(directory).resolve()
-        client = ray.get([a.load_checkpoint.remote(str(directory)) for a in self.actors])[0]
+        client = get_all([a.load_checkpoint.remote(str(directory)) for a in self.actors])[0]
         self.num_updates, self.policy_version = client["num_updates"], client["policy_version"]
         return client["extra_state"]
 
     def export_policy(self, directory: str | Path) -> Path:
         directory = Path(directory).resolve()
-        ray.get([a.export_policy.remote(str(directory)) for a in self.actors])
+        get_all([a.export_policy.remote(str(directory)) for a in self.actors])
         return directory
 
     def shutdown(self) -> None:
-        for a in self.actors:
-            ray.kill(a)
+        from policy.placement import kill_all, release
+
+        kill_all(self.actors)
         self.actors = []
+        release(self.placement_group)
+        self.placement_group = None
 
 
 def reduce_task_stats(results: list[dict], mu: int) -> dict[str, float]:

@@ -21,7 +21,7 @@ estimated on a partially masked copy of it, with the prompt q always clean:
                      loss  = -mean_i [ (1/k_i) sum_{t masked in o_i} (surr_t - beta * kl_t) ]   "sequence"
                        or  = -(1/sum_i k_i) sum_i sum_t (surr_t - beta * kl_t)                   "token"
 
-Mask-ratio schedules across the mu inner iterations (DESIGN.md "UniGRPO"), all clamped to [p_min, 1]:
+Mask-ratio schedules across the mu inner iterations (docs/architecture.md, "One RL step"), all clamped to [p_min, 1]:
     stratified     p_{i,n} = (u_i + (n-1)/mu) mod 1,  u_i ~ U(0,1): one ratio in each stratum
                    [k/mu, (k+1)/mu), with a random phase per response (the paper's 100 -> 300, 500, ...)
     paper_formula  t_1 = floor(u_i * T),  t_n = floor((n-1)/(mu-1) * (T - t_1) + t_1),  p = t_n / T

@@ -1,0 +1,203 @@
+"""`RolloutGroup`: N rollout-worker actors driven as one, the rollout side's twin of trainer's LearnerGroup.
+
+    group = RolloutGroup.create(n, policy_path, strategy="PACK", text_config=..., ...)
+    group.load_weights(version, payload_ref)       # object store publication (rl.weights does this)
+    records = group.generate(prompts, G, seed)     # list[RolloutRecord], sorted by (group, group_index)
+
+The group owns its placement group (one bundle per worker) and hides failures from the caller:
+
+  * sharding: the batch is cut into N shards, shard k = prompts[k::N] sampled with seed + 7919 k. A shard
+    depends on k only, never on which worker ran it, so a shard moved to another worker gives the
+    same records (given the same weights).
+  * a worker that fails a call (its actor died, its node is gone) or answers with stale weights (it was
+    restarted by Ray while idle and came back with the initial weights) is marked lost and counted in
+    `restarts`; its shard is re-issued at once on a live worker. No group is lost or counted twice: a
+    shard's records are kept only from the one call that succeeded.
+  * a lost worker rejoins at the start of a later call once Ray has restarted it, after being given the
+    current weights (`weight_source()`: the latest (version, payload ref)). A worker Ray gave up on is
+    replaced by a new actor in the same bundle. Every wait is bounded: when no worker is live, the group
+    waits up to `restart_wait_s` for one, then raises.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from policy.placement import bundles, kill_all, release, reserve
+from rollout.record import RolloutRecord
+from rollout.worker import start_rollout_worker
+
+SEED_STRIDE = 7919  # shard k samples with seed + SEED_STRIDE * k
+
+
+class RolloutGroup:
+    def __init__(self, placement_group, worker_args: dict[str, Any], num_workers: int,
+                 restart_wait_s: float = 300.0, call_timeout_s: float = 3600.0) -> None:
+        self.placement_group = placement_group
+        self._args = worker_args
+        self.on_gpu = worker_args.get("num_gpus_per_worker", 0) > 0
+        self.workers = [start_rollout_worker(i, **worker_args) for i in range(num_workers)]
+        self.restart_wait_s, self.call_timeout_s = restart_wait_s, call_timeout_s
+        self.restarts = 0  # workers lost and brought back (or replaced), over the group's life
+        self.version = 0  # the policy version every live worker holds
+        self.weight_source: Callable[[], tuple[int, Any]] | None = None  # -> (version, payload ref)
+        self._lost: dict[int, Any] = {}  # worker index -> ping ref (answers once Ray has restarted it)
+        self.last_timings: dict[str, float] = {}  # model compute of the last generate, per phase
+
+    @classmethod
+    def create(cls, num_workers: int, policy_path: str, num_gpus_per_worker: float = 0.0,
+               num_cpus_per_worker: float = 1.0, strategy: str = "PACK", bundle_resources: dict | None = None,
+               placement_timeout_s: float = 120.0, max_restarts: int = 4, **worker_kwargs) -> RolloutGroup:
+        """Reserve the placement group (fails fast if the cluster cannot hold it), start the workers,
+        and wait until every one has loaded its model."""
+        import ray
+
+        pg = reserve("rollout", bundles(num_workers, num_cpus_per_worker, num_gpus_per_worker, bundle_resources),
+                     strategy, placement_timeout_s)
+        args = dict(policy_path=policy_path, num_gpus_per_worker=num_gpus_per_worker, placement_group=pg,
+                    num_cpus_per_worker=num_cpus_per_worker, max_restarts=max_restarts, **worker_kwargs)
+        group = cls(pg, args, num_workers)
+        ray.get([w.ping.remote() for w in group.workers])
+        return group
+
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
+    def live(self) -> list[int]:
+        return [i for i in range(self.size) if i not in self._lost]
+
+    # ---- weights ------------------------------------------------------------------------------------
+    def load_weights(self, version: int, payload) -> None:
+        """Every live worker loads the published payload (an ObjectRef). A worker that fails is marked
+        lost; it gets the weights from `weight_source` when it comes back."""
+        import ray
+
+        refs = {i: self.workers[i].load_weights.remote(version, payload) for i in self.live()}
+        for i, ref in refs.items():
+            try:
+                ray.get(ref, timeout=self.call_timeout_s)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                self._mark_lost(i)
+        self.version = int(version)
+
+    def _mark_lost(self, i: int) -> None:
+        if i in self._lost:
+            return
+        self.restarts += 1
+        self._lost[i] = self.workers[i].ping.remote()  # queued by Ray until the actor is back
+
+    def _heal(self, block: bool) -> None:
+        """Bring back lost workers whose actors answer again; replace ones Ray gave up on. With
+        block=True wait (bounded) until at least one worker is live."""
+        import ray
+
+        deadline = time.monotonic() + self.restart_wait_s
+        while self._lost:
+            ready, _ = ray.wait(list(self._lost.values()), num_returns=len(self._lost), timeout=0)
+            for i, ref in [(i, r) for i, r in self._lost.items() if r in ready]:
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError:  # dead for good: a new actor in the same bundle
+                    ray.kill(self.workers[i], no_restart=True)
+                    self.workers[i] = start_rollout_worker(i, **self._args)
+                    self._lost[i] = self.workers[i].ping.remote()
+                    continue
+                if self._give_current_weights(i):
+                    del self._lost[i]
+            if not block or self.live():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no rollout worker came back within {self.restart_wait_s:.0f} s "
+                                   f"({len(self._lost)} lost of {self.size})")
+            time.sleep(0.2)
+
+    def _give_current_weights(self, i: int) -> bool:
+        import ray
+
+        if self.version == 0 or self.weight_source is None:
+            return True  # the initial weights are what a restarted actor loads anyway
+        version, payload = self.weight_source()
+        try:
+            ray.get(self.workers[i].load_weights.remote(version, payload), timeout=self.call_timeout_s)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            self._lost[i] = self.workers[i].ping.remote()
+            return False
+        return True
+
+    # ---- generation -----------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence, group_size: int, seed: int) -> list[RolloutRecord]:
+        """G rollouts per prompt (rl.data.Prompt: prompt_id, task, question, answer, to_dict()). The same prompt
+        may appear twice in a batch (small datasets wrap around): each occurrence is its own group."""
+        import ray
+
+        self._heal(block=not self.live())
+        # every field of the prompt travels (think, image codes, ...); the id gains the batch position
+        payloads = [p.to_dict() | {"prompt_id": f"{p.prompt_id}@{j}", "text": p.question}
+                    for j, p in enumerate(prompts)]
+        shards = {k: payloads[k :: self.size] for k in range(self.size) if payloads[k :: self.size]}
+        results: dict[int, list[RolloutRecord]] = {}
+        pending: dict[Any, tuple[int, int]] = {}  # ref -> (shard, worker)
+        failures = dict.fromkeys(shards, 0)
+
+        def submit(k: int) -> None:
+            live = self.live()
+            if not live:
+                self._heal(block=True)
+                live = self.live()
+            w = k if k in live else live[(k + failures[k]) % len(live)]
+            pending[self.workers[w].generate.remote(shards[k], group_size, seed + SEED_STRIDE * k)] = (k, w)
+
+        for k in shards:
+            submit(k)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.call_timeout_s)
+            if not ready:
+                raise TimeoutError(f"rollout workers did not answer within {self.call_timeout_s:.0f} s")
+            k, w = pending.pop(ready[0])
+            try:
+                records = ray.get(ready[0])
+                if records and records[0].policy_version != self.version:
+                    raise StaleWeights(w)
+                results[k] = records
+            except (ray.exceptions.RayActorError, StaleWeights):
+                self._mark_lost(w)
+                failures[k] += 1
+                if failures[k] > self.size + 2:
+                    raise RuntimeError(f"rollout shard {k} failed {failures[k]} times; giving up") from None
+                self._heal(block=False)
+                submit(k)
+        # model compute inside the workers: each record carries its batch's time; shards run in parallel
+        def per_shard(key: str, kind: str | None = None) -> float:
+            return max(sum(r.timings.get(key, 0.0) / r.timings["batch_size"] for r in recs
+                           if kind is None or r.sampler.get("kind") == kind) for recs in results.values())
+
+        self.last_timings = {"gen_s": per_shard("gen_s"), "image_gen_s": per_shard("gen_s", "image"),
+                             "decode_s": per_shard("decode_s", "image")}
+        out = [r for k in sorted(results) for r in results[k]]
+        for r in out:
+            prompt_id, position = r.prompt_id.rsplit("@", 1)
+            r.prompt_id, r.group = prompt_id, int(position)
+            r.question, r.gold = prompts[r.group].question, prompts[r.group].answer
+        out.sort(key=lambda r: (r.group, r.group_index))
+        return out
+
+    # ---- broadcast transport ----------------------------------------------------------------------------
+    def join_weight_group(self, host: str, port: int, world_size: int, backend: str) -> list:
+        """Every live worker joins the broadcast group as rank 1..; returns the refs to wait on."""
+        return [self.workers[i].join_weight_group.remote(host, port, rank + 1, world_size, backend)
+                for rank, i in enumerate(self.live())]
+
+    def receive_weights(self, members: list[int]) -> list:
+        return [self.workers[i].receive_weights.remote() for i in members]
+
+    def shutdown(self) -> None:
+        kill_all(self.workers)
+        self.workers = []
+        release(self.placement_group)
+
+
+class StaleWeights(Exception):
+    """A worker answered with weights older than the group's version (Ray restarted it while idle)."""
