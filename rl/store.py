@@ -21,10 +21,12 @@ class RolloutStore:
         self.root = Path(run_dir) / "rollouts"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def append(self, step: int, records: list[RolloutRecord]) -> Path:
+    def append(self, step: int, records: list[RolloutRecord] | list[dict]) -> Path:
         part = self.root / f"step={step}"
         part.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist([r.to_row() for r in records], schema=arrow_schema())
+        rows = [(r if isinstance(r, RolloutRecord) else RolloutRecord.from_row(r, strict=True)).to_row()
+                for r in records]  # dicts are accepted when they are records spelled out
+        table = pa.Table.from_pylist(rows, schema=arrow_schema())
         out = part / "part-0.parquet"
         tmp = out.with_suffix(".tmp")
         pq.write_table(table, tmp, compression="zstd")

@@ -77,8 +77,12 @@ class RolloutRecord:
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> RolloutRecord:
+    def from_row(cls, row: dict[str, Any], strict: bool = False) -> RolloutRecord:
+        """A record from a stored row (JSON fields as text or dicts). strict: unknown keys are an error
+        (writing); otherwise they are dropped (reading a store written by a later version)."""
         known = {f.name for f in fields(cls)}
+        if strict and set(row) - known:
+            raise KeyError(f"not RolloutRecord fields: {sorted(set(row) - known)}")
         values = {k: v for k, v in row.items() if k in known}
         for key in JSON_FIELDS:
             if isinstance(values.get(key), str):
