@@ -40,8 +40,8 @@ def prompts():
     return {
         "text": [{"prompt_id": "a", "task": "math", "text": "Repeat the number: 7"},
                  {"prompt_id": "b", "task": "math", "text": "hi"}],
-        "mmu": [{"prompt_id": f"m{i}", "task": "mmu", "text": r.question,
-                 "image_codes": list(enc.encode(r.image, "x"))} for i, r in enumerate(mmu)],
+        "mmu": [{"prompt_id": f"m{i}", "task": "mmu", "text": r["question"],
+                 "image_codes": list(enc.encode(r["image"], "x"))} for i, r in enumerate(mmu)],
         "t2i": [{"prompt_id": "t0", "task": "t2i", "text": "a red square in the top left"},
                 {"prompt_id": "t1", "task": "t2i", "text": "a blue square"}],  # different padding
     }
