@@ -20,7 +20,8 @@ follow from this one definition.
                     holds them too, visible and never masked
     response_text   decoded up to the first EOS, special tokens skipped ("" for t2i)
     image_codes     t2i: the N generated codes in [0, codebook_size); mmu: the input image's codes; else None
-    image           t2i: the decoded pixels, uint8 H x W x 3 (what image rewards receive); not stored
+    image           t2i: the decoded pixels; mmu: the input image; uint8 H x W x 3 (what image rewards
+                    receive, e.g. CLIP on an MMU caption); not stored
     image_png       t2i / mmu: PNG bytes of the generated / input image (the store and the dashboard)
     unmask_step, confidence, early_filled   the denoising trajectory, one value per response position
     num_forwards    model forwards this sample took part in

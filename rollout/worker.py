@@ -185,12 +185,14 @@ class RolloutWorker:
         texts = self.tokenizer.batch_decode(cut, skip_special_tokens=True)
         unmask_step, confidence = out.unmask_step.tolist(), out.confidence.tolist()
         early_filled, forwards = out.early_filled.tolist(), out.sample_forwards.tolist()
-        # MMU input images as PNG for the store and the dashboard, decoded once per distinct image
-        mmu_png: dict[tuple, bytes] = {}
+        # MMU input images, decoded once per distinct image: pixels for image rewards (CLIP on a
+        # caption), PNG for the store and the dashboard
+        mmu_img: dict[tuple, tuple] = {}
         for p, _ in jobs:
-            if p.get("task") == "mmu" and tuple(p["image_codes"]) not in mmu_png:
+            if p.get("task") == "mmu" and tuple(p["image_codes"]) not in mmu_img:
                 codes = tuple(p["image_codes"])
-                mmu_png[codes] = self.image_decoder(torch.tensor([codes]))[1][0]
+                pixels, pngs = self.image_decoder(torch.tensor([codes]))
+                mmu_img[codes] = (pixels[0], pngs[0])
         records = []
         for row, ((prompt, g), prompt_ids) in enumerate(zip(jobs, prompt_lists)):
             records.append(self._record(
@@ -201,8 +203,8 @@ class RolloutWorker:
                 suffix_ids=[],
                 response_text=texts[row],
                 image_codes=None if prompt.get("task") != "mmu" else list(prompt["image_codes"]),
-                image=None,
-                image_png=mmu_png.get(tuple(prompt["image_codes"])) if prompt.get("task") == "mmu" else None,
+                image=mmu_img[tuple(prompt["image_codes"])][0] if prompt.get("task") == "mmu" else None,
+                image_png=mmu_img[tuple(prompt["image_codes"])][1] if prompt.get("task") == "mmu" else None,
                 unmask_step=unmask_step[row],
                 confidence=confidence[row],
                 early_filled=early_filled[row],

@@ -79,7 +79,8 @@ def test_first_step_logprobs_equal_sampler_confidences(worker, task):
             assert (batch.attention_mask[row] == 0).sum() > 0  # [iPAD] stays hidden
         if task == "mmu":
             assert worker.layout.soi_id in batch.input_ids[row, : cols[0]].tolist()
-            assert r["image_png"][:8] == b"\x89PNG\r\n\x1a\n"  # the input image, for the dashboard
+            assert r.image_png[:8] == b"\x89PNG\r\n\x1a\n"  # the input image, for the dashboard
+            assert r.image.shape == (32, 32, 3)  # and its pixels, for image rewards (CLIP on captions)
     assert first_step_logprob_gap(worker.model, worker.layout, batch, records) < 1e-4
 
 
