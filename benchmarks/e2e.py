@@ -18,8 +18,8 @@ tiny and under 5% on small. `t2i` (text-to-image only) and `mixed` (text + mmu +
 
     image sampling   image sampler compute inside the rollout worker
     decode           codes -> uint8 pixels with the image tokenizer, inside the rollout worker
-    reward transfer  driver-side reward wall time minus reward-actor busy time (pixels through the
-                     object store, Ray calls, result gathering)
+    reward transfer  driver-side reward wall time minus the busier of the rule and CLIP actors (they
+                     score in parallel): pixels through the object store, Ray calls, result gathering
     CLIP scoring     busy time of the CLIP model actor
     update           the learner's update
 
@@ -82,8 +82,10 @@ def measure(name: str, config: Path | None, overrides: list[str], steps: int, wa
     image_split = {}
     if all("time/image_gen_compute_s" in r for r in rows):
         image_split = {k: statistics.mean(r[key] for r in rows) for k, key in IMAGE_SPLIT.items()}
-        image_split["reward_transfer"] = statistics.mean(
-            max(0.0, r["time/reward_s"] - r["time/reward_compute_s"]) for r in rows)
+        # rule and model (CLIP) actors score in parallel: the driver's reward wall time minus the
+        # longer of the two is moving pixels and results and the Ray calls
+        image_split["reward_transfer"] = statistics.mean(max(0.0, r["time/reward_s"] - max(
+            r["time/reward_compute_s"] - r["time/clip_compute_s"], r["time/clip_compute_s"])) for r in rows)
     return {
         "config": name, "setup_s": round(setup_s, 2), "steps_measured": len(rows), "step_s": step,
         "image_split": image_split,
