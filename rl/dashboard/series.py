@@ -135,16 +135,19 @@ class MetricsReader:
             names = sorted(self.columns) if keys is None else [k for k in keys if k in self.columns]
             append = epoch == self.epoch and 0 < since <= n and n <= max_points
             lo = since if append else 0
-            steps = np.asarray(self.steps[lo:], dtype=np.float64)
-            cols = {k: np.asarray(self.columns[k][lo:], dtype=np.float64) for k in names}
-            wall = self._wall_time(lo)
+            arrays = self._arrays()  # converted once per new step, not per request
+            steps = arrays["step"][lo:]
+            cols = {k: arrays[k][lo:] for k in names}
+            wall = arrays["wall"][lo:]
             problems = list(self.problems)
         downsampled = len(steps) > max_points
         if downsampled:
             edges = np.linspace(0, len(steps), max_points + 1).astype(int)
             steps = steps[edges[1:] - 1]
             wall = wall[edges[1:] - 1]
-            cols = {k: _bucket_mean(v, edges) for k, v in cols.items()}
+            if cols:  # every series at once: one reduceat over a (series x steps) matrix
+                means = _bucket_mean(np.stack(list(cols.values())), edges)
+                cols = dict(zip(cols, means))
         return {
             "epoch": self.epoch,
             "count": n,
@@ -156,6 +159,16 @@ class MetricsReader:
             "keys": sorted(self.columns),
             "problems": problems,
         }
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        key = (self.epoch, len(self.steps))
+        cached = getattr(self, "_array_cache", None)
+        if cached is None or cached[0] != key:
+            arrays = {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()}
+            arrays["step"] = np.asarray(self.steps, dtype=np.float64)
+            arrays["wall"] = self._wall_time(0)
+            self._array_cache = cached = (key, arrays)
+        return cached[1]
 
     def _wall_time(self, lo: int) -> np.ndarray:
         """Seconds since the first step: the logged wall clock (time/unix) when present, otherwise the
@@ -177,9 +190,10 @@ class MetricsReader:
 
 
 def _bucket_mean(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Mean of each bucket [edges[i], edges[i+1]) along the last axis, ignoring NaN (NaN if all are)."""
     ok = ~np.isnan(v)
-    sums = np.add.reduceat(np.where(ok, v, 0.0), edges[:-1])
-    counts = np.add.reduceat(ok.astype(np.float64), edges[:-1])
+    sums = np.add.reduceat(np.where(ok, v, 0.0), edges[:-1], axis=-1)
+    counts = np.add.reduceat(ok.astype(np.float64), edges[:-1], axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 

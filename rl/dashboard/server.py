@@ -179,14 +179,26 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
         run = run_of(request)
         return _json(await blocking(run.info))
 
+    metrics_cache: dict[str, tuple[tuple, web.Response]] = {}
+
     async def api_metrics(request):
+        """The overview's series; the encoded answer is kept until the run logs a step or stores one."""
         run = run_of(request)
         q = request.query
         keys = q.get("keys")
-        data = await blocking(lambda: run.metrics.snapshot(
-            keys=keys.split(",") if keys else None, since=_int(q, "since", 0), epoch=_int(q, "epoch")))
-        data["rollout_steps"] = run.rollouts.step_stats(MAX_POINTS) if not data["append"] else []
-        return _json(data)
+        key = (run.metrics.epoch, len(run.metrics.steps), run.rollouts.version, keys, q.get("since"), q.get("epoch"))
+        hit = metrics_cache.get(run.id)
+        if hit is not None and hit[0] == key:
+            return web.Response(body=hit[1], content_type="application/json")
+
+        def work():
+            data = run.metrics.snapshot(keys=keys.split(",") if keys else None, since=_int(q, "since", 0),
+                                        epoch=_int(q, "epoch"))
+            data["rollout_steps"] = run.rollouts.step_stats(MAX_POINTS) if not data["append"] else []
+            return json.dumps(data, allow_nan=False, default=str).encode()
+        body = await blocking(work)
+        metrics_cache[run.id] = (key, body)
+        return web.Response(body=body, content_type="application/json")
 
     async def api_rollouts(request):
         run = run_of(request)
