@@ -104,7 +104,7 @@ def page(browser):
 
 def test_overview_renders_charts_with_hover_and_controls(server, page):
     page.goto(f"{server}/run/fx")
-    page.wait_for_selector(".chart-box svg path.line")
+    page.wait_for_selector(".chart-box svg path.line", state="attached")
     titles = page.locator(".chart-title").all_text_contents()
     for want in ("reward (mean ± std) and components", "math: reward status per step", "accuracy",
                  "learner loss", "KL to reference", "clip fraction (low / high)", "entropy", "response length",
@@ -125,7 +125,7 @@ def test_overview_renders_charts_with_hover_and_controls(server, page):
 def test_new_step_appears_without_reload(server, runs, page):
     page.goto(f"{server}/run/live")
     page.wait_for_function("document.getElementById('live').textContent.includes('step 2')")
-    page.wait_for_selector(".chart-box svg path.line")
+    page.wait_for_selector(".chart-box svg path.line", state="attached")
     page.evaluate("window.__not_reloaded = true")
     write_step(runs / "live", 3)
     page.wait_for_function("document.getElementById('live').textContent.includes('step 3')", timeout=15000)
@@ -259,7 +259,7 @@ def test_token_auth(runs, browser):
         ctx = browser.new_context()
         pg = ctx.new_page()
         pg.goto(url)  # the printed URL: the token becomes a cookie for the page's own requests
-        pg.wait_for_selector(".chart-box svg path.line")
+        pg.wait_for_selector(".chart-box svg path.line", state="attached")
         ctx.close()
     finally:
         stop(proc)
@@ -286,7 +286,7 @@ def test_corrupt_partition_and_bad_line_show_a_message(server, page):
     page.wait_for_selector("#banner .msg")
     banner = page.text_content("#banner")
     assert "step=2/part-0.parquet: unreadable" in banner and "truncated or corrupt Parquet" in banner
-    page.wait_for_selector(".chart-box svg path.line")  # the readable steps still chart
+    page.wait_for_selector(".chart-box svg path.line", state="attached")  # the readable steps still chart
     page.goto(f"{server}/run/broken/group?step=2&group=0")
     page.wait_for_selector("#main .msg.error")
     assert "no rollout at step 2" in page.text_content("#main .msg.error")
@@ -329,7 +329,7 @@ def test_real_tiny_run_started_with_its_dashboard_shows_on_every_page(tmp_path, 
     try:
         base = url.rstrip("/")
         page.goto(f"{base}/run/tiny")
-        page.wait_for_selector(".chart-box svg path.line")
+        page.wait_for_selector(".chart-box svg path.line", state="attached")
         titles = page.locator(".chart-title").all_text_contents()
         assert "reward (mean ± std) and components" in titles and "throughput" in titles
         assert page.locator(".chart-box svg path.line").count() >= 15
@@ -348,7 +348,7 @@ def test_real_tiny_run_started_with_its_dashboard_shows_on_every_page(tmp_path, 
         page.goto(f"{base}/run/tiny/failures")
         page.wait_for_selector("#failures .msg, #failures table")
         page.goto(f"{base}/compare?runs=tiny")
-        page.wait_for_selector("#compare-charts .chart-box svg path.line")
+        page.wait_for_selector("#compare-charts .chart-box svg path.line", state="attached")
         assert page.errors == []
     finally:
         ctx.close()
