@@ -21,6 +21,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ TEXT_PREVIEW = 240        # characters of prompt / response shown in a table row
 TEXT_FULL = 20_000        # characters of one response shown in the group view (model output is unbounded)
 SEARCH_BUDGET_S = 0.2     # a text search stops scanning older partitions after this long
 PAGE_MAX = 200
+_READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard-read")
 
 
 class QueryError(ValueError):
@@ -363,12 +365,14 @@ class RolloutIndex:
 
     # ------------------------------------------------------------------ reads
     def _fetch(self, files: list[Partition], refs: list[tuple[int, int]], wanted: list[str]) -> list[dict]:
-        """Rows (file id, row) -> dicts of `wanted` columns, reading each file once."""
+        """Rows (file id, row) -> dicts of `wanted` columns, reading each file once (files in parallel:
+        pyarrow releases the GIL while it reads and decompresses)."""
         by_file: dict[int, list[int]] = {}
         for fid, row in refs:
             by_file.setdefault(fid, []).append(row)
-        got: dict[tuple[int, int], dict] = {}
-        for fid, rows in by_file.items():
+
+        def read(item):
+            fid, rows = item
             part = files[fid]
             try:
                 t = _read(part.path, wanted).take(pa.array(rows, pa.int64()))
@@ -377,8 +381,13 @@ class RolloutIndex:
                                  "reload the page") from None
             except Exception as exc:  # noqa: BLE001
                 raise QueryError(f"step={part.step}/{part.path.name}: unreadable ({_describe(exc)})") from None
-            for row, rec in zip(rows, t.to_pylist()):
-                got[(fid, row)] = rec
+            return [((fid, row), rec) for row, rec in zip(rows, t.to_pylist())]
+
+        items = list(by_file.items())
+        got: dict[tuple[int, int], dict] = {}
+        results = _READERS.map(read, items) if len(items) > 2 else map(read, items)
+        for pairs in results:
+            got.update(pairs)
         return [got[r] for r in refs]
 
     def rollouts(self, f: dict, sort: str = "step", desc: bool = True, offset: int = 0, limit: int = 50) -> dict:

@@ -35,6 +35,7 @@ function link(path, params) {
 const runPath = (id, page) => `/run/${encodeURIComponent(id)}${page ? `/${page}` : ""}`;
 const api = (id, what) => `/api/run/${encodeURIComponent(id)}/${what}`;
 const main = () => document.getElementById("main");
+let prefetch = null;  // the overview's first metrics request, sent while the header loads
 
 async function getJSON(url) {
   const r = await fetch(url, { credentials: "same-origin" });
@@ -236,7 +237,9 @@ async function overview(runId) {
   }
   async function load() {
     const url = data ? link(api(runId, "metrics"), { epoch: data.epoch, since: data.count }) : api(runId, "metrics");
-    const fresh = await getJSON(url);
+    const early = data ? null : await prefetch;
+    prefetch = null;
+    const fresh = early || await getJSON(url);
     if (data && fresh.append) {
       data.step.push(...fresh.step);
       data.wall.push(...fresh.wall);
@@ -698,6 +701,7 @@ async function start() {
     if (parts[0] === "run" && parts[1]) {
       const id = parts[1];
       const page = parts[2] || "overview";
+      if (page === "overview") prefetch = getJSON(api(id, "metrics")).catch(() => null);
       await header(id, page);
       const pages = { overview, rollouts: rolloutsPage, group: groupPage, replay: replayPage, images: imagesPage, failures: failuresPage };
       document.title = `${id} · ${page} · unigrpo`;
