@@ -42,6 +42,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/learner.py
 	$(PY) benchmarks/math_reward.py
 	$(PY) benchmarks/e2e.py
+	$(PY) benchmarks/dashboard.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
