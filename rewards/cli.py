@@ -4,8 +4,8 @@
                           [--output scored.jsonl] [--clip-model DIR] [--explain]
 
 For the ``math`` reward each record also says which extraction rule found the answer (``"rule"``:
-boxed, answer_tag, gsm8k, answer_is, whole, last_math, last_number, or none), and the summary counts
-them. ``--explain`` adds, per line, the normalised gold and answer and why they were judged so (also
+boxed, answer_tag, gsm8k, answer_is, whole, last_math, conclusion, last_number, or none), and the summary
+counts them. ``--explain`` adds, per line, the normalised gold and answer and why they were judged so (also
 printed on stderr); the math reward computes it inside its sandbox worker, from strings only.
 
 Each input line is an object with ``task``, ``prompt``, ``response``, ``gold`` and optionally ``image``

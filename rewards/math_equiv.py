@@ -34,9 +34,10 @@ from fractions import Fraction
 from typing import Any
 
 import sympy
+from sympy.core.function import AppliedUndef
 
 from rewards.math_guard import log10_bound
-from rewards.math_parse import Expr, Num, Rel, Seq, SetOf, Text, Union
+from rewards.math_parse import Expr, Named, Num, Rel, Seq, SetOf, Text, Union
 
 N_POINTS = 8
 MIN_POINTS = 4
@@ -206,6 +207,13 @@ def _relation_set(node: Rel) -> Any | None:
     sides = [to_sympy(i) for i in node.items if isinstance(i, (Num, Expr))]
     if len(sides) != len(node.items) or not all(isinstance(s, sympy.Expr) for s in sides):
         return None
+    if len(sides) == 3 and isinstance(sides[1], AppliedUndef) and not (_names(sides[0]) or _names(sides[2])):
+        # "0 < f(x) < 1" states the values f takes: the interval (0, 1), not a condition on x
+        if node.ops in (("<", "<"), ("<", "<="), ("<=", "<"), ("<=", "<=")):
+            return sympy.Interval(sides[0], sides[2], node.ops[0] == "<", node.ops[1] == "<")
+        if node.ops in ((">", ">"), (">", ">="), (">=", ">"), (">=", ">=")):
+            return sympy.Interval(sides[2], sides[0], node.ops[1] == ">", node.ops[0] == ">")
+        return None
     syms = set().union(*(s.free_symbols for s in sides))
     if len(syms) != 1:
         return None
@@ -269,10 +277,27 @@ def _same_set(gs: tuple, ps: tuple) -> bool:
     return all(any(equal(g, p) for p in ps) for g in gs) and all(any(equal(g, p) for g in gs) for p in ps)
 
 
+def _named_equal(g: Any, p: Any) -> bool:
+    """``x = 1, y = 2``: the same value under every name (any order) or, against a tuple ``(1, 2)`` or a
+    bare list ``1, 2``, the values in the order they were written. Never a set: x=1, y=2 != x=2, y=1."""
+    if isinstance(g, Named) and isinstance(p, Named):
+        if set(g.names) != set(p.names):
+            return False
+        got = dict(zip(p.names, p.values))
+        return all(equal(v, got[n]) for n, v in zip(g.names, g.values))
+    named, other = (g, p) if isinstance(g, Named) else (p, g)
+    if isinstance(other, Seq) and (other.open, other.close) == ("(", ")") or isinstance(other, SetOf):
+        pairs = list(zip(named.values, other.items)) if named is g else list(zip(other.items, named.values))
+        return len(named.values) == len(other.items) and all(equal(a, b) for a, b in pairs)
+    return False
+
+
 def equal(g: Any, p: Any) -> bool:
     """Structural equality of two parsed answers (gold first: the relation is not symmetric)."""
     if isinstance(g, Text) or isinstance(p, Text):
         return isinstance(g, Text) and isinstance(p, Text) and g.value == p.value
+    if isinstance(g, Named) or isinstance(p, Named):
+        return _named_equal(g, p)
     if isinstance(g, SetOf) and len(g.items) == 1 and not isinstance(p, SetOf):
         return equal(g.items[0], p)
     if isinstance(p, SetOf) and len(p.items) == 1 and not isinstance(g, SetOf):

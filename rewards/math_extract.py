@@ -8,6 +8,8 @@ reward's ``extract`` kwarg (default: DEFAULT_CHAIN, the one place this default l
                the final run that are separated only by commas, "and", spacing or math delimiters form
                ONE answer (``\\boxed{2}, \\boxed{5}`` is the list "2, 5"); boxes separated by "or" are a
                hedge and yield nothing; after a self-correction ("... wait, \\boxed{2}") the last box wins.
+               Boxes that each follow their own distinct label (``y_1 = \\boxed{A}`` and
+               ``y_2 = \\boxed{B}``) are the one answer "y_1 = A, y_2 = B".
   answer_tag   the last ``<answer>...</answer>`` block (no whitespace needed around the content).
   gsm8k        the last ``#### N`` line.
   answer_is    answer phrases, most specific first: the Minerva/MATH format "Final Answer: The final
@@ -18,6 +20,9 @@ reward's ``extract`` kwarg (default: DEFAULT_CHAIN, the one place this default l
                or a short bare expression with no prose (``\\frac{7}{3}``, ``x^2+1``, ``(1, 2]``).
   last_math    the last math span, when it ends the response (only punctuation or a few words after it,
                no digits): "The identity matrix is $I$." -> I.
+  conclusion   the last sentence, when it opens with "Therefore"/"Thus"/"Hence"/"So"/"In total" and states
+               exactly one number, unhedged, with no formula ("Therefore, there are 12 sequences that
+               ..." -> 12; a trailing "I hope it is correct." is ignored).
   last_number  the last number of the response, when it ends the response (not inside a formula).
 """
 
@@ -29,7 +34,7 @@ from rewards.math_normalize import repair_escapes
 
 TAIL_CHARS = 8000  # long degenerate responses: only their tail can hold the final answer
 MAX_ANSWER_CHARS = 1000
-DEFAULT_CHAIN = ("boxed", "answer_tag", "gsm8k", "answer_is", "whole", "last_math", "last_number")
+DEFAULT_CHAIN = ("boxed", "answer_tag", "gsm8k", "answer_is", "whole", "last_math", "conclusion", "last_number")
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
 _ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
@@ -50,6 +55,12 @@ _JOIN_GAP_RE = re.compile(r"^(?:[\s,;$]|\\[()\[\]]|\\quad|\\qquad|\\,|\\;|\\text
                           re.IGNORECASE)
 _HEDGE_GAP_RE = re.compile(r"^(?:[\s,;.$]|\\[()\[\]]|\\quad|\\text\{\s*or\s*\}|\bor\b|\band\b|\balso\b|\bmaybe\b|\bperhaps\b)*$",
                            re.IGNORECASE)
+# a name and "=" right before a box: "y_1 = \\boxed{...}", "\\( b = \\boxed{...}"
+_LABEL_RE = re.compile(r"(?<![A-Za-z\\])((?:[A-Za-z]|\\[a-z]{2,7})(?:_\{?[A-Za-z0-9]{1,4}\}?)?)\s*=\s*(?:\$|\\\(|\\\[)?\s*\Z")
+_HOPE_RE = re.compile(r"\s*I\s+hope\s+it\s+is\s+correct\.?\s*\Z", re.IGNORECASE)
+_CONCLUSION_RE = re.compile(r"(?:Therefore|Thus|Hence|So|In conclusion|In total|Altogether)\b,?\s")
+_HEDGED_RE = re.compile(r"\b(?:at (?:most|least)|about|approximately|around|roughly|nearly|almost|more than|less than|"
+                        r"fewer than|up to|over|under|not|no|never|cannot)\b|n't", re.IGNORECASE)
 _PROSE_RE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
 _ALLOWED_WORDS = {"and", "or", "sqrt", "frac", "infty", "text", "cdot", "times", "pi", "sin", "cos", "tan", "log",
                   "ln", "exp", "mod", "pmod", "left", "right", "in", "cup", "cap", "le", "ge", "leq", "geq"}
@@ -88,6 +99,26 @@ def find_boxed(text: str, max_len: int = MAX_ANSWER_CHARS) -> list[tuple[int, in
     return out
 
 
+def _labelled_run(text: str, boxes: list[tuple[int, int, str | None]]) -> str | None:
+    """``y_1 = \\boxed{A}`` and ``y_2 = \\boxed{B}``: boxes at the end that each follow their own
+    distinct label, separated only by what may join boxes, are the one answer "y_1 = A, y_2 = B"."""
+    run: list[tuple[str, str]] = []
+    end = len(text)
+    for start, stop, content in reversed(boxes):
+        tail = text[stop:end] if run else ""
+        if content is None or (run and not _JOIN_GAP_RE.match(tail)):
+            break
+        label = _LABEL_RE.search(text[max(0, start - 40):start])
+        if not label:
+            break
+        run.insert(0, (re.sub(r"\s+", "", label.group(1)), content.strip()))
+        end = start - len(label.group(0))
+    names = [n for n, _ in run]
+    if len(run) < 2 or len(set(names)) != len(names):
+        return None
+    return ", ".join(f"{n} = {c}" for n, c in run)
+
+
 def boxed_answer(text: str) -> tuple[str | None, str]:
     """The answer given by the final run of boxes, or None with the reason."""
     boxes = find_boxed(text)
@@ -95,6 +126,9 @@ def boxed_answer(text: str) -> tuple[str | None, str]:
         return None, "none"
     if boxes[-1][2] is None:  # a box that never closes (or is huge) is not an answer to guess around
         return None, "boxed:unclosed_or_too_long"
+    labelled = _labelled_run(text, boxes)
+    if labelled is not None:
+        return labelled, "boxed"
     run = [boxes[-1]]
     hedge = False
     for prev in reversed(boxes[:-1]):
@@ -222,6 +256,20 @@ def _last_number(text: str) -> str | None:
     return m.group(0).rstrip(".,") or None
 
 
+def _conclusion(text: str) -> str | None:
+    """The last sentence, when it is a conclusion that states exactly one number and nothing else to
+    compute: "Therefore, there are 12 distinct sequences that meet the conditions." -> 12. Refused when
+    the number is hedged ("at most 12"), negated, an ordinal ("3rd") or there is any formula."""
+    tail = _HOPE_RE.sub("", text[-600:]).strip()
+    last = re.split(r"(?<=[.!?])\s+(?=[A-Z])", tail)[-1]
+    if not _CONCLUSION_RE.match(last) or re.search(r"[$=\\{}^<>]", last) or _HEDGED_RE.search(last):
+        return None
+    nums = list(_NUMBER_RE.finditer(last))
+    if len(nums) != 1 or re.match(r"[A-Za-z]", last[nums[0].end():]):
+        return None
+    return nums[0].group(0).lstrip("$").rstrip(".,") + ("%" if last[nums[0].end():].startswith("%") else "")
+
+
 def extract_answer(text: str, last_number_fallback: bool = True,
                    chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> tuple[str | None, str]:
     """Return (answer, rule). ``answer`` is None when nothing usable was found (``rule`` says why)."""
@@ -254,6 +302,8 @@ def extract_answer(text: str, last_number_fallback: bool = True,
             ans = _whole(text)
         elif rule == "last_math":
             ans = _last_math(text)
+        elif rule == "conclusion":
+            ans = _conclusion(text)
         elif rule == "last_number":
             ans = _last_number(text) if last_number_fallback else None
         else:

@@ -70,6 +70,12 @@ class Union:
 
 
 @dataclass(frozen=True)
+class Named:  # "x = 1, y = 2": values under distinct names, in the order written
+    names: tuple
+    values: tuple
+
+
+@dataclass(frozen=True)
 class Rel:  # a chain "a < x <= b" or an equation "y = 2x + 1"
     items: tuple
     ops: tuple
@@ -88,6 +94,8 @@ _REL_NAMES = {"\\le": "<=", "\\leq": "<=", "\\ge": ">=", "\\geq": ">=", "\\ne": 
 _MATRIX_RE = re.compile(r"\\begin\{[pbvBV]?matrix\}|\\begin\{array\}")
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CALCULUS_RE = re.compile(r"\\(?:int|iint|iiint|oint|sum|prod|lim)(?![a-zA-Z])")
+# the name on the left of an assignment: a letter or a Greek letter, optionally subscripted (y_1, y_{2})
+_NAME_RE = re.compile(r"(?:[A-Za-z]|\\[a-z]{2,7})(?:_\{?[A-Za-z0-9]{1,4}\}?)?")
 
 
 def parse_number(s: str) -> Num | None:
@@ -195,6 +203,9 @@ def parse_answer(s: str) -> Any:
         items = split_top(group[1], (",",))
         if len(items) > 1:
             return Seq(group[0], group[2], tuple(_element(p) for p in items))
+    named = _named_groups(s)
+    if named is not None:
+        return named
     items = split_top(s, (",", ";", " and ", " or "))
     if len(items) > 1:
         if len(items) > 50:
@@ -210,6 +221,32 @@ def parse_answer(s: str) -> Any:
         items, ops = pieces
         return Rel(tuple(_element(p) for p in items), tuple(ops))
     return _element(s)
+
+
+def _named_groups(s: str) -> Named | SetOf | None:
+    """``x = 1, y = 2`` (two or more DISTINCT names) is one solution, Named, so that it is not the set
+    {1, 2} (which would equal ``x = 2, y = 1``); ``p=5,q=2; p=7,q=2`` (the same names in every
+    ";"-separated group) is the set of solutions {(5, 2), (7, 2)}. None for anything else."""
+    if len(s) > 2000 or " or " in s or "\\pm" in s:
+        return None
+    groups = []
+    for g in split_top(s, (";",)):
+        pairs = []
+        for item in split_top(g, (",", " and ")):
+            if _REL_RE.findall(item) != ["="]:
+                return None  # not exactly one "=" and no other relation
+            lhs, rhs = (x.strip() for x in item.split("="))
+            if not rhs or not _NAME_RE.fullmatch(lhs):
+                return None
+            pairs.append((re.sub(r"[{}\s]", "", lhs).lower(), rhs))
+        names = tuple(n for n, _ in pairs)
+        if len(names) < 2 or len(set(names)) != len(names) or (groups and names != groups[0][0]):
+            return None
+        groups.append((names, tuple(r for _, r in pairs)))
+    if len(groups) * len(groups[0][0]) > 50:
+        raise TooComplex("more than 50 items")
+    out = [Named(names, tuple(_element(r) for r in rhs)) for names, rhs in groups]
+    return out[0] if len(out) == 1 else SetOf(tuple(out))
 
 
 def _split_relation(s: str) -> tuple[list[str], list[str]] | None:
@@ -273,5 +310,5 @@ def _latex(s: str) -> Any:
     return out
 
 
-__all__ = ["Num", "Expr", "Text", "Seq", "SetOf", "Union", "Rel", "Unparsable", "TooComplex",
+__all__ = ["Num", "Expr", "Text", "Seq", "SetOf", "Union", "Rel", "Named", "Unparsable", "TooComplex",
            "parse_answer", "parse_number", "split_top"]

@@ -6,7 +6,8 @@ answer we could read (or one too complex to check); "error" is reserved for a mi
 
 kwargs (reward config ``kwargs:``):
   extract               the extraction chain, a list of rule names (default math_extract.DEFAULT_CHAIN:
-                        boxed, answer_tag, gsm8k, answer_is, whole, last_math, last_number); drop a name
+                        boxed, answer_tag, gsm8k, answer_is, whole, last_math, conclusion,
+                        last_number); drop a name
                         to switch that rule off.
   last_number_fallback  False removes ``last_number`` from the chain (kept for older configs).
   explain               True: ``detail`` also shows the normalised gold and answer text and the reason.

@@ -166,6 +166,58 @@ def test_issue10_exact_and_rounded_matches(response, gold):
     assert r.value == 1.0, r
 
 
+# --- issue 10, second pass: failure classes of the dev split of Math-Verify's own suite ----------
+
+@pytest.mark.parametrize("response,gold,expected", [
+    ("$(5,2),(7,2)$", "$p=5,q=2;p=7,q=2$", True), ("$(7,2),(5,2)$", "$p=5,q=2;p=7,q=2$", True),
+    ("$(2,5),(2,7)$", "$p=5,q=2;p=7,q=2$", False), ("$(5,2)$", "$p=5,q=2;p=7,q=2$", False),
+    ("$p=7, q=2; p=5, q=2$", "$p=5,q=2;p=7,q=2$", True),
+    # named values are never a set: x=1, y=2 is not x=2, y=1 (it used to be {1, 2} on both sides)
+    ("\\boxed{x=2, y=1}", "x=1, y=2", False), ("\\boxed{y=2, x=1}", "x=1, y=2", True),
+    ("\\boxed{(1,2)}", "x=1, y=2", True), ("\\boxed{(2,1)}", "x=1, y=2", False),
+])
+def test_issue10_named_solutions_are_tuples(response, gold, expected):
+    r = math_reward(RewardInput("math", "", response, gold))
+    assert (r.value == 1.0) is expected, r
+
+
+@pytest.mark.parametrize("response,gold,expected", [
+    ("$(0,1)$", "$0<f(x)<1$", True), ("$(0,1)$", "$1>g(t)>0$", True), ("$(0,1]$", "$0<f(x)\\le 1$", True),
+    ("$[0,1)$", "$0<f(x)<1$", False), ("$(0,2)$", "$0<f(x)<1$", False),
+    ("$(0,1)$", "$0<x^2<1$", False),  # a condition on x (x in (-1,0) u (0,1)), not a range of values
+])
+def test_issue10_range_of_a_function_is_an_interval(response, gold, expected):
+    r = math_reward(RewardInput("math", "", response, gold))
+    assert (r.value == 1.0) is expected, r
+
+
+def test_issue10_labelled_boxes_with_prose_between():
+    gold = "$y_{1}=-2 x^{2}+4 x+3, y_{2}=3 x^{2}+12 x+10$"
+    resp = "\\($y_1 = \\boxed{-2(x - 1)^2 + 5} \\) and \\( y_2 = \\boxed{3(x + 2)^2 - 2} \\) "
+    assert extract_answer(resp) == ("y_1 = -2(x - 1)^2 + 5, y_2 = 3(x + 2)^2 - 2", "boxed")
+    assert math_reward(RewardInput("math", "", resp, gold)).value == 1.0
+    swapped = resp.replace("y_1", "y_3").replace("y_2", "y_1").replace("y_3", "y_2")
+    assert math_reward(RewardInput("math", "", swapped, gold)).value == 0.0
+    # the same label twice is a self-correction (last box wins); prose between boxes still breaks a run
+    assert extract_answer("x = \\boxed{2} and x = \\boxed{3}") == ("3", "boxed")
+    assert extract_answer("a = \\boxed{2}. But then we see b = \\boxed{3}") == ("3", "boxed")
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("d = 90/n. Therefore, there are 12 distinct arithmetic sequences that meet the three given conditions. "
+     "I hope it is correct. <|im_start|>user", "12"),
+    ("Each box holds 4. So, she needs 7 boxes in all.", "7"),
+    ("Therefore, there are at most 12 sequences.", None),  # hedged
+    ("Therefore, the 3rd term is the largest.", None),  # an ordinal
+    ("Therefore, 12 of the 15 sequences work.", None),  # two numbers
+    ("Therefore, $x = 12$ is not the answer.", None),  # a formula (and a negation)
+])
+def test_issue10_conclusion_sentence(text, answer):
+    assert extract_answer(text, chain=("conclusion",))[0] == answer  # the rule alone
+    if answer:
+        assert extract_answer(text) == (answer, "conclusion")
+
+
 def test_identity_points_are_seeded_per_call():
     from rewards import math_equiv
 
