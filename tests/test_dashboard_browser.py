@@ -122,6 +122,21 @@ def test_overview_renders_charts_with_hover_and_controls(server, page):
     page.locator(".logy input").first.check()                         # log-y re-renders without error
 
 
+def test_a_folder_of_runs_is_picked_and_compared_in_the_page(server, page):
+    page.goto(f"{server}/")
+    page.wait_for_selector("table#runs tbody tr")
+    names = page.locator("table#runs tbody td:nth-child(2)").all_text_contents()
+    assert {"fx", "live", "broken", "img"} <= set(names)
+    assert "problems" in page.text_content("table#runs")  # the broken run is flagged in the list
+    page.check("input.pick[value=fx]")
+    page.check("input.pick[value=live]")
+    page.click("#compare-selected")
+    page.wait_for_selector("#compare-charts .chart-box svg path.line", state="attached")
+    assert "runs=fx%2Clive" in page.url or "runs=fx,live" in page.url
+    legend = page.locator("#compare-charts .chart-box").first.locator(".legend").text_content()
+    assert "fx" in legend and "live" in legend  # two runs overlaid
+
+
 def test_new_step_appears_without_reload(server, runs, page):
     page.goto(f"{server}/run/live")
     page.wait_for_function("document.getElementById('live').textContent.includes('step 2')")
