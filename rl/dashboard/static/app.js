@@ -512,7 +512,8 @@ async function replayPage(runId) {
     h("div", { class: "replay" }, canvas,
       isImage ? h("img", { src: link(api(runId, "image"), { step: t.step, group: t.group, gi: t.gi }), alt: "decoded image", class: "decoded" }) : null),
     h("div", { class: "heat" }, h("div", { class: "label" }, "confidence by position (red low → green high)"), heat),
-    isImage ? null : h("details", {}, h("summary", {}, "final text"), h("pre", { text: t.response_text })));
+    isImage ? h("div", { class: "muted" }, "left: the image-token grid (colour = code id; grey = still masked); right: the decoded image")
+      : h("details", {}, h("summary", {}, "final text"), h("pre", { text: t.response_text })));
   show(K);
 }
 
