@@ -69,6 +69,10 @@ def train_main(argv: list[str]) -> int:
             if not saved.is_file():
                 raise ConfigError(f"--resume {run_dir}: no config.yaml there (not a unigrpo run directory)")
             cfg = load_config(config_path or saved, overrides)
+            from rl.checkpoints import CheckpointStore
+
+            if CheckpointStore(run_dir).latest_valid() is None:
+                raise ConfigError(f"--resume {run_dir}: no checkpoint there that verifies (see the warnings above)")
         else:
             cfg = load_config(config_path, overrides)
             run_dir = _fresh_run_dir(cfg.run_dir)
@@ -80,7 +84,8 @@ def train_main(argv: list[str]) -> int:
         return EXIT_USAGE
 
     from policy.placement import PlacementError
-    from rl.driver import Driver
+    from rl.checkpoints import CheckpointSpaceError, CheckpointStore
+    from rl.driver import Driver, TrainingDiverged
 
     driver = Driver(cfg, run_dir=run_dir, resume=bool(args.resume))
     print(f"unigrpo: run directory {run_dir}", flush=True)
@@ -98,14 +103,17 @@ def train_main(argv: list[str]) -> int:
     except (ConfigError, DataError) as err:
         print(f"unigrpo: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except PlacementError as err:  # the cluster cannot hold a group: what it asked for, what there is
+    except (PlacementError, CheckpointSpaceError, TrainingDiverged) as err:
+        # the cluster cannot hold a group / the disk is full / the updates went NaN: a message, no traceback
         print(f"unigrpo: {err}", file=sys.stderr)
+        _say_resumable(run_dir, CheckpointStore)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("unigrpo: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - report, then a trustworthy exit code
         traceback.print_exc()
+        _say_resumable(run_dir, CheckpointStore)
         return EXIT_FAILED
     finally:
         driver.shutdown()
@@ -115,6 +123,12 @@ def train_main(argv: list[str]) -> int:
     print(f"unigrpo: summary in {run_dir / 'summary.json'}, reward curve in {run_dir / 'reward_curve.png'}")
     print(f"unigrpo: look at the run with: unigrpo dashboard {run_dir}")
     return EXIT_INTERRUPTED if summary.get("interrupted") else EXIT_OK
+
+
+def _say_resumable(run_dir: Path, store_cls) -> None:
+    ckpt = store_cls(run_dir).latest_valid(quiet=True) if run_dir.is_dir() else None
+    if ckpt is not None:
+        print(f"unigrpo: the run is resumable from {ckpt.name}: unigrpo train --resume {run_dir}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

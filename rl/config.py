@@ -357,6 +357,8 @@ class LearnerSection(Section):
     micro_batch_tokens: int = Field(default(LearnerConfig, "micro_batch_tokens"), ge=16)
     gradient_checkpointing: bool = default(LearnerConfig, "gradient_checkpointing")
     bf16: Literal["auto", "true", "false"] = str(default(LearnerConfig, "bf16")).lower()
+    max_skipped_updates: int = Field(3, ge=1, description="stop the run after this many updates in a row were "
+                                     "skipped for a NaN/inf loss or gradient norm")
     placement: PlacementSection = Field(default_factory=PlacementSection)
 
     def build_config(self, run: RunSection, unigrpo: UniGRPOSection) -> LearnerConfig:
@@ -411,7 +413,10 @@ class RunSection(Section):
     seed: int = 0
     max_wall_s: float | None = Field(None, gt=0, description="stop (gracefully) after this many seconds")
     weight_transport: Literal["object_store", "broadcast"] = "object_store"
-    max_restarts: int = Field(2, ge=0, description="learner-group restarts from the last checkpoint")
+    max_restarts: int = Field(2, ge=0, description="restarts from the last checkpoint after a lost learner rank "
+                              "or any unexpected error in a step")
+    checkpoint_margin_gb: float = Field(1.0, ge=0, description="free space to leave on the run dir's disk "
+                                        "beyond the next checkpoint's size")
     plot: bool = True
     dashboard: bool = Field(False, description="start `unigrpo dashboard` on this run too and print its URL")
     dashboard_port: int | None = Field(None, ge=0, le=65535, description="default: the dashboard's own")

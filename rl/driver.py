@@ -10,7 +10,11 @@
     every k steps (and on SIGINT/SIGTERM): checkpoint learner + driver state
 
 Each config section builds its own runtime object (`cfg.rollout.build(...)`, ...). A lost learner rank
-ends the step: the learner group restarts from the last checkpoint (up to run.max_restarts times).
+ends the step: the learner group restarts from the last checkpoint (up to run.max_restarts times), and so
+does the driver after any other unexpected error in a step. Checkpoints are atomic and verified
+(rl/checkpoints.py), so whatever stops a run, it resumes from its last good one (docs/reliability.md).
+An update whose loss or gradient norm is NaN/inf is skipped by the learner; after
+learner.max_skipped_updates of them in a row the run stops (TrainingDiverged), never as a success.
 Every rollout carries the policy version it was sampled from, so an asynchronous variant (rollouts of
 step t+1 overlapping the update of step t) can come later without changing the data.
 """
@@ -23,13 +27,14 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 
 from policy.placement import ensure_local_ray_env
 from rl.advantages import group_normalise
+from rl.checkpoints import CheckpointSpaceError, CheckpointStore, estimate_checkpoint_bytes
 from rl.config import RunConfig, save_resolved
 from rl.data import MixtureDataset, PromptDataset, build_run_dataset, task_kind
 from rl.loggers import MetricSinks
@@ -84,6 +89,10 @@ class LearnerLost(RuntimeError):
     """A learner rank died: the step cannot finish; the group restarts from the last checkpoint."""
 
 
+class TrainingDiverged(RuntimeError):
+    """Too many updates in a row had a NaN/inf loss or gradient norm (each was skipped, not applied)."""
+
+
 class Driver:
     def __init__(self, cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, console: bool = True):
         self.cfg = cfg
@@ -94,6 +103,8 @@ class Driver:
         self.run_id = uuid.uuid4().hex[:12]
         self.stop = GracefulStop()
         self.learner_restarts = 0
+        self.driver_restarts = 0  # restarts from the last checkpoint after any other error in a step
+        self.skipped_in_a_row = 0  # updates skipped for a NaN/inf loss or gradient norm
         self.dataset: PromptDataset | MixtureDataset | None = None
         self._reward_busy_last = self._model_busy_last = 0.0
 
@@ -109,6 +120,8 @@ class Driver:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-store")
         self.dataset = build_run_dataset(cfg)  # bad rows fail here, before any actor starts
         policy_path = cfg.model.build(self.run_dir)
+        self.checkpoints = CheckpointStore(self.run_dir, cfg.run.checkpoint_margin_gb)
+        self._checkpoint_estimate = estimate_checkpoint_bytes(policy_path)
         cfg.ray.start(needed_cpus=cfg.rollout.num_workers + cfg.rewards.num_workers + cfg.rewards.num_model_workers
                       + cfg.learner.num_ranks)
         wait = cfg.ray.placement_timeout_s
@@ -130,24 +143,24 @@ class Driver:
             self._store_write = None
 
     def checkpoint(self) -> Path:
+        """Written into a temporary folder and published by a rename (rl/checkpoints.py): a crash or a
+        full disk in the middle leaves the previous checkpoint, and `latest`, as they were."""
         self.flush_store()
-        ckpt = self.run_dir / "checkpoints" / f"step_{self.step}"
         state = {"step": self.step, "run_id": self.run_id, "data_cursor": self.dataset.state_dict()}
         # the driver draws no random numbers: rollout seeds derive from (run.seed, step) and the
         # learner's masks from (seed, update index); the learner checkpoints its RNG states and version
-        with self._learner_calls():
-            self.learner.save_checkpoint(str(ckpt), extra_state={"driver": state})
-        (ckpt / DRIVER_STATE).write_text(json.dumps(state))
-        (self.run_dir / "checkpoints" / "latest").write_text(ckpt.name)
-        return ckpt
+        with self.checkpoints.writing(self.step, self._checkpoint_estimate) as tmp:
+            with self._learner_calls():
+                self.learner.save_checkpoint(str(tmp), extra_state={"driver": state})
+            (tmp / DRIVER_STATE).write_text(json.dumps(state))
+        return self.run_dir / "checkpoints" / f"step_{self.step}"
 
     def _latest_checkpoint(self, required: bool = False) -> Path | None:
-        latest = self.run_dir / "checkpoints" / "latest"
-        if not latest.exists():
-            if required:
-                raise FileNotFoundError(f"{self.run_dir}: no checkpoint to resume from")
-            return None
-        return self.run_dir / "checkpoints" / latest.read_text().strip()
+        """The newest checkpoint that verifies (`latest` first, then older ones)."""
+        ckpt = self.checkpoints.latest_valid()
+        if ckpt is None and required:
+            raise FileNotFoundError(f"{self.run_dir}: no usable checkpoint to resume from")
+        return ckpt
 
     def _restore(self, ckpt: Path | None) -> None:
         """Learner, data cursor, metrics and store back to checkpoint `ckpt` (None: the start of the run)."""
@@ -172,15 +185,31 @@ class Driver:
         except ray.exceptions.RayActorError as err:
             raise LearnerLost(str(err).splitlines()[0]) from err
 
-    def _recover_learner(self, err: LearnerLost) -> None:
-        if self.learner_restarts >= self.cfg.run.max_restarts:
-            raise RuntimeError(f"learner lost again after {self.learner_restarts} restarts "
-                               f"(run.max_restarts={self.cfg.run.max_restarts})") from err
-        self.learner_restarts += 1
+    def _recover(self, err: Exception) -> None:
+        """Restart from the last good checkpoint: a new learner group when a rank was lost; for any
+        other error the learner state is reloaded too (the failed step may have updated it)."""
+        used = self.learner_restarts + self.driver_restarts
+        if used >= self.cfg.run.max_restarts:
+            what = "learner lost" if isinstance(err, LearnerLost) else f"{type(err).__name__} in a step"
+            raise RuntimeError(f"{what} again after {used} restarts (run.max_restarts="
+                               f"{self.cfg.run.max_restarts}): {err}") from err
         ckpt = self._latest_checkpoint()
-        self._say(f"learner rank lost ({err}); restart {self.learner_restarts}/{self.cfg.run.max_restarts}: "
-                  f"new learner group from {ckpt.name if ckpt else 'the initial policy'}")
-        self.learner.restart()
+        if isinstance(err, LearnerLost):
+            self.learner_restarts += 1
+            self._say(f"learner rank lost ({err}); restart {used + 1}/{self.cfg.run.max_restarts}: "
+                      f"new learner group from {ckpt.name if ckpt else 'the initial policy'}")
+            self.learner.restart()
+        else:
+            self.driver_restarts += 1
+            print(f"unigrpo: {type(err).__name__} in step {self.step + 1}: {err}; restart {used + 1}/"
+                  f"{self.cfg.run.max_restarts} from {ckpt.name if ckpt else 'the initial policy'}",
+                  file=sys.stderr, flush=True)
+            if ckpt is None:
+                self.learner.restart()  # back to the initial policy
+        pending, self._store_write = getattr(self, "_store_write", None), None
+        if pending is not None:  # let a write in flight finish (or fail): _restore truncates after ckpt
+            with suppress(Exception):
+                pending.result()
         self._restore(ckpt)
 
     def _say(self, line: str) -> None:
@@ -221,6 +250,8 @@ class Driver:
                 if batch is not None:
                     stats = self.learner.update(batch)
             published = self.publisher.publish()
+        # a NaN/inf loss or gradient norm: the learner skipped the update (weights unchanged); counted
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if stats.get("skipped_steps", 0) else 0
         with timer.time("store"):
             # written in the background while the next step generates; joined before the next write,
             # a checkpoint, or the end of the run, so a checkpoint never precedes its rollouts
@@ -241,6 +272,8 @@ class Driver:
             "restarts/reward": self.reward_pool.actor_restarts,
             "reward/retries": self.reward_pool.stats().get("retries", 0),
             "restarts/learner": self.learner_restarts,
+            "restarts/driver": self.driver_restarts,
+            "learner/skipped_in_a_row": self.skipped_in_a_row,
             "time/step_s": time.perf_counter() - t0,
             "time/gen_compute_s": self.rollout.last_timings["gen_s"],
             "time/reward_compute_s": reward_compute_s,
@@ -250,6 +283,14 @@ class Driver:
         m["time/unix"] = time.time()
         self.metrics.log(step, m)
         self.sinks.log(step, m)
+        limit = cfg.learner.max_skipped_updates
+        if self.skipped_in_a_row >= limit:
+            ckpt = self._latest_checkpoint()
+            raise TrainingDiverged(
+                f"{self.skipped_in_a_row} updates in a row were skipped: the loss or gradient norm was NaN/inf "
+                f"(step {step}: loss {stats.get('loss')}, grad_norm {stats.get('grad_norm')}); stopping "
+                f"(learner.max_skipped_updates={limit}). The weights never took a NaN; last checkpoint: "
+                f"{ckpt if ckpt else 'none'} (resume with a lower learner.lr or check the rewards)")
         return m
 
     # ------------------------------------------------------------------ the loop
@@ -274,8 +315,10 @@ class Driver:
                         bar.write(console_line(self.step, cfg.run.steps, m))
                     if self.step % cfg.run.checkpoint_every == 0:
                         self.checkpoint()
-                except LearnerLost as err:
-                    self._recover_learner(err)
+                except (TrainingDiverged, CheckpointSpaceError):
+                    raise  # a restart would not help: stop, with the last good checkpoint intact
+                except Exception as err:  # noqa: BLE001 - LearnerLost or anything unplanned
+                    self._recover(err)
                     bar.n = self.step
                     continue
                 out_of_time = cfg.run.max_wall_s is not None and time.time() - start > cfg.run.max_wall_s
@@ -286,7 +329,7 @@ class Driver:
             bar.close()
             self.stop.restore()
         last_ckpt = self.run_dir / "checkpoints" / f"step_{self.step}"
-        if not last_ckpt.exists():
+        if not last_ckpt.exists() or self.checkpoints.verify(last_ckpt) is not None:
             self.checkpoint()
         summary = self.summarise(time.time() - start, interrupted)
         return summary
@@ -307,7 +350,7 @@ class Driver:
             "policy_version": self.learner.policy_version,
             "run_dir": str(self.run_dir),
             "restarts": {"rollout": self.rollout.restarts, "learner": self.learner_restarts,
-                         "reward": self.reward_pool.actor_restarts},
+                         "driver": self.driver_restarts, "reward": self.reward_pool.actor_restarts},
             "reward_stats": self.reward_pool.stats(),
         }
         if self.cfg.run.plot and metrics:

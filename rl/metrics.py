@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from rewards.api import STATUSES
+
 
 class MetricsLog:
     def __init__(self, run_dir: Path) -> None:
@@ -40,7 +42,9 @@ def step_metrics(records, rewards, adv, stats: dict, phases: dict, published: di
     for name in sorted({k for r in records for k in r.reward_components}):
         comps = [r.reward_components[name] for r in records if name in r.reward_components]
         m[f"reward/{name}/mean"] = mean(c["value"] for c in comps)
-        for status in ("timeout", "error", "unparsable"):
+        for status in STATUSES:  # every failure status is counted ("invalid": non-finite or absurd values)
+            if status == "ok":
+                continue
             m[f"reward/{name}/{status}"] = sum(c["status"] == status for c in comps)
     m.update(task_metrics(records, rewards, adv))
     m.update({f"learner/{k}": v for k, v in stats.items()})
