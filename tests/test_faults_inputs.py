@@ -107,3 +107,15 @@ def test_good_parquet_passes_preflight(tmp_path):
     cfg = load_config(None, ["data.task=math", f"data.files=[{data['good']}]", f"run.dir={tmp_path / 'runs'}"])
     preflight(cfg, cfg.run_dir)
     assert not cfg.run_dir.exists()
+
+
+def test_resume_without_a_checkpoint_that_verifies_is_exit_2(tmp_path, capsys):
+    from rl.config import save_resolved
+
+    run_dir = tmp_path / "runs" / "x"
+    save_resolved(load_config(None, [f"run.dir={tmp_path / 'runs'}", "run.name=x"]), run_dir)
+    (run_dir / "checkpoints" / "step_3").mkdir(parents=True)  # killed before its manifest was written
+    (run_dir / "checkpoints" / "latest").write_text("step_3")
+    assert cli_main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint there that verifies" in err and "step_3 is not usable (no manifest" in err
