@@ -2,9 +2,9 @@
 
   * a rollout worker killed by PID while idle, between its generate and the weight publish;
   * the driver crashing in the middle of a checkpoint write, then the disk filling up;
-  * resuming after both: from the last checkpoint that verifies, finishing the run exactly;
-  * an unexpected exception inside a step with run.max_restarts > 0: the driver restarts itself from
-    its last checkpoint and the run completes;
+  * resuming after both when the newest checkpoint lost a file: from the one before that verifies;
+  * then an unexpected exception inside a step with run.max_restarts > 0: the driver restarts itself
+    from its last checkpoint and the run completes, every step exactly once;
   * NaN/inf updates K times in a row (advantages scaled to 3e38): each skipped and counted, then the
     run stops with a clear message and exit 1, never a success.
 """
@@ -64,7 +64,7 @@ def _kill_by_pid(ray, actor) -> int:
     raise AssertionError(f"process {pid} did not die")
 
 
-def test_idle_kill_crash_mid_checkpoint_and_full_disk_leave_the_run_resumable(ray_cluster, tmp_path, monkeypatch):
+def test_idle_kill_crash_mid_checkpoint_full_disk_resume_fallback_and_driver_restart(ray_cluster, tmp_path, monkeypatch):
     run_dir, ckpts = tmp_path / "crash", tmp_path / "crash" / "checkpoints"
     d = _driver(tmp_path, "crash", "run.steps=4", "run.checkpoint_every=1")
     try:
@@ -114,34 +114,26 @@ def test_idle_kill_crash_mid_checkpoint_and_full_disk_leave_the_run_resumable(ra
     finally:
         d.shutdown()
 
-    # step_2 loses a file: resume verifies it, falls back to step_1, and still finishes exactly
+    # step_2 loses a file: resume verifies it and falls back to step_1. Then an unplanned exception in
+    # step 3: the driver restarts itself from its last checkpoint (step_2, written again) and finishes.
     (ckpts / "step_2" / "driver_state.json").write_text("{}")
-    r = _driver(tmp_path, "crash", "run.steps=4", "run.checkpoint_every=1", resume=True)
+    r = _driver(tmp_path, "crash", "run.steps=4", "run.checkpoint_every=1", "run.max_restarts=1", resume=True)
     try:
         assert r.step == 1
-        summary = r.train()
-    finally:
-        r.shutdown()
-    assert summary["steps"] == 4 and _steps(run_dir) == [1, 2, 3, 4]
+        score, calls = r.reward_pool.score, []
 
-
-def test_driver_restarts_itself_from_the_last_checkpoint(ray_cluster, tmp_path, monkeypatch):
-    d = _driver(tmp_path, "restart", "run.steps=3", "run.checkpoint_every=1", "run.max_restarts=1")
-    try:
-        score, calls = d.reward_pool.score, []
-
-        def score_fails_once_in_step_2(inputs):
+        def score_fails_once_in_step_3(inputs):
             calls.append(1)
             if len(calls) == 2:
                 raise ConnectionError("injected: a remote call failed in a way nobody planned for")
             return score(inputs)
 
-        monkeypatch.setattr(d.reward_pool, "score", score_fails_once_in_step_2)
-        summary = d.train()
+        monkeypatch.setattr(r.reward_pool, "score", score_fails_once_in_step_3)
+        summary = r.train()
     finally:
-        d.shutdown()
-    assert summary["steps"] == 3 and _steps(tmp_path / "restart") == [1, 2, 3]
-    assert summary["restarts"]["driver"] == 1
+        r.shutdown()
+    assert summary["steps"] == 4 and _steps(run_dir) == [1, 2, 3, 4]  # every step once, none lost
+    assert summary["restarts"]["driver"] == 1 and len(calls) == 4
 
 
 def test_non_finite_updates_are_skipped_then_the_run_stops(ray_cluster, tmp_path, monkeypatch, capsys):
