@@ -51,7 +51,7 @@ CONFIGS = {  # name -> (config file, overrides)
         "model.tiny.d_model=256", "model.tiny.n_layers=4", "model.tiny.n_heads=4",
         "rollout.text.gen_length=32", "rollout.text.steps=16", "rollout.text.block_length=8",
     ]),
-    "t2i": (MULTIMODAL, ["data.mixture={t2i: 1.0}", "data.prompts_per_step=8"]),
+    "t2i": (MULTIMODAL, ["data.mixture={text: 0, mmu: 0, t2i: 1.0}", "data.prompts_per_step=8"]),
     "mixed": (MULTIMODAL, []),
 }
 IMAGE_SPLIT = {"image_sampling": "time/image_gen_compute_s", "decode": "time/image_decode_s",
