@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +41,39 @@ def load_tokenizer_and_layout(path: str | Path) -> tuple[PreTrainedTokenizerBase
     return tokenizer, layout
 
 
+def load_model_to_device(path: str | Path, dtype: torch.dtype, device: str | torch.device) -> MMadaModelLM:
+    """The model built on the meta device (no random init, no memory), given its dtype there, allocated
+    once on `device`, and filled from the safetensors files read straight onto `device` (a GPU worker
+    never holds a host copy of the weights). Every parameter must come from the checkpoint."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    with torch.device("meta"):
+        model = MMadaModelLM(MMadaConfig.from_pretrained(path))
+    model = model.to(dtype).to_empty(device=device)
+    index = path / "model.safetensors.index.json"
+    files = (sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()})
+             if index.is_file() else [path / "model.safetensors"])
+    loaded: set[str] = set()
+    for f in files:
+        state = load_file(str(f), device=str(device))
+        result = model.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise KeyError(f"{f}: weights the model does not have: {result.unexpected_keys[:5]}")
+        loaded |= set(state)
+        del state
+    missing = sorted(set(dict(model.named_parameters())) - loaded)
+    if missing:
+        raise KeyError(f"{path}: the checkpoint lacks {missing[:5]} ({len(missing)} parameters)")
+    return model
+
+
 def load_policy(path: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu") -> Policy:
     """config.json + safetensors weights + tokenizer from a local directory; vocabulary cross-checked."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a policy directory: no config.json")
     tokenizer, layout = load_tokenizer_and_layout(path)
-    model = MMadaModelLM.from_pretrained(path, dtype=resolve_dtype(dtype)).to(device)
+    model = load_model_to_device(path, resolve_dtype(dtype), device)
     model.eval()
     return Policy(model=model, tokenizer=tokenizer, layout=layout)
