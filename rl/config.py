@@ -359,12 +359,12 @@ class LearnerSection(Section):
     bf16: Literal["auto", "true", "false"] = str(default(LearnerConfig, "bf16")).lower()
     max_skipped_updates: int = Field(3, ge=1, description="stop the run after this many updates in a row were "
                                      "skipped for a NaN/inf loss or gradient norm")
+    placement: PlacementSection = Field(default_factory=PlacementSection)
 
     @field_validator("bf16", mode="before")
     @classmethod
     def _bf16_bool(cls, v):
         return str(v).lower() if isinstance(v, bool) else v  # YAML reads an unquoted false as a boolean
-    placement: PlacementSection = Field(default_factory=PlacementSection)
 
     def build_config(self, run: RunSection, unigrpo: UniGRPOSection) -> LearnerConfig:
         bf16 = {"auto": "auto", "true": True, "false": False}[self.bf16]
