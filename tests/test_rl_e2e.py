@@ -138,3 +138,39 @@ def test_broadcast_weight_transport(ray_cluster, tmp_path):
     assert rows[1]["policy_version"] == 2
     assert [r["publish/transport"] for r in rows] == ["broadcast", "broadcast"]
     assert rows[1]["publish/bytes"] > 0 and rows[1]["publish/receivers"] == 1
+
+
+def test_lost_learner_rank_restarts_the_group_from_the_last_checkpoint(ray_cluster, tmp_path, capsys):
+    """A learner rank killed between steps: the next update fails, the driver replaces the whole learner
+    group in its placement group, restores step 1's checkpoint and finishes; visible in metrics and console."""
+    cfg = load_config(None, FAST + [f"run.dir={tmp_path}", "run.name=lrn", "run.steps=3", "run.checkpoint_every=1",
+                                    "run.max_restarts=1"])
+    driver = Driver(cfg, console=True)
+    try:
+        driver.setup()
+        driver.publisher.publish()
+        driver.run_step()
+        driver.checkpoint()
+        old = driver.learner.actors[0]
+        ray_cluster.kill(old)  # no restart: the rank is gone, as with its node
+        driver.train()
+        rows = metrics(tmp_path / "lrn")
+        assert [r["step"] for r in rows] == [1, 2, 3]
+        assert rows[-1]["restarts/learner"] == 1 and rows[-1]["policy_version"] == 3
+        assert driver.learner.actors[0] != old
+        assert "learner rank lost" in capsys.readouterr().out
+    finally:
+        driver.shutdown()
+
+
+def test_a_group_the_cluster_cannot_hold_fails_fast_naming_asked_and_available(ray_cluster):
+    from policy.placement import PlacementError, bundles, reserve
+
+    t0 = time.time()
+    with pytest.raises(PlacementError) as err:
+        reserve("learner", bundles(2, 1, 1), "PACK", timeout_s=60)  # GPUs on a CPU-only cluster
+    msg = str(err.value)
+    assert time.time() - t0 < 10  # never satisfiable: no waiting for the timeout
+    assert "learner: cannot reserve 2 x {'CPU': 1, 'GPU': 1} (PACK)" in msg and "'CPU': 8.0" in msg and "node 0" in msg
+    with pytest.raises(PlacementError, match="rollout: cannot reserve 9 x .*STRICT_SPREAD"):
+        reserve("rollout", bundles(9, 1), "STRICT_SPREAD", timeout_s=60)  # one node, nine bundles apart
