@@ -3,6 +3,7 @@
     unigrpo train [CONFIG.yaml] [key=value ...]       start a run (default config: configs/tiny.yaml)
     unigrpo train --resume runs/NAME [key=value ...]  continue a run from its latest checkpoint
     unigrpo rewards check --input rollouts.jsonl       score a dump of rollouts with the reward functions
+    unigrpo eval CHECKPOINT_OR_POLICY_DIR --data FILE  held-out evaluation of a saved policy, no training
     unigrpo dashboard RUN_DIR [RUN_DIR ...]            live web view of runs (http://127.0.0.1:8300)
 
 Exit codes: 0 finished; 2 bad config, data or arguments (nothing was started); 1 the run failed;
@@ -125,6 +126,57 @@ def train_main(argv: list[str]) -> int:
     return EXIT_INTERRUPTED if summary.get("interrupted") else EXIT_OK
 
 
+def eval_main(argv: list[str]) -> int:
+    """`unigrpo eval POLICY --data FILE`: one held-out evaluation of a saved policy, no training."""
+    from rl.config import ConfigError, load_config
+    from rl.data import DataError
+
+    parser = argparse.ArgumentParser(
+        prog="unigrpo eval",
+        description="Evaluate a saved policy (a checkpoint directory, its policy/ folder, or any policy "
+                    "directory) on held-out prompts with the rollout workers and reward actors of a run config.")
+    parser.add_argument("policy", help="checkpoint directory (runs/NAME/checkpoints/step_N) or policy directory")
+    parser.add_argument("--data", action="append", default=[], help="Parquet/JSONL prompt file (repeatable); "
+                        "default: the config's eval.files, or the built-in task's held-out split")
+    parser.add_argument("--config", help="run config (default: the run's config.yaml next to the checkpoint, "
+                        "else configs/tiny.yaml)")
+    parser.add_argument("--out", help="directory to store the evaluated rollouts in (evals/step=0/)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides key=value, e.g. eval.k=8")
+    args = parser.parse_args(argv)
+    try:
+        policy = Path(args.policy)
+        if (policy / "policy" / "config.json").is_file():
+            policy = policy / "policy"  # a checkpoint directory
+        if not (policy / "config.json").is_file():
+            raise ConfigError(f"{args.policy}: neither a policy directory nor a checkpoint (no config.json)")
+        config = args.config
+        if config is None:
+            run_cfg = next((p / "config.yaml" for p in policy.resolve().parents if (p / "config.yaml").is_file()),
+                           None)
+            config = run_cfg
+        overrides = [*args.overrides, f"model.path={policy.resolve()}"]
+        if args.data:
+            overrides.append("eval.files=[" + ",".join(str(Path(f).resolve()) for f in args.data) + "]")
+        cfg = load_config(config, overrides)
+        from rl.evaluation import build_eval_prompts
+
+        prompts = build_eval_prompts(cfg)
+        if not prompts:
+            raise ConfigError("no evaluation prompts: pass --data FILE (or set eval.files)")
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"unigrpo: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    from rl.evaluation import evaluate_policy
+
+    try:
+        result = evaluate_policy(cfg, prompts, Path(args.out) if args.out else None)
+    except Exception:  # noqa: BLE001 - report, then a trustworthy exit code
+        traceback.print_exc()
+        return EXIT_FAILED
+    print(json.dumps(result))
+    return EXIT_OK
+
+
 def _say_resumable(run_dir: Path, store_cls) -> None:
     ckpt = store_cls(run_dir).latest_valid(quiet=True) if run_dir.is_dir() else None
     if ckpt is not None:
@@ -133,13 +185,15 @@ def _say_resumable(run_dir: Path, store_cls) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: unigrpo {train,rewards check,dashboard} ...  (unigrpo train --help)"
+    usage = "usage: unigrpo {train,eval,rewards check,dashboard} ...  (unigrpo train --help)"
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() if argv else usage)
         return EXIT_OK if argv else EXIT_USAGE
     command, rest = argv[0], argv[1:]
     if command == "train":
         return train_main(rest)
+    if command == "eval":
+        return eval_main(rest)
     if command == "rewards" and rest[:1] == ["check"]:
         from rewards.cli import check_main
 

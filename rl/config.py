@@ -99,9 +99,20 @@ class TinyPolicySpec(Section):
     seed: int = 0
 
 
+class WarmStartSpec(Section):
+    """Masked-diffusion SFT of the tiny policy before RL (trainer/sft.py), on the training prompts paired
+    with the answers of other prompts: it teaches the answer format, not the task (rl/arith.py)."""
+
+    steps: int = Field(100, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
 class ModelSection(Section):
     path: str | None = Field(None, description="local policy directory (config.json + safetensors + tokenizer)")
     tiny: TinyPolicySpec | None = Field(default_factory=TinyPolicySpec)
+    warm_start: WarmStartSpec | None = Field(None, description="format-only SFT of the tiny policy before RL")
     dtype: Literal["float32", "bfloat16", "auto"] = "auto"
     image_tokenizer: str | None = Field(
         None, description="'palette' (the demo's colour-patch tokenizer) or a local directory (MAGVIT-v2 "
@@ -157,7 +168,7 @@ class ImageTaskData(Section):
 
 
 class DataSection(Section):
-    task: Literal["toy_copy", "math", "custom"] = "toy_copy"
+    task: Literal["toy_copy", "toy_arith", "math", "custom"] = "toy_copy"
     files: list[str] = Field(default_factory=list, description="Parquet or JSONL prompt files")
     question_field: str = "question"
     answer_field: str = "answer"
@@ -176,7 +187,7 @@ class DataSection(Section):
 
     @model_validator(mode="after")
     def _files_for_file_tasks(self):
-        if self.task != "toy_copy" and not self.files:
+        if self.task not in ("toy_copy", "toy_arith") and not self.files:
             raise ValueError(f"data.files is empty; task {self.task!r} reads prompts from files")
         return self
 
@@ -335,9 +346,35 @@ class UniGRPOSection(Section):
     mask_schedule: Literal["stratified", "paper_formula", "random", "full"] = default(UniGRPOConfig, "mask_schedule")
     p_min: float = Field(default(UniGRPOConfig, "p_min"), ge=0.0, le=1.0)
     loss_norm: Literal["sequence", "token"] = default(UniGRPOConfig, "loss_norm")
+    response_positions: Literal["all", "through_first_eos"] = Field(
+        default(UniGRPOConfig, "response_positions"), description="which positions form o_i (docs/learner.md)")
+    logprob_support: Literal["sampler", "full"] = Field(
+        default(UniGRPOConfig, "logprob_support"), description="text log-probs over the sampler's support "
+        "at the rollout temperature, or the whole vocabulary at 1")
 
-    def build(self, seed: int) -> UniGRPOConfig:
-        return UniGRPOConfig(**runtime_kwargs(self, UniGRPOConfig, seed=seed))
+    def build(self, seed: int, temperature: float = 1.0) -> UniGRPOConfig:
+        """temperature: the rollout's text temperature (the sampler support is scored at it)."""
+        return UniGRPOConfig(**runtime_kwargs(self, UniGRPOConfig, seed=seed, temperature=temperature))
+
+
+class EvalSection(Section):
+    """Held-out evaluation between RL steps on the rollout workers, scored by the reward actors
+    (rl/evaluation.py): at step 0, every `every` steps and at the last step."""
+
+    files: list[str] = Field(default_factory=list, description="Parquet/JSONL like data.files; empty: the "
+                             "built-in task's held-out split (toy_arith), none for toy_copy")
+    every: int = Field(25, ge=1, description="evaluate every N steps (and at step 0 and the last step)")
+    num_prompts: int = Field(0, ge=0, description="the first N prompts of the eval set; 0 = all")
+    temperature: float = Field(0.0, ge=0.0, description="eval sampler temperature (0: greedy)")
+    use_cache: bool = Field(False, description="eval with the prefix KV cache (default: the plain exact sampler)")
+    threshold: float | None = Field(None, gt=0.0, le=1.0, description="confidence-threshold unmasking (None: off)")
+    k: int = Field(1, ge=1, description="pass@k: k samples per prompt at pass_temperature (1: off)")
+    pass_temperature: float = Field(1.0, gt=0.0)
+    correct_rewards: list[str] = Field(default_factory=lambda: ["math"],
+                                       description="a response is correct when each of these rewards is > 0")
+
+    def sampler_overrides(self) -> dict:
+        return {"temperature": self.temperature, "use_cache": self.use_cache, "threshold": self.threshold}
 
 
 class AdvantageSection(Section):
@@ -371,13 +408,14 @@ class LearnerSection(Section):
         return LearnerConfig(**runtime_kwargs(self, LearnerConfig, bf16=bf16, seed=run.seed,
                                               total_steps=run.steps * unigrpo.mu))
 
-    def build(self, policy_path: Path, run: RunSection, unigrpo: UniGRPOSection, placement_timeout_s: float):
+    def build(self, policy_path: Path, run: RunSection, unigrpo: UniGRPOSection, placement_timeout_s: float,
+              temperature: float = 1.0):
         """The learner group: its placement group (PACK by default: ranks on as few nodes as possible)
-        and M DeepSpeed ranks joined in one rendezvous."""
+        and M DeepSpeed ranks joined in one rendezvous. temperature: the rollout's text temperature."""
         from trainer.learner import LearnerGroup
 
         return LearnerGroup.create(self.num_ranks, str(policy_path), self.build_config(run, unigrpo),
-                                   unigrpo.build(run.seed), num_gpus_per_rank=self.num_gpus_per_rank,
+                                   unigrpo.build(run.seed, temperature), num_gpus_per_rank=self.num_gpus_per_rank,
                                    strategy=self.placement.strategy, bundle_resources=self.placement.resources,
                                    placement_timeout_s=placement_timeout_s)
 
@@ -459,6 +497,15 @@ class RunConfig(Section):
     learner: LearnerSection = Field(default_factory=LearnerSection)
     ray: RaySection = Field(default_factory=RaySection)
     run: RunSection = Field(default_factory=RunSection)
+    eval: EvalSection = Field(default_factory=EvalSection, description="held-out evaluation between steps")
+
+    @model_validator(mode="after")
+    def _eval_rewards_exist(self):
+        names = {r.name for r in self.rewards.functions}
+        unknown = [n for n in self.eval.correct_rewards if n not in names]
+        if unknown:
+            raise ValueError(f"eval.correct_rewards names {unknown}, not among rewards.functions {sorted(names)}")
+        return self
 
     @model_validator(mode="after")
     def _multimodal_parts(self):

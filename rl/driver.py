@@ -37,6 +37,7 @@ from rl.advantages import group_normalise
 from rl.checkpoints import CheckpointSpaceError, CheckpointStore, estimate_checkpoint_bytes
 from rl.config import RunConfig, save_resolved
 from rl.data import MixtureDataset, PromptDataset, build_run_dataset, task_kind
+from rl.evaluation import Evaluator, build_eval_prompts, eval_line, eval_summary, score_records
 from rl.loggers import MetricSinks
 from rl.metrics import MetricsLog, console_line, mean, per_task_summary, plot_rewards, step_metrics
 from rl.store import RolloutStore
@@ -122,17 +123,51 @@ class Driver:
         policy_path = cfg.model.build(self.run_dir)
         self.checkpoints = CheckpointStore(self.run_dir, cfg.run.checkpoint_margin_gb)
         self._checkpoint_estimate = estimate_checkpoint_bytes(policy_path)
+        if cfg.model.warm_start is not None and cfg.model.path is None:
+            self._warm_start(policy_path)
         cfg.ray.start(needed_cpus=cfg.rollout.num_workers + cfg.rewards.num_workers + cfg.rewards.num_model_workers
                       + cfg.learner.num_ranks)
         wait = cfg.ray.placement_timeout_s
         self.rollout = cfg.rollout.build(policy_path, cfg.model, wait)
         self.reward_pool = cfg.rewards.build(self.run_dir, cfg.run.seed, wait)
-        self.learner = cfg.learner.build(policy_path, cfg.run, cfg.unigrpo, wait)
+        self.learner = cfg.learner.build(policy_path, cfg.run, cfg.unigrpo, wait, cfg.rollout.text.temperature)
         from rl.weights import WeightPublisher
 
         self.publisher = WeightPublisher(self.learner, self.rollout, cfg.run.weight_transport)
+        eval_prompts = build_eval_prompts(cfg)
+        self.evaluator = Evaluator(cfg.eval, eval_prompts, self.rollout, self.reward_pool,
+                                   RolloutStore(self.run_dir, "evals"), self._score) if eval_prompts else None
+        self._evaluated_at: int | None = None
         if self.resume:
             self._restore(self._latest_checkpoint(required=True))
+
+    def _warm_start(self, policy_path: Path) -> None:
+        """Format-only SFT of the freshly built tiny policy (once: a marker file records it)."""
+        from rl.arith import format_pairs
+        from trainer.sft import warm_start
+
+        marker = Path(policy_path) / "warm_start.json"
+        if marker.exists():
+            return
+        ws, texts = self.cfg.model.warm_start, getattr(self.dataset, "prompts", [])
+        pairs = format_pairs([(p.question, p.answer) for p in texts if p.kind == "text" and p.answer], ws.seed)
+        info = warm_start(str(policy_path), pairs, self.cfg.rollout.text.gen_length, ws.steps, ws.batch_size,
+                          ws.lr, ws.seed, think=self.cfg.data.think)
+        marker.write_text(json.dumps(info))
+        self._say(f"warm start: {info['steps']} SFT steps on {info['examples']} format pairs in {info['seconds']} s, "
+                  f"loss {info['loss_first10']:.3f} -> {info['loss_last10']:.3f}")
+
+    def evaluate(self) -> dict | None:
+        """Held-out evaluation of the current policy (rl/evaluation.py), logged as eval/* at this step."""
+        if self.evaluator is None or self._evaluated_at == self.step:
+            return None
+        t0 = time.perf_counter()
+        m = self.evaluator.run(self.step, self.cfg.run.seed * 1_000_003 + self.step)
+        m["time/eval_s"] = time.perf_counter() - t0
+        self.metrics.log(self.step, m)
+        self._evaluated_at = self.step
+        self._say(eval_line(self.step, m))
+        return m
 
     # ------------------------------------------------------------------ checkpoints
     def flush_store(self) -> None:
@@ -218,15 +253,7 @@ class Driver:
 
     # ------------------------------------------------------------------ one step
     def _score(self, records) -> np.ndarray:
-        from rewards.api import RewardInput
-
-        inputs = [RewardInput(task=r.task, prompt=r.question, response=r.response_text, gold=r.gold,
-                              image=r.image, metadata={"prompt_id": r.prompt_id}) for r in records]
-        scored = self.reward_pool.score(inputs)
-        for r, s in zip(records, scored):
-            r.reward = float(s.total)
-            r.reward_components = {k: v.to_dict() for k, v in s.components.items()}  # detail: for the dashboard
-        return np.array([r.reward for r in records])
+        return score_records(self.reward_pool, records)
 
     def run_step(self) -> dict:
         from trainer.batch import batch_from_rollouts
@@ -307,6 +334,7 @@ class Driver:
         try:
             if self.step == 0 and not self.resume:
                 self.publisher.publish()
+                self.evaluate()  # step 0: the policy RL starts from
             while self.step < cfg.run.steps:
                 try:
                     m = self.run_step()
@@ -315,6 +343,8 @@ class Driver:
                         bar.write(console_line(self.step, cfg.run.steps, m))
                     if self.step % cfg.run.checkpoint_every == 0:
                         self.checkpoint()
+                    if self.evaluator is not None and self.evaluator.due(self.step, cfg.run.steps):
+                        self.evaluate()
                 except (TrainingDiverged, CheckpointSpaceError):
                     raise  # a restart would not help: stop, with the last good checkpoint intact
                 except Exception as err:  # noqa: BLE001 - LearnerLost or anything unplanned
@@ -324,6 +354,8 @@ class Driver:
                 out_of_time = cfg.run.max_wall_s is not None and time.time() - start > cfg.run.max_wall_s
                 if self.stop.requested or out_of_time:
                     interrupted = self.stop.requested
+                    if out_of_time:
+                        self.evaluate()  # a slow machine shortens the run by steps, never by its last evaluation
                     break
         finally:
             bar.close()
@@ -337,6 +369,8 @@ class Driver:
     def summarise(self, wall_s: float, interrupted: bool) -> dict:
         self.flush_store()
         metrics = self.metrics.read()
+        evals = eval_summary(metrics)
+        metrics = [m for m in metrics if "reward/mean" in m]  # step rows (eval rows are apart)
         rewards = [m["reward/mean"] for m in metrics]
         k = min(10, len(rewards))
         summary = {
@@ -347,6 +381,7 @@ class Driver:
             "reward_first10": mean(rewards[:k]),
             "reward_last10": mean(rewards[-k:]),
             **per_task_summary(metrics),
+            **evals,
             "policy_version": self.learner.policy_version,
             "run_dir": str(self.run_dir),
             "restarts": {"rollout": self.rollout.restarts, "learner": self.learner_restarts,
@@ -354,7 +389,7 @@ class Driver:
             "reward_stats": self.reward_pool.stats(),
         }
         if self.cfg.run.plot and metrics:
-            summary["plot"] = str(plot_rewards(metrics, self.run_dir / "reward_curve.png",
+            summary["plot"] = str(plot_rewards(self.metrics.read(), self.run_dir / "reward_curve.png",
                                                f"UniGRPO on {self.cfg.data.task}: {self.run_dir.name}"))
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         return summary

@@ -114,16 +114,27 @@ def plot_rewards(metrics: list[dict], out: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    evals = [m for m in metrics if "eval/accuracy" in m]
+    metrics = [m for m in metrics if "reward/mean" in m]
     steps = [m["step"] for m in metrics]
     rewards = [m["reward/mean"] for m in metrics]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(steps, rewards, color="#9ab", lw=1, label="mean reward per step")
-    ax.plot(steps, moving_average(rewards, 10), color="#136", lw=2, label="moving average (10 steps)")
+    ax.plot(steps, rewards, color="#9ab", lw=1, label="train reward per step")
+    ax.plot(steps, moving_average(rewards, 10), color="#136", lw=2, label="train reward, moving average (10)")
     ax.set_xlabel("RL step")
     ax.set_ylabel("mean reward")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    handles, labels = ax.get_legend_handles_labels()
+    if evals:  # held-out accuracy (temperature 0) on its own axis
+        acc = ax.twinx()
+        acc.plot([m["step"] for m in evals], [m["eval/accuracy"] for m in evals], "o-", color="#c52", lw=2,
+                 label="held-out accuracy (greedy)")
+        acc.set_ylim(0, 1)
+        acc.set_ylabel("held-out exact-answer accuracy")
+        h2, l2 = acc.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

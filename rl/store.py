@@ -17,8 +17,8 @@ from rollout.record import RolloutRecord, arrow_schema
 
 
 class RolloutStore:
-    def __init__(self, run_dir: Path) -> None:
-        self.root = Path(run_dir) / "rollouts"
+    def __init__(self, run_dir: Path, kind: str = "rollouts") -> None:
+        self.root = Path(run_dir) / kind  # "rollouts", or "evals" for held-out evaluations
         self.root.mkdir(parents=True, exist_ok=True)
 
     def append(self, step: int, records: list[RolloutRecord] | list[dict]) -> Path:

@@ -128,7 +128,8 @@ class RolloutGroup:
         return True
 
     # ---- generation -----------------------------------------------------------------------------------
-    def generate(self, prompts: Sequence, group_size: int, seed: int) -> list[RolloutRecord]:
+    def generate(self, prompts: Sequence, group_size: int, seed: int,
+                 text_sampler: dict[str, Any] | None = None) -> list[RolloutRecord]:
         """G rollouts per prompt (rl.data.Prompt: prompt_id, task, question, answer, to_dict()). The same prompt
         may appear twice in a batch (small datasets wrap around): each occurrence is its own group."""
         import ray
@@ -148,7 +149,8 @@ class RolloutGroup:
                 self._heal(block=True)
                 live = self.live()
             w = k if k in live else live[(k + failures[k]) % len(live)]
-            pending[self.workers[w].generate.remote(shards[k], group_size, seed + SEED_STRIDE * k)] = (k, w)
+            pending[self.workers[w].generate.remote(shards[k], group_size, seed + SEED_STRIDE * k,
+                                                    text_sampler)] = (k, w)
 
         for k in shards:
             submit(k)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -140,13 +141,18 @@ class RolloutWorker:
         return self._version
 
     # ---- generation ---------------------------------------------------------------------------
-    def generate(self, prompts: list[dict[str, Any]], group_size: int, seed: int) -> list[RolloutRecord]:
-        """G rollouts for each prompt dict {prompt_id, task, text, think}; records in prompt order."""
+    def generate(self, prompts: list[dict[str, Any]], group_size: int, seed: int,
+                 text_sampler: dict[str, Any] | None = None) -> list[RolloutRecord]:
+        """G rollouts for each prompt dict {prompt_id, task, text, think}; records in prompt order.
+        text_sampler: settings that replace the worker's text sampler's for this call (evaluation)."""
         if group_size <= 0:
             raise ValueError(f"group_size must be > 0, got {group_size}")
+        text_config = replace(self.text_config, **text_sampler) if text_sampler else self.text_config
+        text_config.validate()
         jobs = [(p, g) for p in prompts for g in range(group_size)]
         out: list[RolloutRecord | None] = [None] * len(jobs)
-        for kind, run in (("text", self._generate_text), ("image", self._generate_images)):
+        text_run = partial(self._generate_text, text_config=text_config)
+        for kind, run in (("text", text_run), ("image", self._generate_images)):
             index = [i for i, (p, _) in enumerate(jobs) if (p.get("task") in IMAGE_TASKS) == (kind == "image")]
             if not index:
                 continue
@@ -162,7 +168,7 @@ class RolloutWorker:
         return RolloutRecord(prompt_id=prompt["prompt_id"], group_index=group_index,
                              task=prompt.get("task", "math"), policy_version=self._version, **fields)
 
-    def _generate_text(self, jobs, generator) -> list[RolloutRecord]:
+    def _generate_text(self, jobs, generator, text_config: TextSamplerConfig) -> list[RolloutRecord]:
         # G jobs share each prompt: tokenise each distinct prompt once (the tokenizer call, not the
         # model, dominated a tiny policy's rollout time outside the sampler)
         cache: dict[tuple, list[int]] = {}
@@ -177,9 +183,9 @@ class RolloutWorker:
         ids, mask = left_pad(prompt_lists, self.layout.pad_id)
         start = time.perf_counter()
         out = generate_text(self.model, ids.to(self.device), mask.to(self.device), self.layout,
-                            self.text_config, generator)
+                            text_config, generator)
         gen_s = time.perf_counter() - start
-        settings = {"kind": "text", **asdict(self.text_config)}
+        settings = {"kind": "text", **asdict(text_config)}
         responses = out.response_ids.tolist()
         cut = [r[: r.index(self.layout.eos_id)] if self.layout.eos_id in r else r for r in responses]
         texts = self.tokenizer.batch_decode(cut, skip_special_tokens=True)
