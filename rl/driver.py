@@ -165,6 +165,7 @@ class Driver:
         m = self.evaluator.run(self.step, self.cfg.run.seed * 1_000_003 + self.step)
         m["time/eval_s"] = time.perf_counter() - t0
         self.metrics.log(self.step, m)
+        self.sinks.log(self.step, m)  # every logger (tensorboard, wandb, mlflow) gets eval/* too
         self._evaluated_at = self.step
         self._say(eval_line(self.step, m))
         return m
