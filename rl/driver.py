@@ -151,6 +151,8 @@ class Driver:
             return
         ws, texts = self.cfg.model.warm_start, getattr(self.dataset, "prompts", [])
         pairs = format_pairs([(p.question, p.answer) for p in texts if p.kind == "text" and p.answer], ws.seed)
+        if not pairs:
+            raise ValueError("model.warm_start needs text prompts with answers (data.task toy_arith, math, ...)")
         info = warm_start(str(policy_path), pairs, self.cfg.rollout.text.gen_length, ws.steps, ws.batch_size,
                           ws.lr, ws.seed, think=self.cfg.data.think)
         marker.write_text(json.dumps(info))

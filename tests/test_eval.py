@@ -51,7 +51,7 @@ def test_eval_in_the_loop_and_unigrpo_eval(tmp_path):
     assert [r["step"] for r in evals] == [0, 2, 3]  # step 0, every 2, the last step
     assert all(r["eval/prompts"] == 6 and 0 <= r["eval/accuracy"] <= 1 for r in evals)
     assert all("eval/pass@2" in r and "eval/sample_accuracy" in r for r in evals)
-    assert "eval/accuracy" in proc.stdout  # the console line
+    assert "held-out accuracy" in proc.stdout  # the console line
     # stored like rollouts: greedy rows (temperature 0, plain sampler) + k samples per prompt
     table = pq.read_table(run / "evals" / "step=2" / "part-0.parquet").to_pylist()
     assert len(table) == 6 + 6 * 2
@@ -73,6 +73,7 @@ def test_eval_in_the_loop_and_unigrpo_eval(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["eval/prompts"] == 4 and 0.0 <= result["eval/accuracy"] <= 1.0
     assert result["policy"].endswith("step_3/policy")
-    assert len(pq.read_table(tmp_path / "out" / "evals" / "step=0" / "part-0.parquet")) == 4
+    assert "eval/pass@2" in result  # the run's own config.yaml (found above the checkpoint) is used: k = 2
+    assert len(pq.read_table(tmp_path / "out" / "evals" / "step=0" / "part-0.parquet")) == 4 + 4 * 2
     bad = cli("eval", str(tmp_path / "nothing-here"), "--data", str(data))
     assert bad.returncode == 2 and "config.json" in bad.stderr
