@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from rewards.api import STATUSES
@@ -18,13 +19,34 @@ class MetricsLog:
             fh.write(json.dumps({"step": step, **values}, default=float, sort_keys=True) + "\n")
 
     def read(self) -> list[dict]:
+        """Every well-formed row. A process killed mid-write leaves a half line at the end (and a disk
+        that filled up may leave one anywhere): such a line is not a step that happened, so it is
+        skipped rather than making the run unresumable; `bad_lines` counts them."""
+        self.bad_lines = 0
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                self.bad_lines += 1
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+            else:
+                self.bad_lines += 1
+        return rows
 
     def truncate_after(self, step: int) -> None:
+        """Keep the rows up to `step` (a resume), written to a temporary file and renamed over the old
+        one, so a crash here never leaves a half-truncated log."""
         kept = [r for r in self.read() if r["step"] <= step]
-        self.path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        os.replace(tmp, self.path)
 
 
 def step_metrics(records, rewards, adv, stats: dict, phases: dict, published: dict) -> dict:

@@ -89,3 +89,20 @@ def test_checkpoint_size_estimate_reads_safetensors_headers(tmp_path):
     save_file({"a": np.zeros((10, 20), np.float32), "b": np.zeros(5, np.float16)}, tmp_path / "model.safetensors")
     assert ck.policy_parameter_count(tmp_path) == 205
     assert ck.estimate_checkpoint_bytes(tmp_path) == 205 * ck.CHECKPOINT_BYTES_PER_PARAM
+
+
+def test_metrics_log_with_a_half_written_line_still_resumes(tmp_path):
+    """A process killed mid-write leaves a half line in metrics.jsonl; a resume must not die on it."""
+    from rl.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path)
+    for step in (1, 2, 3):
+        log.log(step, {"reward/mean": float(step)})
+    with log.path.open("a") as fh:
+        fh.write('{"step": 4, "reward/me')  # killed here
+    assert [r["step"] for r in log.read()] == [1, 2, 3] and log.bad_lines == 1
+    log.truncate_after(2)
+    assert [r["step"] for r in log.read()] == [1, 2] and log.bad_lines == 0
+    assert not list(tmp_path.glob("*.tmp"))
+    log.log(3, {"reward/mean": 3.5})
+    assert [r["reward/mean"] for r in log.read()] == [1.0, 2.0, 3.5]
