@@ -1,0 +1,318 @@
+"""Scale-out in simulation: the real driver, Ray actors and data paths; model compute replaced by sleeps.
+
+Part 1, weak scaling of the RL step. N = 1, 2, 4, 8, 16 rollout workers on a simulated 4-node cluster
+(ray.cluster_utils.Cluster), each worker getting the same 8 prompts x G = 8 every step, as a 64-GPU run
+would. Everything but model compute is real: the driver loop, RolloutGroup sharding, records crossing
+the object store (full-size: 256 response ids, trajectories, text), the sandboxed math reward, group
+advantages, TrainBatch building, the learner group call, weight publishing, the Parquet store, metrics.
+Model compute is a sleep calibrated from the README's H200 measurements of MMaDA-8B shapes
+(benchmarks/gpu_8b.py), scaled by TIME_SCALE so the run fits on a CPU machine:
+
+    update:   7,857 tokens/s per GPU (UniGRPO forward+backward)
+    forward:  3 x that (a forward is a third of forward+backward FLOPs at the same utilisation)
+    sampler:  prefix cache 2.7x faster than plain LLaDA (256 forwards of the whole 320-token sequence)
+    gen_s per sample    = 256 * 320 / (3 * 7857) / 2.7                       ~ 1.29 s (batched)
+    update_s per rollout = mu * 320 / 7857 + mu * 320 / (3 * 7857)  (pi_old pass), on 3 learner GPUs
+                           per rollout GPU (configs/mmada_8b_math.yaml: 2 rollout + 6 learner GPUs)
+
+Scaling efficiency E(N) = throughput(N) / (N * throughput(1)) = step(1) / step(N) (weak scaling).
+Because the sleeps are TIME_SCALE of real compute while driver work is not scaled, the measured E is
+a lower bound; `efficiency_real` puts the measured overhead seconds next to unscaled compute.
+
+Part 2, weight publishing: payloads of 8 / 32 / 96 MB to N = 1, 4, 16 receiver actors on the same
+cluster, (a) one ray.put and N pulls (object store fan-out), (b) a gloo broadcast group (rank 0 the
+publisher, policy/weight_sync.py). A least-squares fit t = a + b * bytes + c * bytes * N per transport
+is the publish time model docs/scaling.md extrapolates from.
+
+    python benchmarks/scale.py [--steps 4] [--sizes 1,2,4,8,16] [--time-scale 0.025] [--nodes 4]
+Ends with `RESULT {json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+import rollout.group  # noqa: E402
+import trainer.learner  # noqa: E402
+from rl.config import load_config  # noqa: E402
+from rl.driver import Driver  # noqa: E402
+from rollout.worker import RolloutWorker  # noqa: E402
+from trainer.learner import Learner  # noqa: E402
+
+UPDATE_TOKENS_PER_S = 7857.0  # README, benchmarks/gpu_8b.py on one H200
+FORWARD_TOKENS_PER_S = 3 * UPDATE_TOKENS_PER_S
+CACHE_SPEEDUP = 2.7
+PROMPT, GEN, MU = 64, 256, 4
+SEQ = PROMPT + GEN
+GEN_S_PER_SAMPLE = GEN * SEQ / FORWARD_TOKENS_PER_S / CACHE_SPEEDUP
+LEARNER_GPUS_PER_ROLLOUT_GPU = 3
+UPDATE_S_PER_ROLLOUT = (MU * SEQ / UPDATE_TOKENS_PER_S + MU * SEQ / FORWARD_TOKENS_PER_S) / LEARNER_GPUS_PER_ROLLOUT_GPU
+PROMPTS_PER_WORKER, G = 8, 8
+
+
+class SleepyRolloutWorker(RolloutWorker):
+    """The real worker (weights, records, versions) with generation replaced by a calibrated sleep."""
+
+    time_scale = 0.025
+
+    def _generate_text(self, jobs, generator, text_config=None):
+        time.sleep(len(jobs) * GEN_S_PER_SAMPLE * self.time_scale)
+        rng = np.random.default_rng(int(torch_seed(generator)))
+        records = []
+        for prompt, g in jobs:
+            answer = str(rng.integers(1, 10))
+            records.append(self._record(
+                prompt, g, prompt_ids=list(rng.integers(0, 100, PROMPT)), prompt_mask=[1] * PROMPT,
+                response_ids=list(rng.integers(0, 100, GEN)), suffix_ids=[], response_text=f"The answer is {answer}",
+                unmask_step=list(rng.integers(0, GEN, GEN)), confidence=list(rng.random(GEN)),
+                early_filled=[False] * GEN, num_forwards=GEN, sampler={"kind": "text", "sleep": True},
+                timings={"gen_s": len(jobs) * GEN_S_PER_SAMPLE * self.time_scale, "batch_size": len(jobs)}))
+        return records
+
+
+def torch_seed(generator) -> int:
+    return int(generator.initial_seed()) % 2**32
+
+
+class SleepyLearner(Learner):
+    """A real DeepSpeed rank (weights, checkpoints, publishing) whose update is a calibrated sleep."""
+
+    time_scale = 0.025
+
+    def update(self, shard, masked, num_responses, tokens_per_iter, num_micro):
+        # weak scaling: learner GPUs grow with the rollout GPUs (3 per rollout GPU), so each learner GPU's
+        # share of the update is constant; this rank stands for its share of them:
+        #   t = (rows on this rank / all rows) * (PROMPTS_PER_WORKER * G rollouts) * update_s_per_rollout
+        t = shard.num_rows / num_responses * PROMPTS_PER_WORKER * G * UPDATE_S_PER_ROLLOUT * self.time_scale
+        time.sleep(t)
+        zeros = {k: 0.0 for k in trainer.learner.SUM_KEYS}
+        zeros["token_count"] = float(masked.sum())
+        return {**zeros, "ratio_max": 1.0, "grad_norm": [0.0] * self.ucfg.mu, "lr": [self.cfg.lr] * self.ucfg.mu,
+                "compute_s": t, "old_ref_s": 0.0, "skipped_steps": 0, "by_task": {}}
+
+
+def install_sleeps(time_scale: float) -> None:
+    import ray
+
+    SleepyRolloutWorker.time_scale = SleepyLearner.time_scale = time_scale
+    real_start = rollout.group.start_rollout_worker
+
+    def start(index, policy_path, *args, **kwargs):
+        from policy.placement import in_bundle
+
+        return ray.remote(SleepyRolloutWorker).options(
+            num_gpus=0, num_cpus=kwargs.get("num_cpus_per_worker", 1), max_restarts=kwargs.get("max_restarts", 4),
+            **in_bundle(kwargs.get("placement_group"), index),
+        ).remote(str(policy_path), kwargs.get("text_config"), kwargs.get("image_config"),
+                 **{k: kwargs[k] for k in ("device", "dtype", "num_image_tokens", "max_text_len") if k in kwargs})
+
+    assert real_start is not None
+    rollout.group.start_rollout_worker = start
+    trainer.learner.LearnerActor = ray.remote(SleepyLearner)
+
+
+def measure_step(n: int, steps: int, root: Path, address: str) -> dict:
+    cfg = load_config(None, [
+        f"ray.address={address}", f"run.dir={root}", f"run.name=n{n}", f"run.steps={steps}", "run.plot=false",
+        "run.checkpoint_every=1000", "run.max_wall_s=null", f"rollout.num_workers={n}", f"rollout.group_size={G}",
+        f"data.prompts_per_step={PROMPTS_PER_WORKER * n}", "rollout.placement.strategy=SPREAD",
+        f"rewards.num_workers={max(1, n // 8)}", f"unigrpo.mu={MU}",
+        "model.tiny={d_model: 32, n_layers: 1, n_heads: 2, codebook_size: 16, seed: 0}",
+    ])
+    driver = Driver(cfg, console=False)
+    try:
+        driver.setup()
+        driver.train()
+    finally:
+        driver.shutdown()
+    rows = driver.metrics.read()[1:]  # the first step warms every path
+    step = statistics.mean(r["time/step_s"] for r in rows)
+    compute = statistics.mean(r["time/gen_compute_s"] + r["time/update_compute_s"] for r in rows)
+    out = {
+        "workers": n, "rollouts_per_step": rows[0]["rollouts"], "step_s": step, "model_compute_s": compute,
+        "reward_compute_s": statistics.mean(r["time/reward_compute_s"] for r in rows),
+        "driver_overhead_s": step - compute,
+        "rollouts_per_s": statistics.mean(r["throughput/rollouts_per_s"] for r in rows),
+        "publish_s": statistics.mean(r["time/publish_s"] for r in rows),
+        "phases": {k[5:-2]: statistics.mean(r[k] for r in rows) for k in rows[0] if k.startswith("time/")},
+    }
+    print(f"N={n:>2}: {out['rollouts_per_s']:7.1f} rollouts/s  step {step:6.2f} s = model {compute:5.2f} s "
+          f"+ overhead {out['driver_overhead_s']:5.2f} s (reward {out['reward_compute_s']:.2f} s, "
+          f"publish {out['publish_s']:.3f} s)", flush=True)
+    return out
+
+
+def patient_node_registration(wait_s: float = 600.0) -> None:
+    """Ray gives a new raylet a hard-coded 30 s to register with the GCS; several raylets starting on a
+    loaded 2-core machine can take longer. Let this process wait up to `wait_s` (benchmark only)."""
+    import ray._private.services as services
+
+    real = services.get_node
+
+    def get_node(*args, **kwargs):
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return real(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    services.get_node = get_node
+
+
+def start_cluster(nodes: int):
+    """A simulated cluster: `nodes` raylets on this machine, 32 logical CPUs in all."""
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+    patient_node_registration()
+    per_node = max(4, 32 // nodes)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False,
+                                                            "object_store_memory": 600 * 2**20})
+    for _ in range(nodes - 1):
+        cluster.add_node(num_cpus=per_node, object_store_memory=600 * 2**20)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure_publish(sizes_mb: list[int], counts: list[int], repeats: int = 3) -> list[dict]:
+    """Object-store fan-out vs a gloo broadcast group, payload size x receivers."""
+    import ray
+    import torch
+
+    from policy.weight_sync import init_weight_group, send_weights
+
+    @ray.remote(num_cpus=0.1)
+    class Receiver:
+        def pull(self, payload) -> int:
+            return int(sum(a.nbytes for a in payload["state"].values()))
+
+        def join(self, port, rank, world) -> bool:
+            from policy.weight_sync import BroadcastReceiver
+
+            self.rx = BroadcastReceiver("127.0.0.1", port, rank, world)
+            return True
+
+        def receive(self) -> int:
+            _, state = self.rx.receive_state()
+            return int(sum(t.numel() * t.element_size() for t in state.values()))
+
+    receivers = [Receiver.options(scheduling_strategy="SPREAD").remote() for _ in range(max(counts))]
+    results = []
+    for n in counts:
+        port = free_port()
+        world = n + 1
+        joins = [r.join.remote(port, i + 1, world) for i, r in enumerate(receivers[:n])]
+        group = init_weight_group("127.0.0.1", port, 0, world)
+        ray.get(joins)
+        for mb in sizes_mb:
+            numel = mb * 2**20 // 4
+            tensors = {f"w{i}": torch.randn(numel // 8) for i in range(8)}
+            entries = [(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()]
+            payload = {"version": 1, "state": {k: t.numpy() for k, t in tensors.items()}}
+            for transport in ("object_store", "broadcast"):
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    if transport == "object_store":
+                        ref = ray.put(payload)
+                        got = ray.get([r.pull.remote(ref) for r in receivers[:n]])
+                        del ref
+                    else:
+                        refs = [r.receive.remote() for r in receivers[:n]]
+                        send_weights(group, 1, entries, iter(tensors.values()))
+                        got = ray.get(refs)
+                    times.append(time.perf_counter() - t0)
+                    assert all(g == numel // 8 * 8 * 4 for g in got)
+                results.append({"transport": transport, "mb": mb, "receivers": n, "s": statistics.median(times)})
+                print(f"publish {transport:>12}: {mb:>3} MB -> {n:>2} receivers  {results[-1]['s']:.3f} s", flush=True)
+        group.pg = None
+    for r in receivers:
+        ray.kill(r)
+    return results
+
+
+def fit_publish(results: list[dict], transport: str) -> dict:
+    """t = a + b * bytes + c * bytes * (N - 1), least squares."""
+    rows = [r for r in results if r["transport"] == transport]
+    x = np.array([[1.0, r["mb"] * 2**20, r["mb"] * 2**20 * (r["receivers"] - 1)] for r in rows])
+    y = np.array([r["s"] for r in rows])
+    (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
+    return {"a_s": float(a), "s_per_gb": float(b) * 2**30, "s_per_gb_per_extra_receiver": float(c) * 2**30}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--sizes", default="1,2,4,8,16")
+    parser.add_argument("--time-scale", type=float, default=0.025)
+    parser.add_argument("--publish-mb", default="8,32,96")
+    parser.add_argument("--publish-receivers", default="1,4,16")
+    parser.add_argument("--nodes", type=int, default=4, help="simulated nodes (raylets) sharing 32 logical CPUs")
+    args = parser.parse_args()
+    import ray
+
+    cluster = start_cluster(args.nodes)
+    ray.init(address=cluster.address, log_to_driver=False)
+    install_sleeps(args.time_scale)
+    steps = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in [int(s) for s in args.sizes.split(",")]:
+                steps.append(measure_step(n, args.steps, Path(tmp), cluster.address))
+        publish = measure_publish([int(s) for s in args.publish_mb.split(",")],
+                                  [int(s) for s in args.publish_receivers.split(",")])
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    base = steps[0]
+    scale = args.time_scale
+    for s in steps:
+        s["efficiency"] = base["step_s"] / s["step_s"]
+        # the same overhead seconds next to unscaled (real H200) compute
+        real = lambda x: x["model_compute_s"] / scale + x["driver_overhead_s"]  # noqa: E731
+        s["efficiency_real"] = real(base) / real(s)
+    last = steps[-1]
+    model = {t: fit_publish(publish, t) for t in ("object_store", "broadcast")}
+    out = {
+        "workers": last["workers"], "efficiency_at_n": round(last["efficiency"], 3),
+        "efficiency_real_at_n": round(last["efficiency_real"], 3), "goal": 0.9,
+        "rollouts_per_s": {s["workers"]: round(s["rollouts_per_s"], 1) for s in steps},
+        "driver_overhead_s": {s["workers"]: round(s["driver_overhead_s"], 3) for s in steps},
+        "publish_s_tiny_policy": {s["workers"]: round(s["publish_s"], 3) for s in steps},
+        "time_scale": scale, "gen_s_per_sample_real": round(GEN_S_PER_SAMPLE, 3),
+        "update_s_per_rollout_real": round(UPDATE_S_PER_ROLLOUT, 4),
+        "publish_model": {t: {k: round(v, 4) for k, v in m.items()} for t, m in model.items()},
+        "publish": publish,
+    }
+    print("RESULT " + json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
