@@ -105,7 +105,7 @@ def main() -> int:
     ensure_local_ray_env()
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):

@@ -438,14 +438,18 @@ class RaySection(Section):
         ensure_local_ray_env()
         if ray.is_initialized():
             return
-        if self.address:
-            ray.init(address=self.address, log_to_driver=False)
+        # `ray job submit` hands its entrypoint the cluster in RAY_ADDRESS: join it as if ray.address were set.
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False)
             return
         # Logical CPUs for scheduling: every actor asks for some, and the phases of a step run one after
         # another, so a 2-core machine can host rollout, reward and learner actors side by side.
         num_cpus = self.num_cpus or max(os.cpu_count() or 1, int(needed_cpus) + 1)
-        ray.init(num_cpus=num_cpus, include_dashboard=self.include_dashboard, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")
+        # address="local": a cluster of our own, even when a `ray start` cluster runs on this machine (plain
+        # ray.init() would join that one, and then refuse num_cpus).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=self.include_dashboard,
+                 log_to_driver=False, _node_ip_address="127.0.0.1")
 
 
 class RunSection(Section):
@@ -501,6 +505,8 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _eval_rewards_exist(self):
+        if not (self.eval.files or self.data.task == "toy_arith"):
+            return self  # no eval set (rl/evaluation.py: build_eval_prompts), so nothing is scored as correct
         names = {r.name for r in self.rewards.functions}
         unknown = [n for n in self.eval.correct_rewards if n not in names]
         if unknown:

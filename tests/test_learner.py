@@ -32,7 +32,7 @@ def ray_cluster():
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["PYTHONPATH"] = f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False)  # logical CPUs: 1 per rank
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)  # logical CPUs: 1 per rank
     yield
     ray.shutdown()
 

@@ -107,7 +107,7 @@ def test_ray_actor(policy_dir, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         (actor,) = create_rollout_workers(1, policy_dir, TEXT, IMAGE, num_gpus_per_worker=0, **WORKER_KW)
         assert ray.get(actor.ping.remote()) == "pong"
