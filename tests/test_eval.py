@@ -24,8 +24,9 @@ def cli(*args, timeout=600):
 def test_eval_config_is_validated_before_anything_starts():
     cfg = load_config(None, ["eval.every=5", "eval.k=4"])
     assert cfg.eval.sampler_overrides() == {"temperature": 0.0, "use_cache": False, "threshold": None}
-    with pytest.raises(ConfigError, match="eval.correct_rewards"):
-        load_config(None, ["eval.correct_rewards=[format]"])
+    with pytest.raises(ConfigError, match="eval.correct_rewards"):  # an eval set whose "correct" names no reward
+        load_config(None, ["data.task=toy_arith", "eval.correct_rewards=[format]"])
+    load_config(None, ["eval.correct_rewards=[format]"])  # toy_copy has no eval set: nothing is judged correct
     with pytest.raises(ConfigError, match="eval.every"):
         load_config(None, ["eval.every=0"])
 
