@@ -547,23 +547,15 @@ class RolloutIndex:
 
     def images(self, f: dict, offset: int = 0, limit: int = 48) -> dict:
         t, files = self._filtered({**f, "image": True})
-        total = len(t)
-        limit = max(1, min(int(limit), PAGE_MAX))
-        n = min(limit, max(0, total - offset))
-        if not n:
-            return {"total": total, "rows": []}
-        page = t.take(pa.array(np.arange(total - 1 - offset, total - 1 - offset - n, -1), pa.int64()))
-        return {"total": total, "rows": self._page_rows(page, files)}
+        total, page = _newest_first(t, offset, limit)
+        return {"total": total, "rows": self._page_rows(page, files) if len(page) else []}
 
     def failures(self, f: dict, offset: int = 0, limit: int = 50) -> dict:
         status = f.get("status") or "any:failed"
         t, files = self._filtered({**f, "status": status})
-        total = len(t)
-        limit = max(1, min(int(limit), PAGE_MAX))
-        n = min(limit, max(0, total - offset))
-        if not n:
+        total, page = _newest_first(t, offset, limit)
+        if not len(page):
             return {"total": total, "rows": []}
-        page = t.take(pa.array(np.arange(total - 1 - offset, total - 1 - offset - n, -1), pa.int64()))
         rows = self._page_rows(page, files)
         for r in rows:
             r["failed"] = {k: v for k, v in r["components"].items() if v["status"] != "ok"}
@@ -632,3 +624,10 @@ def _describe(exc: Exception) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     kind = "truncated or corrupt Parquet file" if isinstance(exc, (pa.ArrowInvalid, OSError)) else type(exc).__name__
     return f"{kind}: {msg[:200]}" if msg else kind
+
+
+def _newest_first(t: pa.Table, offset: int, limit: int) -> tuple[int, pa.Table]:
+    """Rows `offset .. offset+limit` of `t` counted from its end (the newest first), and len(t)."""
+    total = len(t)
+    n = min(max(1, min(int(limit), PAGE_MAX)), max(0, total - offset))
+    return total, t.take(pa.array(np.arange(total - 1 - offset, total - 1 - offset - n, -1), pa.int64()))
