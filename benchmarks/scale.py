@@ -158,32 +158,13 @@ def measure_step(n: int, steps: int, root: Path, address: str) -> dict:
     return out
 
 
-def patient_node_registration(wait_s: float = 600.0) -> None:
-    """Ray gives a new raylet a hard-coded 30 s to register with the GCS; several raylets starting on a
-    loaded 2-core machine can take longer. Let this process wait up to `wait_s` (benchmark only)."""
-    import ray._private.services as services
-
-    real = services.get_node
-
-    def get_node(*args, **kwargs):
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                return real(*args, **kwargs)
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1.0)
-
-    services.get_node = get_node
-
-
 def start_cluster(nodes: int):
     """A simulated cluster: `nodes` raylets on this machine, 32 logical CPUs in all."""
     from ray.cluster_utils import Cluster
 
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
-    patient_node_registration()
+    from policy.placement import patient_node_registration
+
+    patient_node_registration(600.0)
     per_node = max(4, 32 // nodes)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False,
                                                             "object_store_memory": 600 * 2**20})

@@ -135,3 +135,30 @@ def release(pg) -> None:
         remove_placement_group(pg)
     except Exception:  # noqa: BLE001 - best effort on the way out (the cluster may be gone)
         pass
+
+
+def patient_node_registration(wait_s: float = 300.0) -> None:
+    """For simulated clusters (ray.cluster_utils.Cluster: tests, benchmarks/scale.py). Ray 2.60 gives a new
+    raylet 30 s to register with the GCS, a constant in ray/_private/node.py (no setting reaches it:
+    RAY_raylet_start_wait_time_s does not). Several raylets starting on a loaded 2-core machine can take
+    longer; make this process's registration check wait up to `wait_s` instead."""
+    import time
+
+    import ray._private.services as services
+
+    real = services.get_node
+    if getattr(real, "patient", False):
+        return
+
+    def get_node(*args, **kwargs):
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return real(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    get_node.patient = True
+    services.get_node = get_node

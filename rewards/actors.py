@@ -5,6 +5,7 @@ rewards (CLIP) on their device and score batches in-process. Both are plain sync
 from __future__ import annotations
 
 import time
+import uuid
 
 import ray
 
@@ -20,6 +21,7 @@ class RuleRewardActor:
         self.pool = SandboxPool(num_procs, mem_limit_mb)
         self.pool.warm_up()
         self.busy_s = 0.0  # time spent scoring (for the orchestration-overhead benchmark)
+        self.incarnation = uuid.uuid4().hex  # new after every restart by Ray (crash, lost node)
 
     def ready(self) -> bool:
         return True
@@ -30,8 +32,9 @@ class RuleRewardActor:
         self.busy_s += time.perf_counter() - t0
         return [(r.value, r.status, r.detail) for r in res]
 
-    def busy_seconds(self) -> float:
-        return self.busy_s
+    def busy_seconds(self) -> tuple[str, float]:
+        """(incarnation, seconds spent scoring since this incarnation started)."""
+        return self.incarnation, self.busy_s
 
     def pid(self) -> int:
         import os
@@ -47,6 +50,7 @@ class ModelRewardActor:
     def __init__(self, specs: list[dict], device: str = "cpu", clip_model_path: str | None = None):
         self.models, self.errors = {}, {}
         self.busy_s = 0.0
+        self.incarnation = uuid.uuid4().hex
         for d in specs:
             spec = RewardSpec(**d)
             try:
@@ -58,8 +62,9 @@ class ModelRewardActor:
     def ready(self) -> bool:
         return True
 
-    def busy_seconds(self) -> float:
-        return self.busy_s
+    def busy_seconds(self) -> tuple[str, float]:
+        """(incarnation, seconds spent scoring since this incarnation started)."""
+        return self.incarnation, self.busy_s
 
     def score(self, name: str, batch: list[RewardInput]) -> list[tuple[float, str, str]]:
         t0 = time.perf_counter()

@@ -85,10 +85,11 @@ class RewardPool:
                                      **in_bundle(self.placement_group, n_rule + i)).remote(*self._model_args)
             for i in range(n_model)]
         self.actor_restarts = 0
-        self._busy_last: dict[int, float] = {}
+        self._incarnations: dict[int, str] = {}  # actor index -> the incarnation last seen
         self.cache = ResultCache(cache_size)
         self._stats = Stats()
         ray.get([a.ready.remote() for a in self.rule_actors + self.model_actors])
+        self.busy_seconds()  # the first incarnation of every actor: a restart from now on is counted
 
     # -- scoring ---------------------------------------------------------------------------------
     def score(self, batch: list[RewardInput]) -> list[ScoredSample]:
@@ -179,19 +180,19 @@ class RewardPool:
 
     def busy_seconds(self, which: str = "all") -> float:
         """Total time the reward actors spent scoring (actor-side), summed over actors; `which` = "all",
-        "rule" or "model" (the CLIP actors). An actor whose counter went back (Ray restarted it: after a
-        crash, or on another node after a node loss) is counted in `actor_restarts`."""
+        "rule" or "model" (the CLIP actors). An actor that answers as a new incarnation (Ray restarted it:
+        after a crash, or on another node after a node loss) is counted in `actor_restarts`."""
         actors = list(enumerate(self.rule_actors + self.model_actors))
         n_rule = len(self.rule_actors)
         total = 0.0
         for i, a in {"all": actors, "rule": actors[:n_rule], "model": actors[n_rule:]}[which]:
             try:
-                busy = ray.get(a.busy_seconds.remote(), timeout=10)
+                incarnation, busy = ray.get(a.busy_seconds.remote(), timeout=10)
             except (GetTimeoutError, RayError):
                 continue
-            if busy < self._busy_last.get(i, 0.0):
+            if self._incarnations.setdefault(i, incarnation) != incarnation:
                 self.actor_restarts += 1
-            self._busy_last[i] = busy
+                self._incarnations[i] = incarnation
             total += busy
         return total
 
