@@ -79,13 +79,24 @@ def bundle_nodes(pg) -> list[str]:
     return [names.get(table[i], "?") for i in sorted(table)]
 
 
-def actor_nodes(actors) -> list[str]:
-    """Where each actor runs, asked of the actor itself."""
+def actor_nodes(actors, wait_s: float = 120.0) -> list[str]:
+    """Where each actor runs, asked of the actor itself (one that is restarting is asked again)."""
     import ray
 
-    names = node_names()
-    here = [a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()) for a in actors]
-    return [names.get(n, "?") for n in ray.get(here, timeout=120)]
+    names, out = node_names(), []
+    for a in actors:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                node = ray.get(a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()),
+                               timeout=wait_s)
+                break
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        out.append(names.get(node, "?"))
+    return out
 
 
 def test_each_strategy_places_where_it_says_and_impossible_groups_fail_fast(cluster):
