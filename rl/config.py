@@ -393,6 +393,8 @@ class LearnerSection(Section):
     grad_clip: float = Field(default(LearnerConfig, "grad_clip"), gt=0)
     micro_batch_tokens: int = Field(default(LearnerConfig, "micro_batch_tokens"), ge=16)
     gradient_checkpointing: bool = default(LearnerConfig, "gradient_checkpointing")
+    sliced_load: bool = Field(default(LearnerConfig, "sliced_load"), description="ZeRO-3: each rank reads only "
+                              "its slice of the checkpoint under deepspeed.zero.Init (false: a full load per rank)")
     bf16: Literal["auto", "true", "false"] = str(default(LearnerConfig, "bf16")).lower()
     max_skipped_updates: int = Field(3, ge=1, description="stop the run after this many updates in a row were "
                                      "skipped for a NaN/inf loss or gradient norm")

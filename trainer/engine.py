@@ -37,6 +37,7 @@ class LearnerConfig:
     zero_stage: int | None = None  # overrides the JSON's stage
     bf16: str | bool = "auto"  # auto: bf16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    sliced_load: bool = True  # ZeRO-3: build under zero.Init, each rank reads only its slice (trainer/sharded_load.py)
     autocast_bf16: bool = False  # bf16 autocast of forward/backward on CPU (AVX-512 bf16); fp32 weights+optimizer
     seed: int = 0
     deepspeed_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the JSON

@@ -56,6 +56,7 @@ from trainer.engine import (
     split_rows,
     zero_stage_of,
 )
+from trainer.sharded_load import build_partitioned
 from trainer.unigrpo import (
     UniGRPOConfig,
     masked_token_logprobs,
@@ -105,23 +106,33 @@ class Learner:
             torch.cuda.set_device(0)
         seed_everything(self.cfg.seed + self.rank)
 
-        model = MMadaModelLM.from_pretrained(self.policy_path, dtype=torch.float32).to(self.device)
-        self.layout = VocabLayout.from_model_config(model.config)
-        self.text_support = text_support(self.ucfg, self.layout.text_vocab_size, self.layout.mask_id)
         self.zero_stage = zero_stage_of(self.ds_config)
         self.zero3 = self.zero_stage == 3
         self.bf16 = bool(self.ds_config["bf16"]["enabled"])
-        ref = copy.deepcopy(model) if self.ucfg.beta > 0 else None  # frozen pi_ref = initial policy
+        if self.zero3 and self.cfg.sliced_load:
+            # every rank builds the model partitioned and reads only its own slice of the checkpoint; the
+            # frozen pi_ref (= the initial policy) is a second such load, not a copy of a whole model
+            with torch.random.fork_rng(devices=[0] if cuda else []):  # zero.Init's random init: no RNG drift
+                model, read = build_partitioned(self.policy_path, self.ds_config)
+                ref = build_partitioned(self.policy_path, self.ds_config)[0] if self.ucfg.beta > 0 else None
+        else:
+            model = MMadaModelLM.from_pretrained(self.policy_path, dtype=torch.float32).to(self.device)
+            read = sum(p.numel() for p in model.parameters())
+            ref = copy.deepcopy(model) if self.ucfg.beta > 0 else None  # frozen pi_ref = initial policy
+            if ref is not None and self.bf16:
+                ref = ref.to(torch.bfloat16)
+        self.layout = VocabLayout.from_model_config(model.config)
+        self.text_support = text_support(self.ucfg, self.layout.text_vocab_size, self.layout.mask_id)
         if self.cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.train()
         self.engine, self.scheduler = build_train_engine(model, self.cfg, self.ds_config)
         self.ref = None
         if ref is not None:
-            self.ref = build_reference(ref.to(torch.bfloat16) if self.bf16 else ref, self.ds_config)
+            self.ref = build_reference(ref, self.ds_config)
         self.steps = 0
-        return {"rank": self.rank, "zero_stage": zero_stage_of(self.ds_config), "bf16": self.bf16,
-                "device": str(self.device), "eos_id": self.layout.eos_id}
+        return {"rank": self.rank, "zero_stage": self.zero_stage, "bf16": self.bf16,
+                "device": str(self.device), "eos_id": self.layout.eos_id, "checkpoint_elements_read": read}
 
     # ---- one UniGRPO update ---------------------------------------------------------------------------
     def _logprobs(self, model, ids, attn, masked, is_image, with_entropy=False):
