@@ -70,8 +70,8 @@ def _names(e: Any) -> frozenset[str]:
     return frozenset(s.name.lower() for s in getattr(e, "free_symbols", ()))
 
 
-def _num(e: Any, digits: int) -> Any | None:
-    v = e.evalf(digits)
+def _num(e: Any, digits: int, subs: dict | None = None) -> Any | None:
+    v = e.evalf(digits, subs=subs)
     if not getattr(v, "is_number", False) or v.has(sympy.nan, sympy.zoo):
         return None
     return v
@@ -134,8 +134,11 @@ def scalar_equal(g: Num | Expr, p: Num | Expr) -> bool:
     return _same_function(a, b)
 
 
-def _subs_by_name(e: Any, values: dict[str, Any]) -> Any:
-    return e.xreplace({s: values[s.name.lower()] for s in e.free_symbols})
+def _at_point(e: Any, values: dict[str, Any]) -> Any | None:
+    """e evaluated at the point `values` (by lower-case name). evalf(subs=...) evaluates numerically; an
+    exact substitution would first build the exact value, and for a power like t^r at rationals with
+    6-digit denominators that is an integer root of a huge number (seconds: the sandbox deadline)."""
+    return _num(e, POINT_DIGITS, {s: values[s.name.lower()] for s in e.free_symbols})
 
 
 def _same_function(a: Any, b: Any) -> bool:
@@ -153,8 +156,7 @@ def _same_function(a: Any, b: Any) -> bool:
     checked = 0
     for _ in range(N_POINTS):
         values = {n: sympy.Rational(rng.randint(-3 * 10**6, 3 * 10**6), rng.randint(10**5, 10**6)) for n in names}
-        va = _num(_subs_by_name(a, values), POINT_DIGITS)
-        vb = _num(_subs_by_name(b, values), POINT_DIGITS)
+        va, vb = _at_point(a, values), _at_point(b, values)
         if va is None or vb is None:
             continue  # a pole or a branch point: try another point
         scale = max(abs(va), abs(vb), sympy.Integer(1))
@@ -257,7 +259,7 @@ def _same_equation(g: Rel, p: Rel) -> bool:
     checked = 0
     for _ in range(N_POINTS):
         values = {n: sympy.Rational(rng.randint(-3 * 10**6, 3 * 10**6), rng.randint(10**5, 10**6)) for n in names}
-        fv, hv = _num(_subs_by_name(f, values), POINT_DIGITS), _num(_subs_by_name(h, values), POINT_DIGITS)
+        fv, hv = _at_point(f, values), _at_point(h, values)
         if fv is None or hv is None or hv == 0:
             continue
         r = fv / hv
