@@ -3,10 +3,10 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ablate.py                       # the full grid below
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ablate.py --only baseline,positions_all --seeds 0 --steps 40
 
-Each variant is the embedded default (configs/tiny.yaml: format-only warm start, then UniGRPO on the
-addition word problems) with ONE setting changed, run through the real CLI (Ray rollout and reward
+Each variant is the embedded default (configs/demo.yaml: a warm start that teaches the format and
+reading, then UniGRPO on the addition word problems) with ONE setting changed, run through the real CLI (Ray rollout and reward
 actors, DeepSpeed learner) for a fixed number of steps (not wall time: run.max_wall_s is lifted) with
-each seed, evaluated on the 200 held-out prompts at temperature 0 with the plain sampler at step 0 and
+each seed, evaluated on the 168 held-out prompts at temperature 0 with the plain sampler at step 0 and
 at the last step. The table reports the held-out accuracy after the budget (mean and each seed), the
 step-0 accuracy, and the train reward of the last 10 steps; the last line is `RESULT {json}`.
 
@@ -17,6 +17,8 @@ Variants (one-at-a-time around the baseline):
     support      unigrpo.logprob_support     sampler (baseline) | full
     sampler      the rollout sampler: plain exact (baseline) | prefix cache + threshold 0.9 (the fast
                  path; d1's maintainers report parallel decoding destabilised online RL)
+    beta         unigrpo.beta           0.1 (the demo's) | 0 (no KL, no reference model)
+    init         model.tiny.init        scaled (the demo's) | llada (N(0, 0.02), sized for d_model 4096)
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ VARIANTS: dict[str, list[str]] = {
     "positions_all": ["unigrpo.response_positions=all"],
     "support_full": ["unigrpo.logprob_support=full"],
     "sampler_cache_t0.9": ["rollout.text.use_cache=true", "rollout.text.threshold=0.9"],
+    "beta_0": ["unigrpo.beta=0"],
+    "init_llada": ["model.tiny.init=llada"],
 }
 
 

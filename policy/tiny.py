@@ -73,19 +73,39 @@ def tiny_config(
     )
 
 
+@torch.no_grad()
+def scaled_init_(model: torch.nn.Module) -> None:
+    """Re-initialise for a model this small: Linear weights ~ N(0, 1 / fan_in), embeddings ~ N(0, 1).
+    LLaDA's N(0, 0.02) is sized for d_model = 4096; at d_model = 64 it starts the model with near-uniform
+    attention and tiny outputs, and even supervised training of the demo task sits on a plateau for over
+    100 steps (docs/learner.md)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight.normal_(0.0, module.weight.shape[1] ** -0.5)
+        elif isinstance(module, torch.nn.Embedding):
+            module.weight.normal_(0.0, 1.0)
+
+
 def build_tiny_policy(
     directory: str | Path,
     codebook_size: int = 64,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    init: str = "llada",
     **config_kwargs,
 ) -> Path:
-    """Write a random tiny policy directory (config, weights, tokenizer); return its path."""
+    """Write a random tiny policy directory (config, weights, tokenizer); return its path.
+    init: "llada" (the model's own N(0, 0.02)) or "scaled" (`scaled_init_`)."""
     directory = Path(directory)
     tokenizer = build_tiny_tokenizer()
     layout = VocabLayout.from_tokenizer(tokenizer, codebook_size=codebook_size)
     torch.manual_seed(seed)
-    model = MMadaModelLM(tiny_config(layout, **config_kwargs)).to(dtype)
+    model = MMadaModelLM(tiny_config(layout, **config_kwargs))
+    if init == "scaled":
+        scaled_init_(model)
+    elif init != "llada":
+        raise ValueError(f"init must be 'llada' or 'scaled', got {init!r}")
+    model = model.to(dtype)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory

@@ -1,6 +1,6 @@
 """`unigrpo`: the command line.
 
-    unigrpo train [CONFIG.yaml] [key=value ...]       start a run (default config: configs/tiny.yaml)
+    unigrpo train [CONFIG.yaml] [key=value ...]       start a run (default config: configs/demo.yaml)
     unigrpo train --resume runs/NAME [key=value ...]  continue a run from its latest checkpoint
     unigrpo rewards check --input rollouts.jsonl       score a dump of rollouts with the reward functions
     unigrpo eval CHECKPOINT_OR_POLICY_DIR --data FILE  held-out evaluation of a saved policy, no training
@@ -53,7 +53,7 @@ def train_main(argv: list[str]) -> int:
     from rl.data import DataError
 
     parser = _train_parser()
-    parser.add_argument("config", nargs="?", help="YAML config (default: configs/tiny.yaml)")
+    parser.add_argument("config", nargs="?", help="YAML config (default: configs/demo.yaml, the held-out arithmetic demo)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides key=value")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     args = parser.parse_args(argv)
@@ -139,7 +139,7 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--data", action="append", default=[], help="Parquet/JSONL prompt file (repeatable); "
                         "default: the config's eval.files, or the built-in task's held-out split")
     parser.add_argument("--config", help="run config (default: the run's config.yaml next to the checkpoint, "
-                        "else configs/tiny.yaml)")
+                        "else configs/demo.yaml)")
     parser.add_argument("--out", help="directory to store the evaluated rollouts in (evals/step=0/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides key=value, e.g. eval.k=8")
     args = parser.parse_args(argv)

@@ -28,7 +28,7 @@ from rollout.text_sampler import TextSamplerConfig
 from trainer.engine import LearnerConfig
 from trainer.unigrpo import UniGRPOConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"  # what `make demo` runs
 
 
 class ConfigError(ValueError):
@@ -96,12 +96,15 @@ class TinyPolicySpec(Section):
     n_heads: int = Field(4, ge=1)
     mlp_hidden_size: int | None = None
     codebook_size: int = Field(64, ge=2)
+    init: Literal["llada", "scaled"] = Field("llada", description="weight init: LLaDA's N(0, 0.02), or "
+                                             "'scaled' (1/fan_in variance; trains without a long plateau at this size)")
     seed: int = 0
 
 
 class WarmStartSpec(Section):
     """Masked-diffusion SFT of the tiny policy before RL (trainer/sft.py), on the training prompts paired
-    with the answers of other prompts: it teaches the answer format, not the task (rl/arith.py)."""
+    with the answers of other prompts (and, for the demo task, questions that only ask to read one number):
+    it teaches the answer format, not the task (rl/arith.py)."""
 
     steps: int = Field(100, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -112,7 +115,7 @@ class WarmStartSpec(Section):
 class ModelSection(Section):
     path: str | None = Field(None, description="local policy directory (config.json + safetensors + tokenizer)")
     tiny: TinyPolicySpec | None = Field(default_factory=TinyPolicySpec)
-    warm_start: WarmStartSpec | None = Field(None, description="format-only SFT of the tiny policy before RL")
+    warm_start: WarmStartSpec | None = Field(None, description="SFT of the tiny policy before RL: the format, not the task")
     dtype: Literal["float32", "bfloat16", "auto"] = "auto"
     image_tokenizer: str | None = Field(
         None, description="'palette' (the demo's colour-patch tokenizer) or a local directory (MAGVIT-v2 "
@@ -570,7 +573,7 @@ def validate_config(raw: dict[str, Any]) -> RunConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """YAML file (default: configs/tiny.yaml) + dotted `key=value` overrides -> validated RunConfig."""
+    """YAML file (default: configs/demo.yaml) + dotted `key=value` overrides -> validated RunConfig."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")

@@ -12,3 +12,19 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _tests_default_to_the_tiny_config(monkeypatch):
+    """In tests, `load_config(None, ...)` (and so `unigrpo train` run in-process) means configs/tiny.yaml:
+    the fast toy task without a warm start. The embedded default, configs/demo.yaml (a 4-minute run), is
+    what tests/test_demo.py runs, in a subprocess that sees the real default."""
+    import rl.config
+
+    monkeypatch.setattr(rl.config, "DEFAULT_CONFIG", TINY_CONFIG)

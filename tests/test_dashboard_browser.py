@@ -320,7 +320,7 @@ def test_corrupt_partition_and_bad_line_show_a_message(server, page):
 def test_real_tiny_run_started_with_its_dashboard_shows_on_every_page(tmp_path, browser):
     """`unigrpo train ... run.dashboard=true` prints a live URL; the finished run shows on every page."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cmd = [sys.executable, "-m", "rl.cli", "train", f"run.dir={tmp_path}", "run.name=tiny", "run.steps=2",
+    cmd = [sys.executable, "-m", "rl.cli", "train", "configs/tiny.yaml", f"run.dir={tmp_path}", "run.name=tiny", "run.steps=2",
            "run.checkpoint_every=2", "run.plot=false", "data.prompts_per_step=4", "rollout.group_size=4",
            "run.dashboard=true", "run.dashboard_port=0", "run.loggers=[jsonl,tensorboard]"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

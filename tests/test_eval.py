@@ -42,7 +42,7 @@ def test_eval_summary_first_best_last():
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_eval_in_the_loop_and_unigrpo_eval(tmp_path):
-    proc = cli("train", f"run.dir={tmp_path}", "run.name=ev", "data.task=toy_arith", "run.steps=3", "run.checkpoint_every=3",
+    proc = cli("train", "configs/tiny.yaml", f"run.dir={tmp_path}", "run.name=ev", "data.task=toy_arith", "run.steps=3", "run.checkpoint_every=3",
                "data.prompts_per_step=2", "rollout.group_size=2", "model.warm_start.steps=2",
                "eval.every=2", "eval.num_prompts=6", "eval.k=2", "run.plot=true")
     assert proc.returncode == 0, proc.stderr[-3000:]

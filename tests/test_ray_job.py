@@ -75,7 +75,7 @@ def test_ray_job_submit_and_stop_leaves_a_checkpoint(head, tmp_path):
     address, env = head
     run_dir = tmp_path / "job"
     submit = job(address, env, "submit", "--no-wait", "--submission-id", "unigrpo-test", "--",
-                 sys.executable, "-m", "rl.cli", "train", "ray.address=auto", f"run.dir={tmp_path}", "run.name=job",
+                 sys.executable, "-m", "rl.cli", "train", "configs/tiny.yaml", "ray.address=auto", f"run.dir={tmp_path}", "run.name=job",
                  "run.steps=500", "run.max_wall_s=null", "run.checkpoint_every=1000", "run.plot=false",
                  "rollout.text.gen_length=8", "rollout.text.steps=4", "rollout.text.block_length=8",
                  "data.prompts_per_step=4", "rollout.group_size=4")

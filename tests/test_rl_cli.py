@@ -29,7 +29,7 @@ def test_rewards_check_is_wired(tmp_path, capsys):
 
 def test_sigterm_checkpoints_exits_130_and_resumes(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled")
-    cmd = [sys.executable, "-m", "rl.cli", "train", f"run.dir={tmp_path}", "run.name=sig", "run.steps=500",
+    cmd = [sys.executable, "-m", "rl.cli", "train", "configs/tiny.yaml", f"run.dir={tmp_path}", "run.name=sig", "run.steps=500",
            "run.max_wall_s=null", "run.checkpoint_every=1000", "run.plot=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / "sig" / "metrics.jsonl"
