@@ -26,11 +26,12 @@ class RuleRewardActor:
     def ready(self) -> bool:
         return True
 
-    def run(self, calls: list[tuple[dict, RewardInput, float]]) -> list[tuple[float, str, str]]:
+    def run(self, calls: list[tuple[dict, RewardInput, float]]) -> tuple[list[tuple[float, str, str]], tuple[str, float]]:
+        """(value, status, detail) per call, and busy_seconds() after it (no second round trip for it)."""
         t0 = time.perf_counter()
         res = self.pool.run([Call(s, x, t) for s, x, t in calls])
         self.busy_s += time.perf_counter() - t0
-        return [(r.value, r.status, r.detail) for r in res]
+        return [(r.value, r.status, r.detail) for r in res], self.busy_seconds()
 
     def busy_seconds(self) -> tuple[str, float]:
         """(incarnation, seconds spent scoring since this incarnation started)."""
@@ -66,12 +67,14 @@ class ModelRewardActor:
         """(incarnation, seconds spent scoring since this incarnation started)."""
         return self.incarnation, self.busy_s
 
-    def score(self, name: str, batch: list[RewardInput]) -> list[tuple[float, str, str]]:
+    def score(self, name: str, batch: list[RewardInput]) -> tuple[list[tuple[float, str, str]], tuple[str, float]]:
+        """(value, status, detail) per input, and busy_seconds() after it."""
         t0 = time.perf_counter()
         try:
-            return self._score(name, batch)
+            rows = self._score(name, batch)
         finally:
             self.busy_s += time.perf_counter() - t0
+        return rows, self.busy_seconds()
 
     def _score(self, name: str, batch: list[RewardInput]) -> list[tuple[float, str, str]]:
         res = score_model_reward(self.models.get(name), self.errors.get(name), batch)

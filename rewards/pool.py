@@ -86,10 +86,12 @@ class RewardPool:
             for i in range(n_model)]
         self.actor_restarts = 0
         self._incarnations: dict[int, str] = {}  # actor index -> the incarnation last seen
+        self._busy: dict[int, float] = {}  # actor index -> its busy seconds, as of its last answer
         self.cache = ResultCache(cache_size)
         self._stats = Stats()
         ray.get([a.ready.remote() for a in self.rule_actors + self.model_actors])
-        self.busy_seconds()  # the first incarnation of every actor: a restart from now on is counted
+        for i, a in enumerate(self.rule_actors + self.model_actors):  # the first incarnation of every actor:
+            self._note(i, *ray.get(a.busy_seconds.remote()))           # a restart from now on is counted
 
     # -- scoring ---------------------------------------------------------------------------------
     def score(self, batch: list[RewardInput]) -> list[ScoredSample]:
@@ -133,6 +135,14 @@ class RewardPool:
         kind, a, _, _ = job
         return (self.rule_actors if kind == "rule" else self.model_actors)[a]
 
+    def _note(self, index: int, incarnation: str, busy: float) -> None:
+        """An actor's (incarnation, busy seconds), as every answer carries them; a new incarnation (Ray
+        restarted it: after a crash, or on another node after a node loss) is counted once."""
+        if self._incarnations.setdefault(index, incarnation) != incarnation:
+            self.actor_restarts += 1
+            self._incarnations[index] = incarnation
+        self._busy[index] = busy
+
     def _deadline(self, job, by_name) -> float:
         kind, _, part, name = job
         if kind == "rule":
@@ -152,7 +162,10 @@ class RewardPool:
             for ref in ready:
                 j, _ = refs.pop(ref)
                 try:
-                    out[j] = [RewardResult(v, s, d) for v, s, d in ray.get(ref)]
+                    rows, (incarnation, busy) = ray.get(ref)
+                    kind, a = jobs[j][0], jobs[j][1]
+                    self._note(a if kind == "rule" else len(self.rule_actors) + a, incarnation, busy)
+                    out[j] = [RewardResult(v, s, d) for v, s, d in rows]
                 except (RayActorError, RayError) as exc:
                     attempts[j] += 1
                     # the actor is being restarted: wait until it answers, then resubmit this chunk
@@ -179,22 +192,13 @@ class RewardPool:
         return self._stats.to_dict()
 
     def busy_seconds(self, which: str = "all") -> float:
-        """Total time the reward actors spent scoring (actor-side), summed over actors; `which` = "all",
-        "rule" or "model" (the CLIP actors). An actor that answers as a new incarnation (Ray restarted it:
-        after a crash, or on another node after a node loss) is counted in `actor_restarts`."""
-        actors = list(enumerate(self.rule_actors + self.model_actors))
-        n_rule = len(self.rule_actors)
-        total = 0.0
-        for i, a in {"all": actors, "rule": actors[:n_rule], "model": actors[n_rule:]}[which]:
-            try:
-                incarnation, busy = ray.get(a.busy_seconds.remote(), timeout=10)
-            except (GetTimeoutError, RayError):
-                continue
-            if self._incarnations.setdefault(i, incarnation) != incarnation:
-                self.actor_restarts += 1
-                self._incarnations[i] = incarnation
-            total += busy
-        return total
+        """Total time the reward actors spent scoring (actor-side), summed over actors, as of their last
+        answers (every answer carries it: no extra round trip per step); `which` = "all", "rule" or
+        "model" (the CLIP actors). A restarted actor starts again from 0; it is counted in
+        `actor_restarts` when it first answers."""
+        n_rule, n = len(self.rule_actors), len(self.rule_actors) + len(self.model_actors)
+        index = {"all": range(n), "rule": range(n_rule), "model": range(n_rule, n)}[which]
+        return sum(self._busy.get(i, 0.0) for i in index)
 
     def shutdown(self) -> None:
         for a in self.rule_actors:
