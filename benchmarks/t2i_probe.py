@@ -13,6 +13,7 @@ and the zero-variance groups of the last 10 steps, for each setting and seed.
 
     python benchmarks/t2i_probe.py                                   # the demo's settings, seeds 0-2
     python benchmarks/t2i_probe.py --guidance 0 --warmup 60 --seeds 0,1
+    python benchmarks/t2i_probe.py --init scaled --beta 0.1          # the text demo's two fixes
     python benchmarks/t2i_probe.py --lr 0 --steps 10                 # the untrained policy's reward
     python benchmarks/t2i_probe.py --supervised --seeds 0            # cross-entropy on the target codes
                                                                      # instead of RL: when the caption starts
@@ -24,6 +25,7 @@ Ends with `RESULT {json}`.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -92,15 +94,16 @@ def supervised_step(model, layout, conds, targets, opt, sched) -> None:
 def run(a, seed: int) -> dict:
     torch.manual_seed(seed)
     directory = tempfile.mkdtemp()
-    build_tiny_policy(directory, codebook_size=8, seed=0, d_model=64, n_layers=2, n_heads=4)
+    build_tiny_policy(directory, codebook_size=8, seed=0, init=a.init, d_model=64, n_layers=2, n_heads=4)
     policy = load_policy(directory)
     model, tok, layout = policy.model, policy.tokenizer, policy.layout
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if a.beta > 0 else None  # frozen pi_ref = initial policy
     palette = PaletteTokenizer()
     n = (a.resolution // palette.patch) ** 2
     rows = shapes.t2i_rows(256, 2)  # the demo's t2i rows (data.seed 0 + offset 2)
     random.Random(seed).shuffle(rows)
     sampler = ImageSamplerConfig(steps=a.image_steps, guidance_scale=a.guidance, temperature=1.0)
-    ucfg = UniGRPOConfig(mu=a.mu, mask_schedule=a.mask_schedule, seed=seed)
+    ucfg = UniGRPOConfig(mu=a.mu, mask_schedule=a.mask_schedule, beta=a.beta, seed=seed)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / a.warmup) if a.warmup else 1.0)
     gen = torch.Generator().manual_seed(seed)
@@ -136,18 +139,19 @@ def run(a, seed: int) -> dict:
         ids, attn = torch.from_numpy(tb.input_ids), torch.from_numpy(tb.attention_mask)
         is_image, advantages = torch.from_numpy(tb.is_image), torch.from_numpy(tb.advantages)
 
-        def logprobs(m, ids=ids, attn=attn, is_image=is_image):
-            return masked_token_logprobs(model, ids, m, is_image, layout.mask_id, layout.image_slice,
+        def logprobs(m, net=model, ids=ids, attn=attn, is_image=is_image):
+            return masked_token_logprobs(net, ids, m, is_image, layout.mask_id, layout.image_slice,
                                          attention_mask=attn)[0]
 
         with torch.no_grad():
             old = [logprobs(torch.from_numpy(masked[i])) for i in range(a.mu)]
+            refs = [logprobs(torch.from_numpy(masked[i]), ref) if ref is not None else None for i in range(a.mu)]
         for i in range(a.mu):
             m = torch.from_numpy(masked[i])
             row = torch.nonzero(m)[:, 0]
             # weights as in the demo: 1/(k_i * N) with N the whole mixed batch (9 prompts x G)
             w = token_weights(row, m.sum(1), "sequence", a.batch_rows, int(m.sum()))
-            loss, _ = unigrpo_loss(logprobs(m), old[i], None, advantages[row], w, ucfg)
+            loss, _ = unigrpo_loss(logprobs(m), old[i], refs[i], advantages[row], w, ucfg)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -169,6 +173,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=20, help="linear LR warm-up, optimizer steps (mu per RL step)")
     p.add_argument("--mu", type=int, default=2)
+    p.add_argument("--beta", type=float, default=0.0, help="KL(pi_theta || pi_ref) weight, pi_ref the initial policy")
+    p.add_argument("--init", choices=("llada", "scaled"), default="llada",
+                   help="tiny policy init (model.tiny.init): LLaDA's N(0, 0.02) or policy.tiny.scaled_init_")
     p.add_argument("--mask-schedule", default="stratified")
     p.add_argument("--guidance", type=float, default=3.5)
     p.add_argument("--image-steps", type=int, default=4)
