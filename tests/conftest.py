@@ -20,11 +20,14 @@ import pytest  # noqa: E402
 TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _tests_default_to_the_tiny_config(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _tests_default_to_the_tiny_config():
     """In tests, `load_config(None, ...)` (and so `unigrpo train` run in-process) means configs/tiny.yaml:
     the fast toy task without a warm start. The embedded default, configs/demo.yaml (a 4-minute run), is
-    what tests/test_demo.py runs, in a subprocess that sees the real default."""
+    what tests/test_demo.py runs, in a subprocess that sees the real default. Session-scoped, so that
+    module-scoped fixtures that build drivers see it too."""
     import rl.config
 
-    monkeypatch.setattr(rl.config, "DEFAULT_CONFIG", TINY_CONFIG)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rl.config, "DEFAULT_CONFIG", TINY_CONFIG)
+        yield
