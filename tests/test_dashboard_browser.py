@@ -139,11 +139,11 @@ def test_a_folder_of_runs_is_picked_and_compared_in_the_page(server, page):
 
 def test_new_step_appears_without_reload(server, runs, page):
     page.goto(f"{server}/run/live")
-    page.wait_for_function("document.getElementById('live').textContent.includes('step 2')")
+    page.wait_for_function("(document.getElementById('live')?.textContent ?? '').includes('step 2')")
     page.wait_for_selector(".chart-box svg path.line", state="attached")
     page.evaluate("window.__not_reloaded = true")
     write_step(runs / "live", 3)
-    page.wait_for_function("document.getElementById('live').textContent.includes('step 3')", timeout=15000)
+    page.wait_for_function("(document.getElementById('live')?.textContent ?? '').includes('step 3')", timeout=15000)
     page.wait_for_function("[...document.querySelectorAll('.chart-box svg text')].some(t => t.textContent === '3')")
     assert page.evaluate("window.__not_reloaded") is True
     page.goto(f"{server}/run/live/rollouts")
@@ -164,20 +164,20 @@ def test_filters_change_the_table_and_the_url(server, page):
     assert "of 32" in page.text_content("#table-status")
     page.fill("input[name=reward_min]", "1")
     page.click("button[type=submit]")
-    page.wait_for_function("document.getElementById('table-status').textContent.includes('of ') && "
-                           "!document.getElementById('table-status').textContent.includes('of 32')")
+    page.wait_for_function("(document.getElementById('table-status')?.textContent ?? '').includes('of ') && "
+                           "!(document.getElementById('table-status')?.textContent ?? '').includes('of 32')")
     rewards = [float(t) for t in page.locator("table.rollouts tbody td:nth-child(8)").all_text_contents()]
     assert rewards and all(r >= 1 for r in rewards)
     assert "reward_min=1" in page.url
     page.fill("input[name=reward_min]", "")
     page.select_option("select[name=status]", "math:timeout")
     page.click("button[type=submit]")
-    page.wait_for_function("document.getElementById('table-status').textContent.includes('of 2')")
+    page.wait_for_function("(document.getElementById('table-status')?.textContent ?? '').includes('of 2')")
     assert all("timeout" in t for t in page.locator("table.rollouts tbody td:nth-child(10)").all_text_contents())
     page.goto(page.url)  # the URL alone reproduces the view (a pasted link)
-    page.wait_for_function("document.getElementById('table-status').textContent.includes('of 2')")
+    page.wait_for_function("(document.getElementById('table-status')?.textContent ?? '').includes('of 2')")
     page.goto(f"{server}/run/fx/rollouts?q=javascript&step_max=2")
-    page.wait_for_function("document.getElementById('table-status').textContent.includes('matches')")
+    page.wait_for_function("(document.getElementById('table-status')?.textContent ?? '').includes('matches')")
     assert _rows(page).count() == 4
     assert all(int(s) <= 2 for s in page.locator("table.rollouts tbody td:nth-child(1)").all_text_contents())
     page.goto(f"{server}/run/fx/rollouts?sort=advantage&order=asc")
@@ -211,7 +211,7 @@ def test_replay_slider_changes_the_canvas(server, page):
     assert page.evaluate(masked) == 4
     assert "4 of 8 tokens unmasked" in page.text_content("#replay-label")
     page.click("#play")  # plays from the start to the final text
-    page.wait_for_function(f"{masked} === 0 && document.getElementById('play').textContent.includes('play')")
+    page.wait_for_function(f"{masked} === 0 && (document.getElementById('play')?.textContent ?? '').includes('play')")
     assert page.text_content("#replay-canvas") == final
     assert page.locator("canvas#heatmap").count() == 1
 
