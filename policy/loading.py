@@ -41,6 +41,19 @@ def load_tokenizer_and_layout(path: str | Path) -> tuple[PreTrainedTokenizerBase
     return tokenizer, layout
 
 
+def weight_files(policy_path: str | Path) -> dict[str, Path]:
+    """Tensor name -> the safetensors file holding it (one file, or shards with an index)."""
+    path = Path(policy_path)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return {name: path / f for name, f in json.loads(index.read_text())["weight_map"].items()}
+    from safetensors import safe_open
+
+    single = path / "model.safetensors"
+    with safe_open(str(single), "pt") as f:
+        return dict.fromkeys(f.keys(), single)
+
+
 def load_model_to_device(path: str | Path, dtype: torch.dtype, device: str | torch.device) -> MMadaModelLM:
     """The model built on the meta device (no random init, no memory), given its dtype there, allocated
     once on `device`, and filled from the safetensors files read straight onto `device` (a GPU worker
@@ -51,9 +64,7 @@ def load_model_to_device(path: str | Path, dtype: torch.dtype, device: str | tor
     with torch.device("meta"):
         model = MMadaModelLM(MMadaConfig.from_pretrained(path))
     model = model.to(dtype).to_empty(device=device)
-    index = path / "model.safetensors.index.json"
-    files = (sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()})
-             if index.is_file() else [path / "model.safetensors"])
+    files = sorted(set(weight_files(path).values()))
     loaded: set[str] = set()
     for f in files:
         state = load_file(str(f), device=str(device))

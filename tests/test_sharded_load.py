@@ -18,7 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from trainer.sharded_load import read_flat_range, weight_files
+from policy.loading import weight_files
+from trainer.sharded_load import read_flat_range
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,26 +17,12 @@ the model (benchmarks/zero3_load.py measures both, and peak RSS, against a full 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 
-INDEX = "model.safetensors.index.json"
-
-
-def weight_files(policy_path: str | Path) -> dict[str, Path]:
-    """Tensor name -> the safetensors file holding it (one file, or shards with an index)."""
-    path = Path(policy_path)
-    if (path / INDEX).is_file():
-        weight_map = json.loads((path / INDEX).read_text())["weight_map"]
-        return {name: path / f for name, f in weight_map.items()}
-    from safetensors import safe_open
-
-    single = path / "model.safetensors"
-    with safe_open(str(single), "pt") as f:
-        return dict.fromkeys(f.keys(), single)
+from policy.loading import weight_files
 
 
 def read_flat_range(handle, name: str, start: int, stop: int) -> torch.Tensor:
