@@ -64,6 +64,14 @@ def test_region_colour_reward_checks_pixels():
     assert region_colour(inp(wrong)).value == pytest.approx(1 / 3)  # 2 of 3 background quadrants, no square
     assert region_colour(inp(wrong), inside_weight=1.0).value == 0.0
     assert region_colour(inp(perfect), inside_weight=1.0).value == 1.0
+    iou = lambda img: region_colour(inp(img), metric="iou").value  # noqa: E731
+    assert iou(perfect) == 1.0 and iou(np.zeros((32, 32, 3), np.uint8)) == 0.0 and iou(wrong) == 0.0
+    all_red = np.zeros((32, 32, 3), np.uint8) + np.array([255, 0, 0], np.uint8)
+    assert iou(all_red) == 0.25  # the box is a quarter of what is red
+    half = perfect.copy()
+    half[:8] = 0  # the top half of the square left black
+    assert iou(half) == 0.5
+    assert region_colour(inp(perfect), metric="area").status == "error"
     assert region_colour(inp(None)).status == "unparsable"
     assert region_colour(RewardInput("t2i", "c", "", "not json", image=perfect)).status == "error"
 

@@ -13,8 +13,11 @@ Gold (JSON): {"rgb": [r, g, b], "box": [x0, y0, x1, y1] as fractions of the imag
 
     inside  = fraction of box pixels within `tol` of rgb (per channel)
     outside = fraction of the other pixels within `tol` of background
-    reward  = w * inside + (1 - w) * outside        in [0, 1], w = inside_weight (0.5: a blank canvas of
-                                                     the right background earns 0.5, the square on it 1.0)
+    metric="accuracy":  reward = w * inside + (1 - w) * outside    in [0, 1], w = inside_weight (0.5: a
+                        blank canvas of the right background earns 0.5, the square on it 1.0)
+    metric="iou":       reward = |C & B| / |C | B|                  C the pixels within `tol` of rgb, B the box:
+                        the region drawn in the caption's colour against the region asked for; a blank
+                        canvas, or the square in another colour or place, earns 0
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from rewards.api import RewardInput, RewardResult
 MAX_PIXELS = 4096 * 4096
 
 
-def region_colour(inp: RewardInput, tol: int = 48, inside_weight: float = 0.5) -> RewardResult:
+METRICS = ("accuracy", "iou")
+
+
+def region_colour(inp: RewardInput, tol: int = 48, inside_weight: float = 0.5, metric: str = "accuracy") -> RewardResult:
     if inp.image is None:
         return RewardResult(0.0, "unparsable", "no image")
     img = np.asarray(inp.image)
@@ -51,5 +57,10 @@ def region_colour(inp: RewardInput, tol: int = 48, inside_weight: float = 0.5) -
     part_out = match_out[~inside].mean() if (~inside).any() else 1.0
     if not 0.0 <= inside_weight <= 1.0:
         return RewardResult(0.0, "error", f"region: inside_weight must lie in [0, 1], got {inside_weight}")
-    value = inside_weight * part_in + (1.0 - inside_weight) * part_out
+    if metric not in METRICS:
+        return RewardResult(0.0, "error", f"region: metric must be one of {METRICS}, got {metric!r}")
+    if metric == "iou":
+        value = (match_in & inside).sum() / max(1, (match_in | inside).sum())
+    else:
+        value = inside_weight * part_in + (1.0 - inside_weight) * part_out
     return RewardResult(float(value), "ok", f"inside={part_in:.2f} outside={part_out:.2f}")
