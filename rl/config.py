@@ -102,10 +102,14 @@ class TinyPolicySpec(Section):
 
 
 class WarmStartSpec(Section):
-    """Masked-diffusion SFT of the tiny policy before RL (trainer/sft.py), on the training prompts paired
-    with the answers of other prompts (and, for the demo task, questions that only ask to read one number):
-    it teaches the answer format, not the task (rl/arith.py)."""
+    """Masked-diffusion SFT of the tiny policy before RL (trainer/sft.py) that teaches parts of the tasks,
+    never a task itself. text: the training prompts paired with the answers of other prompts (and, for the
+    demo task, questions that only ask to read one number): the answer format (rl/arith.py); mmu: the
+    same for image questions; t2i (the built-in shapes only): colour words and position words, never
+    together (rl/shapes.py). See rl/warm_start.py."""
 
+    tasks: list[Literal["text", "mmu", "t2i"]] = Field(
+        default_factory=lambda: ["text"], min_length=1, description="whose warm-start sets to train on")
     steps: int = Field(100, ge=1)
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(32, ge=1)
@@ -533,6 +537,10 @@ class RunConfig(Section):
             if self.model.tiny.codebook_size != len(NAMED_COLOURS):
                 raise ValueError(f"model.tiny.codebook_size must be {len(NAMED_COLOURS)} (the palette's "
                                  f"colours) with model.image_tokenizer=palette, got {self.model.tiny.codebook_size}")
+        ws = self.model.warm_start
+        if ws is not None and "t2i" in ws.tasks and (self.data.t2i is None or self.data.t2i.source != "shapes"):
+            raise ValueError("model.warm_start.tasks: t2i has a warm-start set only for the built-in shapes "
+                             "(data.t2i.source: shapes)")
         if any(f.name == "clip" and f.path is None for f in self.rewards.functions):
             path = self.rewards.clip_model_path
             if path is None and not self.rewards.tiny_clip:

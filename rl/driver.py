@@ -142,23 +142,14 @@ class Driver:
             self._restore(self._latest_checkpoint(required=True))
 
     def _warm_start(self, policy_path: Path) -> None:
-        """SFT of the freshly built tiny policy that teaches the format, not the task (rl/arith.py); once:
-        a marker file records it."""
-        from rl.arith import warm_start_pairs
-        from trainer.sft import warm_start
+        """SFT of the freshly built tiny policy on parts of its tasks, never a task (rl/warm_start.py)."""
+        from rl.warm_start import run_warm_start
 
-        marker = Path(policy_path) / "warm_start.json"
-        if marker.exists():
-            return
-        ws, texts = self.cfg.model.warm_start, getattr(self.dataset, "prompts", [])
-        pairs = warm_start_pairs([(p.question, p.answer) for p in texts if p.kind == "text" and p.answer], ws.seed)
-        if not pairs:
-            raise ValueError("model.warm_start needs text prompts with answers (data.task toy_arith, math, ...)")
-        info = warm_start(str(policy_path), pairs, self.cfg.rollout.text.gen_length, ws.steps, ws.batch_size,
-                          ws.lr, ws.seed, think=self.cfg.data.think)
-        marker.write_text(json.dumps(info))
-        self._say(f"warm start: {info['steps']} SFT steps on {info['examples']} format/reading pairs in {info['seconds']} s, "
-                  f"loss {info['loss_first10']:.3f} -> {info['loss_last10']:.3f}")
+        info = run_warm_start(self.cfg, self.dataset, policy_path)
+        if info is not None:
+            self._say(f"warm start ({', '.join(self.cfg.model.warm_start.tasks)}): {info['steps']} SFT steps on "
+                      f"{info['examples']} examples in {info['seconds']} s, "
+                      f"loss {info['loss_first10']:.3f} -> {info['loss_last10']:.3f}")
 
     def evaluate(self) -> dict | None:
         """Held-out evaluation of the current policy (rl/evaluation.py), logged as eval/* at this step."""

@@ -7,9 +7,18 @@ A scene is one coloured square filling a quadrant of a black canvas. From it com
          gold (for the pixel-checking reward): {"rgb": [0, 255, 0], "box": [0, 0, 0.5, 0.5],
                                                 "background": [0, 0, 0]}
 
+Warm start (`t2i_warm_start_rows`), the SFT the t2i task starts from: the two parts of a caption, never
+together, so that "a red square in the top left" stays a combination the policy has not seen:
+
+    "a red image"                     -> a canvas all red                  what a colour word looks like
+    "a white square in the top left"  -> that square, in white, on black    where a position word puts it
+
+White is no task colour, so the position captions teach no answer; RL has to put the caption's colour
+where its position says (and the `region_colour` reward's IoU pays nothing for the white square).
+
 Colours are palette colours of `policy.palette_tokenizer`, and a quadrant is a whole number of
-palette patches, so the palette tokenizer encodes every scene exactly. Answers are digits so that an
-untrained tiny policy hits the right one now and then (a colour word would be out of its reach).
+palette patches, so the palette tokenizer encodes every scene exactly. Answers are digits: a colour
+word is several tokens of the tiny policy's character tokenizer, a digit one.
 `write_shapes_files` writes the same rows as JSONL (MMU image as a PNG path) and Parquet (image bytes),
 the two layouts users give `rl/data.py`.
 """
@@ -46,6 +55,13 @@ def render_scene(colour: str, quadrant: str, size: int = 64) -> bytes:
     return buf.getvalue()
 
 
+def render_canvas(colour: str, size: int = 64) -> bytes:
+    """A `size` x `size` PNG all of one colour."""
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), NAMED_COLOURS[colour]).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def caption(colour: str, quadrant: str) -> str:
     return f"a {colour} square in the {quadrant}"
 
@@ -71,6 +87,16 @@ def t2i_rows(n: int, seed: int = 0) -> list[dict]:
     """Rows in the file layout: id, caption, answer (the reward's gold)."""
     return [{"id": f"shapes-t2i-{i}", "caption": caption(c, q), "answer": region_gold(c, q)}
             for i, (c, q) in enumerate(scenes(n, seed + 1))]
+
+
+WARM_START_COLOUR = "white"  # the position captions' colour: in the palette, never asked for by the task
+
+
+def t2i_warm_start_rows(size: int) -> list[tuple[str, bytes]]:
+    """(caption, PNG) pairs of the t2i warm start (see the module docstring): a canvas per task colour and
+    a white square per quadrant."""
+    return ([(f"a {c} image", render_canvas(c, size)) for c in COLOURS]
+            + [(caption(WARM_START_COLOUR, q), render_scene(WARM_START_COLOUR, q, size)) for q in QUADRANTS])
 
 
 def write_shapes_files(directory: str | Path, n: int = 32, seed: int = 0) -> dict[str, Path]:
