@@ -1,23 +1,25 @@
-"""Why the multimodal demo's t2i task stalls: its learning loop alone, in one process, in seconds.
+"""The multimodal demo's t2i learning loop alone, in one process, in seconds: what makes it learn or stall.
 
-The same pieces as `configs/tiny_multimodal.yaml` (the tiny random policy, the image sampler, the
-palette tokenizer, the `region_colour` reward, trainer/unigrpo.py's masks, log-probs and loss), without
-Ray, DeepSpeed or the text and mmu tasks: per RL step `--prompts` captions x G images, group-normalised
-advantages, mu clipped updates with torch AdamW (linear warm-up, grad clip). One thread. Reports the
-reward (x weight, CLIP left out) of the first and last 10 steps, the box ("inside") pixel accuracy
-and the zero-variance groups of the last 10 steps, for each setting and seed.
+The same pieces as `configs/tiny_multimodal.yaml` (the tiny policy and its t2i warm start, the image
+sampler, the palette tokenizer, the `region_colour` reward, trainer/unigrpo.py's masks, log-probs and
+loss), without Ray, DeepSpeed or the text and mmu tasks: per RL step `--prompts` captions x G images,
+group-normalised advantages, mu clipped updates with torch AdamW (linear warm-up, grad clip). One
+thread. Reports the reward (x weight, CLIP left out) of the first and last 10 steps, the box ("inside")
+pixel accuracy and the zero-variance groups of the last 10 steps, for each setting and seed.
 
-    reward   = weight * region_colour(inside_weight)             ("accuracy", the demo's reward)
-    or       = weight * |colour pixels & box| / |colour pixels | box|   (--metric iou: no credit for an
-                                                                           empty canvas)
+    reward   = weight * |colour pixels & box| / |colour pixels | box|      (--metric iou, the demo's)
+    or       = weight * (w * inside + (1 - w) * outside)                  (--metric accuracy, w = --inside-weight:
+                                                                            pays for the black background)
 
     python benchmarks/t2i_probe.py                                   # the demo's settings, seeds 0-2
-    python benchmarks/t2i_probe.py --guidance 0 --warmup 60 --seeds 0,1
-    python benchmarks/t2i_probe.py --init scaled --beta 0.1          # the text demo's two fixes
-    python benchmarks/t2i_probe.py --lr 0 --steps 10                 # the untrained policy's reward
-    python benchmarks/t2i_probe.py --supervised --seeds 0            # cross-entropy on the target codes
-                                                                     # instead of RL: when the caption starts
-                                                                     # to matter with full supervision
+    python benchmarks/t2i_probe.py --warm-start 0 --init llada --metric accuracy --inside-weight 0.25 \
+        --beta 0 --guidance 3.5                                      # the settings before the warm start:
+                                                                     # the policy learns an all-black canvas
+    python benchmarks/t2i_probe.py --guidance 3.5 --beta 0           # CFG on, no KL
+    python benchmarks/t2i_probe.py --lr 0 --steps 10                 # the warm-started policy's reward
+    python benchmarks/t2i_probe.py --supervised --warm-start 0       # cross-entropy on the target codes
+                                                                     # instead of RL: how fast full
+                                                                     # supervision learns the captions
 
 Ends with `RESULT {json}`.
 """
@@ -47,8 +49,10 @@ from rewards.api import RewardInput  # noqa: E402
 from rewards.examples.region_colour import region_colour  # noqa: E402
 from rl import shapes  # noqa: E402
 from rl.advantages import group_normalise  # noqa: E402
+from rl.data import ImageEncoder  # noqa: E402
 from rollout.image_sampler import ImageSamplerConfig, generate_image  # noqa: E402
 from trainer.batch import batch_from_rollouts  # noqa: E402
+from trainer.sft import warm_start  # noqa: E402
 from trainer.unigrpo import (  # noqa: E402
     UniGRPOConfig,
     masked_token_logprobs,
@@ -57,15 +61,6 @@ from trainer.unigrpo import (  # noqa: E402
     token_weights,
     unigrpo_loss,
 )
-
-
-def iou(img: np.ndarray, gold: dict, tol: int = 48) -> float:
-    h, w = img.shape[:2]
-    box = np.zeros((h, w), bool)
-    x0, y0, x1, y1 = gold["box"]
-    box[round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)] = True
-    colour = (np.abs(img.astype(np.int16) - np.array(gold["rgb"])) <= tol).all(-1)
-    return float((colour & box).sum() / max(1, (colour | box).sum()))
 
 
 def scene_codes(palette: PaletteTokenizer, gold: dict, size: int) -> torch.Tensor:
@@ -95,6 +90,10 @@ def run(a, seed: int) -> dict:
     torch.manual_seed(seed)
     directory = tempfile.mkdtemp()
     build_tiny_policy(directory, codebook_size=8, seed=0, init=a.init, d_model=64, n_layers=2, n_heads=4)
+    if a.warm_start:  # the demo's t2i warm start (rl/warm_start.py): colour words and position words, apart
+        encoder = ImageEncoder(PaletteTokenizer(), a.resolution)
+        images = [(c, encoder.encode(png, "warm start")) for c, png in shapes.t2i_warm_start_rows(a.resolution)]
+        warm_start(directory, [], 4, a.warm_start, 32, 3e-3, seed, images=images, max_text_len=a.max_text_len)
     policy = load_policy(directory)
     model, tok, layout = policy.model, policy.tokenizer, policy.layout
     ref = copy.deepcopy(model).eval().requires_grad_(False) if a.beta > 0 else None  # frozen pi_ref = initial policy
@@ -121,9 +120,9 @@ def run(a, seed: int) -> dict:
         r_step, in_step = [], []
         for r, img in zip(jobs, tensor_to_uint8(palette.decode(out.codes))):
             res = region_colour(RewardInput(task="t2i", prompt=r["caption"], response="", gold=r["answer"],
-                                            image=np.asarray(img)), inside_weight=a.inside_weight)
+                                            image=np.asarray(img)), inside_weight=a.inside_weight, metric=a.metric)
             in_step.append(float(res.detail.split()[0].split("=")[1]))
-            r_step.append(a.weight * (res.value if a.metric == "accuracy" else iou(np.asarray(img), json.loads(r["answer"]))))
+            r_step.append(a.weight * res.value)
         adv = group_normalise(np.array(r_step), np.repeat(np.arange(a.prompts), a.group_size))
         rewards.append(float(np.mean(r_step)))
         inside.append(float(np.mean(in_step)))
@@ -158,7 +157,7 @@ def run(a, seed: int) -> dict:
             opt.step()
             sched.step()
     first, last = float(np.mean(rewards[:10])), float(np.mean(rewards[-10:]))
-    return {"seed": seed, "first10": round(first, 3), "last10": round(last, 3), "ratio": round(last / first, 2),
+    return {"seed": seed, "first10": round(first, 3), "last10": round(last, 3), "ratio": round(last / first, 2) if first > 0 else None,
             "inside_first10": round(float(np.mean(inside[:10])), 3), "inside_last10": round(float(np.mean(inside[-10:])), 3),
             "zero_variance_groups_last10": round(float(np.mean(zero_var[-10:])), 1),
             "curve": [round(float(np.mean(rewards[i:i + 10])), 2) for i in range(0, len(rewards), 10)]}
@@ -173,18 +172,19 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=20, help="linear LR warm-up, optimizer steps (mu per RL step)")
     p.add_argument("--mu", type=int, default=2)
-    p.add_argument("--beta", type=float, default=0.0, help="KL(pi_theta || pi_ref) weight, pi_ref the initial policy")
-    p.add_argument("--init", choices=("llada", "scaled"), default="llada",
+    p.add_argument("--beta", type=float, default=0.1, help="KL(pi_theta || pi_ref) weight, pi_ref the initial policy")
+    p.add_argument("--init", choices=("llada", "scaled"), default="scaled",
                    help="tiny policy init (model.tiny.init): LLaDA's N(0, 0.02) or policy.tiny.scaled_init_")
     p.add_argument("--mask-schedule", default="stratified")
-    p.add_argument("--guidance", type=float, default=3.5)
+    p.add_argument("--guidance", type=float, default=0.0, help="CFG scale (the demo: 0, see its config)")
     p.add_argument("--image-steps", type=int, default=4)
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--max-text-len", type=int, default=40)
-    p.add_argument("--metric", choices=("accuracy", "iou"), default="accuracy")
+    p.add_argument("--metric", choices=("accuracy", "iou"), default="iou")
     p.add_argument("--inside-weight", type=float, default=0.25)
     p.add_argument("--weight", type=float, default=2.0)
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--warm-start", type=int, default=200, help="SFT steps of the demo's t2i warm start (0: none)")
     p.add_argument("--supervised", action="store_true", help="cross-entropy on the target codes instead of RL")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -193,9 +193,9 @@ def main() -> None:
     for seed in (int(s) for s in a.seeds.split(",")):
         results.append(run(a, seed))
         print(json.dumps(results[-1]), flush=True)
-    ratios = [r["ratio"] for r in results]
+    ratios = [r["ratio"] for r in results if r["ratio"] is not None] or [None]
     print("RESULT " + json.dumps({"settings": {k: v for k, v in vars(a).items() if k != "seeds"}, "runs": results,
-                                  "ratio_min": min(ratios), "ratio_max": max(ratios), "seconds": round(time.time() - t0, 1)}))
+                                  "ratio_min": min(ratios, key=lambda v: v or 0), "ratio_max": max(ratios, key=lambda v: v or 0), "seconds": round(time.time() - t0, 1)}))
 
 
 if __name__ == "__main__":

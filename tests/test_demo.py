@@ -33,7 +33,8 @@ def test_demo_learns_to_add_on_held_out_questions(tmp_path):
 
 @pytest.mark.slow
 def test_multimodal_demo_learns_every_task(tmp_path):
-    """configs/tiny_multimodal.yaml: every task's reward rises within 5 minutes (text and mmu double)."""
+    """configs/tiny_multimodal.yaml: every task's reward at least doubles within 5 minutes, from a warm start
+    that taught only the parts of each task (tests/test_warm_start.py)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "rl.cli", "train", "configs/tiny_multimodal.yaml",
@@ -41,9 +42,8 @@ def test_multimodal_demo_learns_every_task(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.time() - t0 < 300
     summary = json.loads((tmp_path / "tiny-multimodal" / "summary.json").read_text())
-    for task in ("text", "mmu"):
-        assert summary[f"reward_last10/{task}"] > 0, (task, summary)
+    for task in ("text", "mmu", "t2i"):
+        assert summary[f"reward_first10/{task}"] > 0, (task, summary)
         assert summary[f"reward_last10/{task}"] >= 2 * summary[f"reward_first10/{task}"], (task, summary)
-    # t2i falls short of doubling (measured 1.74x): in 5 minutes the policy learns the black background
-    # (3/4 of the pixels), not yet the coloured square; see README "Multimodal tasks"
-    assert summary["reward_last10/t2i"] >= 1.5 * summary["reward_first10/t2i"], summary
+    # beyond the format: mmu is chosen right more often than a guess among 4 (2.0 x 1/4), text than among 9
+    assert summary["reward_last10/mmu"] >= 1.0 and summary["reward_last10/text"] >= 2.0 / 9 * 2, summary

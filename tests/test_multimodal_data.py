@@ -145,6 +145,9 @@ def test_multimodal_config_errors_name_their_key(tmp_path):
         (["data.mmu={source: files}"], "files is empty"),
         (["rewards.functions=[{name: clip, tasks: [t2i]}]"], "rewards.clip_model_path"),
         (["rewards.functions=[{name: clip}]", f"rewards.clip_model_path={tmp_path}"], "rewards.clip_model_path"),
+        (["model.warm_start={tasks: [t2i]}", "data.t2i.source=files", f"data.t2i.files=[{tmp_path}/t2i.jsonl]"],
+         "model.warm_start.tasks"),  # a t2i warm-start set exists for the built-in shapes only
+        (["model.warm_start={tasks: [video]}"], "model.warm_start.tasks"),
     ]:
         with pytest.raises(ConfigError, match=key):
             load_config(None, MULTIMODAL + overrides)

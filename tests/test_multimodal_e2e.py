@@ -12,7 +12,8 @@ from tests.test_rl_e2e import ROOT, comparable, metrics, ray_cluster  # noqa: F4
 
 CONFIG = ROOT / "configs" / "tiny_multimodal.yaml"
 FAST = ["data.prompts_per_step=3", "rollout.group_size=4", "run.plot=false", "run.max_wall_s=null",
-        "run.checkpoint_every=1"]
+        "run.checkpoint_every=1", "model.warm_start.steps=5",
+        "rollout.image.guidance_scale=3.5"]  # the demo samples without CFG; the loop must run with it too
 
 
 def run(tmp_path, name, steps, resume=False):
