@@ -119,7 +119,7 @@ class WarmStartSpec(Section):
 class ModelSection(Section):
     path: str | None = Field(None, description="local policy directory (config.json + safetensors + tokenizer)")
     tiny: TinyPolicySpec | None = Field(default_factory=TinyPolicySpec)
-    warm_start: WarmStartSpec | None = Field(None, description="SFT of the tiny policy before RL: the format, not the task")
+    warm_start: WarmStartSpec | None = Field(None, description="SFT of the tiny policy before RL: parts of each task, not the task")
     dtype: Literal["float32", "bfloat16", "auto"] = "auto"
     image_tokenizer: str | None = Field(
         None, description="'palette' (the demo's colour-patch tokenizer) or a local directory (MAGVIT-v2 "
