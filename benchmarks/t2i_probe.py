@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from policy.image_io import tensor_to_uint8  # noqa: E402
 from policy.loading import load_policy  # noqa: E402
 from policy.palette_tokenizer import PaletteTokenizer  # noqa: E402
-from policy.prompts import t2i_prompt_ids, t2i_uncond_prompt_ids  # noqa: E402
+from policy.prompts import t2i_prompt_ids, t2i_row_parts, t2i_uncond_prompt_ids  # noqa: E402
 from policy.tiny import build_tiny_policy  # noqa: E402
 from rewards.api import RewardInput  # noqa: E402
 from rewards.examples.region_colour import region_colour  # noqa: E402
@@ -127,9 +127,8 @@ def run(a, seed: int) -> dict:
         rewards.append(float(np.mean(r_step)))
         inside.append(float(np.mean(in_step)))
         zero_var.append(adv.zero_variance_groups)
-        prefix = a.max_text_len + 1  # the record's prompt: [iPAD]* <|t2i|> <BOS> caption <EOS> <|soi|>
-        records = [{"prompt_ids": c[:prefix], "prompt_mask": m[:prefix], "suffix_ids": [layout.eoi_id], "task": "t2i",
-                    "response_ids": layout.code_to_token(out.codes[i]).tolist()} for i, (c, m) in enumerate(conds)]
+        records = [dict(zip(("prompt_ids", "prompt_mask", "suffix_ids"), t2i_row_parts(c, m, n)), task="t2i",
+                        response_ids=layout.code_to_token(out.codes[i]).tolist()) for i, (c, m) in enumerate(conds)]
         if a.supervised:
             supervised_step(model, layout, conds, [targets[r["caption"]] for r in jobs], opt, sched)
             continue

@@ -79,6 +79,13 @@ def t2i_prompt_ids(
     return ids, mask
 
 
+def t2i_row_parts(ids: list[int], mask: list[int], num_image_tokens: int) -> tuple[list[int], list[int], list[int]]:
+    """A t2i layout (`t2i_prompt_ids`) split the way a rollout record and a training row keep it:
+    (prompt ids up to <|soi|>, their attention mask, the suffix after the canvas: [<|eoi|>])."""
+    prefix = len(ids) - num_image_tokens - 1
+    return ids[:prefix], mask[:prefix], ids[prefix + num_image_tokens:]
+
+
 def t2i_uncond_prompt_ids(tokenizer, layout: VocabLayout, num_image_tokens: int, max_text_len: int):
     """The unconditional twin used for classifier-free guidance: the same layout with empty text."""
     return t2i_prompt_ids(tokenizer, layout, "", num_image_tokens, max_text_len)

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 
 from policy.loading import load_policy
-from policy.prompts import chat_prompt_ids, left_pad, mmu_prompt_ids, t2i_prompt_ids, t2i_uncond_prompt_ids
+from policy.prompts import (
+    chat_prompt_ids,
+    left_pad,
+    mmu_prompt_ids,
+    t2i_prompt_ids,
+    t2i_row_parts,
+    t2i_uncond_prompt_ids,
+)
 from policy.weight_sync import numpy_to_tensor
 from rollout.image_sampler import ImageSamplerConfig, generate_image
 from rollout.record import RolloutRecord
@@ -235,16 +242,16 @@ class RolloutWorker:
         images, pngs = self.image_decoder(out.codes)
         decode_s = time.perf_counter() - start
         settings = {"kind": "image", **asdict(self.image_config), "num_image_tokens": n, "max_text_len": width}
-        prefix_len = width + 1  # [iPAD]* <|t2i|> <BOS> text <EOS> <|soi|>
         records = []
         for row, (prompt, g) in enumerate(jobs):
             codes = out.codes[row]
+            prompt_ids, prompt_mask, suffix_ids = t2i_row_parts(*conds[row], n)
             records.append(self._record(
                 prompt, g,
-                prompt_ids=conds[row][0][:prefix_len],
-                prompt_mask=conds[row][1][:prefix_len],
+                prompt_ids=prompt_ids,
+                prompt_mask=prompt_mask,
                 response_ids=self.layout.code_to_token(codes).tolist(),
-                suffix_ids=[self.layout.eoi_id],
+                suffix_ids=suffix_ids,
                 response_text="",
                 image_codes=codes.tolist(),
                 image=images[row],

@@ -31,7 +31,7 @@ class Example(NamedTuple):
     prompt: list[int]
     response: list[int]
     prompt_mask: list[int] | None = None
-    suffix: list[int] = []
+    suffix: tuple[int, ...] | list[int] = ()
 
 
 def sft_batch(examples: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, ...]:
@@ -102,7 +102,7 @@ def warm_start(policy_dir: str, pairs: Sequence[tuple[str, str]], gen_length: in
     import time
 
     from policy.loading import load_policy
-    from policy.prompts import chat_prompt_ids, mmu_prompt_ids, t2i_prompt_ids
+    from policy.prompts import chat_prompt_ids, mmu_prompt_ids, t2i_prompt_ids, t2i_row_parts
 
     t0 = time.perf_counter()
     policy = load_policy(policy_dir, dtype="float32")
@@ -121,10 +121,8 @@ def warm_start(policy_dir: str, pairs: Sequence[tuple[str, str]], gen_length: in
     for codes, question, answer in mmu:
         image_questions.append(Example(mmu_prompt_ids(tok, layout, codes, question, think=think), answer_ids(answer)))
     for caption, codes in images:
-        ids, mask = t2i_prompt_ids(tok, layout, caption, len(codes), max_text_len)
-        prefix = max_text_len + 1  # [iPAD]* <|t2i|> <BOS> caption <EOS> <|soi|>
-        drawings.append(Example(ids[:prefix], [int(layout.code_to_token(c)) for c in codes], mask[:prefix],
-                                ids[prefix + len(codes):]))
+        prompt, mask, suffix = t2i_row_parts(*t2i_prompt_ids(tok, layout, caption, len(codes), max_text_len), len(codes))
+        drawings.append(Example(prompt, [int(layout.code_to_token(c)) for c in codes], mask, suffix))
     losses = run_sft(model, [text, image_questions, drawings], layout.mask_id, layout.pad_id, steps, batch_size, lr, seed)
     model.save_pretrained(policy_dir, safe_serialization=True)
     k = min(10, len(losses))
