@@ -20,7 +20,8 @@ import time
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from policy.placement import bundles, in_bundle, release, reserve
+from policy.actor_group import ACTOR_MAX_RESTARTS, PLACEMENT_TIMEOUT_S, ActorGroup
+from policy.placement import bundles
 from rewards.actors import ModelRewardActor, RuleRewardActor
 from rewards.api import RewardInput, RewardResult, RewardSpec, ScoredSample
 from rewards.engine import ResultCache, Stats, add_seconds, finish_batch, start_batch
@@ -56,9 +57,9 @@ class RewardPool:
     def __init__(self, specs: list[RewardSpec], num_workers: int = 1, num_model_workers: int = 1,
                  model_device: str = "cpu", clip_model_path: str | None = None, *,
                  procs_per_worker: int = 1, worker_num_cpus: float = 0.5, model_num_cpus: float = 0.5,
-                 model_num_gpus: float | None = None, max_restarts: int = 4, cache_size: int = 100_000,
-                 strategy: str | None = None, bundle_resources: dict | None = None,
-                 placement_timeout_s: float = 120.0):
+                 model_num_gpus: float | None = None, max_restarts: int = ACTOR_MAX_RESTARTS,
+                 cache_size: int = 100_000, strategy: str | None = None, bundle_resources: dict | None = None,
+                 placement_timeout_s: float = PLACEMENT_TIMEOUT_S):
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError("RewardPool: reward names must be unique")
@@ -70,21 +71,19 @@ class RewardPool:
         n_rule, n_model = (num_workers if rule_specs else 0), (num_model_workers if model_specs else 0)
         gpus = model_num_gpus if model_num_gpus is not None else (1 if model_device.startswith("cuda") else 0)
         # one placement-group bundle per actor (rule actors first), when a strategy is given
-        self.placement_group = None
-        if strategy is not None and n_rule + n_model:
-            self.placement_group = reserve(
-                "rewards", bundles(n_rule, worker_num_cpus, 0, bundle_resources)
-                + bundles(n_model, model_num_cpus, gpus, bundle_resources), strategy, placement_timeout_s)
-        self.rule_actors = [
-            RuleRewardActor.options(num_cpus=worker_num_cpus, max_restarts=max_restarts,
-                                    **in_bundle(self.placement_group, i)).remote(self.procs_per_worker)
-            for i in range(n_rule)]
         self._model_args = ([s.to_dict() for s in model_specs], model_device, clip_model_path)
-        self.model_actors = [
-            ModelRewardActor.options(num_cpus=model_num_cpus, num_gpus=gpus, max_restarts=max_restarts,
-                                     **in_bundle(self.placement_group, n_rule + i)).remote(*self._model_args)
-            for i in range(n_model)]
-        self.actor_restarts = 0
+
+        def start(index: int, placement: dict):
+            if index < n_rule:
+                return RuleRewardActor.options(num_cpus=worker_num_cpus, max_restarts=max_restarts,
+                                               **placement).remote(self.procs_per_worker)
+            return ModelRewardActor.options(num_cpus=model_num_cpus, num_gpus=gpus, max_restarts=max_restarts,
+                                            **placement).remote(*self._model_args)
+
+        self.actors = ActorGroup("rewards", start, bundles(n_rule, worker_num_cpus, 0, bundle_resources)
+                                 + bundles(n_model, model_num_cpus, gpus, bundle_resources), strategy,
+                                 placement_timeout_s)
+        self.num_rule = n_rule
         self._incarnations: dict[int, str] = {}  # actor index -> the incarnation last seen
         self._busy: dict[int, float] = {}  # actor index -> its busy seconds, as of its last answer
         self.cache = ResultCache(cache_size)
@@ -92,6 +91,19 @@ class RewardPool:
         ray.get([a.ready.remote() for a in self.rule_actors + self.model_actors])
         for i, a in enumerate(self.rule_actors + self.model_actors):  # the first incarnation of every actor:
             self._note(i, *ray.get(a.busy_seconds.remote()))           # a restart from now on is counted
+
+    @property
+    def rule_actors(self) -> list:
+        return self.actors.actors[:self.num_rule]
+
+    @property
+    def model_actors(self) -> list:
+        return self.actors.actors[self.num_rule:]
+
+    @property
+    def restarts(self) -> int:
+        """Actors Ray restarted (a new incarnation answered), over the pool's life."""
+        return self.actors.restarts
 
     # -- scoring ---------------------------------------------------------------------------------
     def score(self, batch: list[RewardInput]) -> list[ScoredSample]:
@@ -139,7 +151,7 @@ class RewardPool:
         """An actor's (incarnation, busy seconds), as every answer carries them; a new incarnation (Ray
         restarted it: after a crash, or on another node after a node loss) is counted once."""
         if self._incarnations.setdefault(index, incarnation) != incarnation:
-            self.actor_restarts += 1
+            self.actors.note_restart()
             self._incarnations[index] = incarnation
         self._busy[index] = busy
 
@@ -201,16 +213,9 @@ class RewardPool:
         return sum(self._busy.get(i, 0.0) for i in index)
 
     def shutdown(self) -> None:
-        for a in self.rule_actors:
+        for a in self.rule_actors:  # the sandbox processes first, then the actors
             try:
                 ray.get(a.shutdown.remote(), timeout=10)
             except (GetTimeoutError, RayError):
                 pass
-        for a in self.rule_actors + self.model_actors:
-            try:
-                ray.kill(a)
-            except Exception:
-                pass
-        self.rule_actors, self.model_actors = [], []
-        release(self.placement_group)
-        self.placement_group = None
+        self.actors.shutdown()

@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from policy.placement import bundles, kill_all, release, reserve
+from policy.actor_group import ACTOR_MAX_RESTARTS, PLACEMENT_TIMEOUT_S, ActorGroup
+from policy.placement import bundles
 from rollout.record import RolloutRecord
 from rollout.worker import start_rollout_worker
 
@@ -33,14 +34,9 @@ SEED_STRIDE = 7919  # shard k samples with seed + SEED_STRIDE * k
 
 
 class RolloutGroup:
-    def __init__(self, placement_group, worker_args: dict[str, Any], num_workers: int,
-                 restart_wait_s: float = 300.0, call_timeout_s: float = 3600.0) -> None:
-        self.placement_group = placement_group
-        self._args = worker_args
-        self.on_gpu = worker_args.get("num_gpus_per_worker", 0) > 0
-        self.workers = [start_rollout_worker(i, **worker_args) for i in range(num_workers)]
+    def __init__(self, workers: ActorGroup, restart_wait_s: float = 300.0, call_timeout_s: float = 3600.0) -> None:
+        self.workers = workers  # one RolloutWorker actor per bundle (policy/actor_group.py)
         self.restart_wait_s, self.call_timeout_s = restart_wait_s, call_timeout_s
-        self.restarts = 0  # workers lost and brought back (or replaced), over the group's life
         self.version = 0  # the policy version every live worker holds
         self.weight_source: Callable[[], tuple[int, Any]] | None = None  # -> (version, payload ref)
         self._lost: dict[int, Any] = {}  # worker index -> ping ref (answers once Ray has restarted it)
@@ -49,18 +45,27 @@ class RolloutGroup:
     @classmethod
     def create(cls, num_workers: int, policy_path: str, num_gpus_per_worker: float = 0.0,
                num_cpus_per_worker: float = 1.0, strategy: str = "PACK", bundle_resources: dict | None = None,
-               placement_timeout_s: float = 120.0, max_restarts: int = 4, **worker_kwargs) -> RolloutGroup:
+               placement_timeout_s: float = PLACEMENT_TIMEOUT_S, max_restarts: int = ACTOR_MAX_RESTARTS,
+               **worker_kwargs) -> RolloutGroup:
         """Reserve the placement group (fails fast if the cluster cannot hold it), start the workers,
         and wait until every one has loaded its model."""
         import ray
 
-        pg = reserve("rollout", bundles(num_workers, num_cpus_per_worker, num_gpus_per_worker, bundle_resources),
-                     strategy, placement_timeout_s)
-        args = dict(policy_path=policy_path, num_gpus_per_worker=num_gpus_per_worker, placement_group=pg,
-                    num_cpus_per_worker=num_cpus_per_worker, max_restarts=max_restarts, **worker_kwargs)
-        group = cls(pg, args, num_workers)
+        def start(index: int, placement: dict):
+            return start_rollout_worker(index, policy_path, num_gpus_per_worker=num_gpus_per_worker,
+                                        num_cpus_per_worker=num_cpus_per_worker, max_restarts=max_restarts,
+                                        placement=placement, **worker_kwargs)
+
+        workers = ActorGroup("rollout", start, bundles(num_workers, num_cpus_per_worker, num_gpus_per_worker,
+                                                         bundle_resources), strategy, placement_timeout_s)
+        group = cls(workers)
         ray.get([w.ping.remote() for w in group.workers])
         return group
+
+    @property
+    def restarts(self) -> int:
+        """Workers lost and brought back (or replaced), over the group's life."""
+        return self.workers.restarts
 
     @property
     def size(self) -> int:
@@ -86,7 +91,7 @@ class RolloutGroup:
     def _mark_lost(self, i: int) -> None:
         if i in self._lost:
             return
-        self.restarts += 1
+        self.workers.note_restart()
         self._lost[i] = self.workers[i].ping.remote()  # queued by Ray until the actor is back
 
     def _heal(self, block: bool) -> None:
@@ -101,9 +106,7 @@ class RolloutGroup:
                 try:
                     ray.get(ref)
                 except ray.exceptions.RayActorError:  # dead for good: a new actor in the same bundle
-                    ray.kill(self.workers[i], no_restart=True)
-                    self.workers[i] = start_rollout_worker(i, **self._args)
-                    self._lost[i] = self.workers[i].ping.remote()
+                    self._lost[i] = self.workers.replace(i).ping.remote()
                     continue
                 if self._give_current_weights(i):
                     del self._lost[i]
@@ -196,9 +199,7 @@ class RolloutGroup:
         return [self.workers[i].receive_weights.remote() for i in members]
 
     def shutdown(self) -> None:
-        kill_all(self.workers)
-        self.workers = []
-        release(self.placement_group)
+        self.workers.shutdown()
 
 
 class StaleWeights(Exception):

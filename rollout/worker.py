@@ -1,7 +1,7 @@
 """The rollout worker: a policy plus its samplers, turning prompts into rollout records.
 
 `RolloutWorker` is a plain class (tests and single-process runs use it directly); Ray enters only in
-`create_rollout_workers`, which wraps it with `ray.remote` (`rollout.group.RolloutGroup` drives the
+`start_rollout_worker`, which wraps it with `ray.remote` (`rollout.group.RolloutGroup` drives the
 actors). It imports nothing from trainer/, rewards/ or rl/.
 
 One `rollout.record.RolloutRecord` per rollout (G per prompt, in prompt order); its fields are
@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from policy.actor_group import ACTOR_MAX_RESTARTS
 from policy.loading import load_policy
 from policy.prompts import (
+    T2I_MAX_TEXT_LEN,
     chat_prompt_ids,
     left_pad,
     mmu_prompt_ids,
@@ -76,7 +78,7 @@ class RolloutWorker:
         device: str = "cpu",
         dtype: str = "float32",
         num_image_tokens: int = 1024,
-        max_text_len: int = 513,
+        max_text_len: int = T2I_MAX_TEXT_LEN,
         max_batch_size: int = 64,
         image_decoder: ImageDecoder | None = None,
         image_tokenizer: str | None = None,
@@ -266,35 +268,16 @@ class RolloutWorker:
         return records
 
 
-def create_rollout_workers(
-    n: int,
-    policy_path: str | Path,
-    text_config: TextSamplerConfig | None = None,
-    image_config: ImageSamplerConfig | None = None,
-    num_gpus_per_worker: float = 0,
-    placement_group=None,
-    num_cpus_per_worker: float = 1,
-    max_restarts: int = 4,
-    **worker_kwargs,
-) -> list:
-    """Start `n` Ray actors running RolloutWorker (one per placement-group bundle when a group is given).
-
-    On GPU clusters pass num_gpus_per_worker=1 and device="cuda"; Ray sets CUDA_VISIBLE_DEVICES per actor."""
-    return [start_rollout_worker(i, policy_path, text_config, image_config, num_gpus_per_worker, placement_group,
-                                 num_cpus_per_worker, max_restarts, **worker_kwargs) for i in range(n)]
-
-
 def start_rollout_worker(index: int, policy_path: str | Path, text_config: TextSamplerConfig | None = None,
                          image_config: ImageSamplerConfig | None = None, num_gpus_per_worker: float = 0,
-                         placement_group=None, num_cpus_per_worker: float = 1, max_restarts: int = 4,
-                         **worker_kwargs):
-    """One RolloutWorker actor in bundle `index` of the placement group. A crashed actor is restarted by
-    Ray from its constructor (initial weights); its RolloutGroup then sends it the current weights."""
+                         num_cpus_per_worker: float = 1, max_restarts: int = ACTOR_MAX_RESTARTS,
+                         placement: dict | None = None, **worker_kwargs):
+    """One RolloutWorker actor (`placement`: the options that pin it to its placement-group bundle, from
+    policy/actor_group.py). A crashed actor is restarted by Ray from its constructor (initial weights); its
+    RolloutGroup then sends it the current weights. On GPU clusters pass num_gpus_per_worker=1 and
+    device="cuda"; Ray sets CUDA_VISIBLE_DEVICES per actor."""
     import ray
 
-    from policy.placement import in_bundle
-
     return ray.remote(RolloutWorker).options(
-        num_gpus=num_gpus_per_worker, num_cpus=num_cpus_per_worker, max_restarts=max_restarts,
-        **in_bundle(placement_group, index),
+        num_gpus=num_gpus_per_worker, num_cpus=num_cpus_per_worker, max_restarts=max_restarts, **(placement or {}),
     ).remote(str(policy_path), text_config, image_config, **worker_kwargs)

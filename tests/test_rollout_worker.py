@@ -11,7 +11,7 @@ import torch
 from policy.tiny import build_tiny_policy
 from rollout.image_sampler import ImageSamplerConfig
 from rollout.text_sampler import TextSamplerConfig
-from rollout.worker import RolloutWorker, create_rollout_workers
+from rollout.worker import RolloutWorker, start_rollout_worker
 
 TEXT = TextSamplerConfig(gen_length=16, steps=8, block_length=8, temperature=1.0)
 IMAGE = ImageSamplerConfig(steps=3, guidance_scale=2.0)
@@ -109,7 +109,7 @@ def test_ray_actor(policy_dir, monkeypatch):
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        (actor,) = create_rollout_workers(1, policy_dir, TEXT, IMAGE, num_gpus_per_worker=0, **WORKER_KW)
+        actor = start_rollout_worker(0, policy_dir, TEXT, IMAGE, num_gpus_per_worker=0, **WORKER_KW)
         assert ray.get(actor.ping.remote()) == "pong"
         records = ray.get(actor.generate.remote(PROMPTS[1:], 2, 3), timeout=120)
         assert len(records) == 4 and records[-1].image_png is not None

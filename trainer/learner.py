@@ -37,7 +37,9 @@ import numpy as np
 import ray
 import torch
 
+from policy.actor_group import PLACEMENT_TIMEOUT_S, ActorGroup
 from policy.model import MMadaModelLM
+from policy.placement import bundles
 from policy.vocab import VocabLayout
 from policy.weight_sync import init_weight_group, make_payload, send_weights
 from trainer.batch import TrainBatch
@@ -319,31 +321,50 @@ def get_all(refs: list) -> list:
 class LearnerGroup:
     """M learner ranks driven together; the caller passes whole batches, the group shards them."""
 
-    def __init__(self, placement_group, num_ranks: int, policy_path: str, learner_cfg: LearnerConfig,
-                 unigrpo_cfg: UniGRPOConfig, ds_config: dict, num_gpus_per_rank: float = 0,
-                 num_cpus_per_rank: float = 1, master_port: int | None = None) -> None:
-        self.placement_group = placement_group
+    def __init__(self, num_ranks: int, policy_path: str, learner_cfg: LearnerConfig, unigrpo_cfg: UniGRPOConfig,
+                 ds_config: dict, num_gpus_per_rank: float = 0, num_cpus_per_rank: float = 1,
+                 master_port: int | None = None, strategy: str = "PACK", bundle_resources: dict | None = None,
+                 placement_timeout_s: float = PLACEMENT_TIMEOUT_S) -> None:
+        """Reserve one bundle per rank, start the ranks and join them in one rendezvous."""
         self.num_ranks, self.policy_path = num_ranks, policy_path
         self.cfg, self.ucfg, self.ds_config = learner_cfg, unigrpo_cfg, ds_config
-        self._resources = {"num_cpus": num_cpus_per_rank, "num_gpus": num_gpus_per_rank}
         self._master_port = master_port
-        self.actors: list = []
+        env = {} if num_gpus_per_rank else {"DS_ACCELERATOR": "cpu"}
+
+        def start(rank: int, placement: dict):
+            # a rank is not restarted in place: the survivors' collectives would hang (restart() replaces all)
+            return LearnerActor.options(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank,
+                                        runtime_env={"env_vars": env}, **placement).remote(
+                rank, self.num_ranks, self.policy_path, self.cfg, self.ucfg, self.ds_config)
+
+        self.ranks = ActorGroup("learner", start, bundles(num_ranks, num_cpus_per_rank, num_gpus_per_rank,
+                                                          bundle_resources), strategy, placement_timeout_s)
         self.num_updates = 0  # seeds the masks of the next update
         self.policy_version = 0  # bumped by every update; the default tag of published weights
-        self._start()
+        self._rendezvous()
+
+    @property
+    def actors(self) -> list:
+        return self.ranks.actors
 
     @property
     def world_size(self) -> int:
-        return len(self.actors)
+        return len(self.ranks)
+
+    @property
+    def restarts(self) -> int:
+        """Times the whole group was replaced after a lost rank."""
+        return self.ranks.restarts
 
     @classmethod
     def create(cls, num_ranks: int, policy_path: str, learner_cfg: LearnerConfig | None = None,
                unigrpo_cfg: UniGRPOConfig | None = None, num_gpus_per_rank: float = 0,
                master_port: int | None = None, num_cpus_per_rank: float = 1, strategy: str = "PACK",
-               bundle_resources: dict | None = None, placement_timeout_s: float = 120.0) -> LearnerGroup:
-        """Reserve one bundle per rank (PACK: on as few nodes as possible; fails fast with what was asked
-        and what the cluster has), start the ranks and join them in one rendezvous."""
-        from policy.placement import bundles, ensure_local_ray_env, reserve
+               bundle_resources: dict | None = None,
+               placement_timeout_s: float = PLACEMENT_TIMEOUT_S) -> LearnerGroup:
+        """The group for these settings (PACK: ranks on as few nodes as possible; fails fast with what was
+        asked and what the cluster has), with the DeepSpeed config resolved for them."""
+        from policy.placement import ensure_local_ray_env
 
         if not ray.is_initialized():
             ensure_local_ray_env()
@@ -352,21 +373,10 @@ class LearnerGroup:
         policy_path = str(resolve_path(policy_path))
         use_bf16 = resolve_bf16(learner_cfg) if num_gpus_per_rank else learner_cfg.bf16 is True
         ds_config = load_deepspeed_config(learner_cfg, num_ranks, use_bf16)
-        pg = reserve("learner", bundles(num_ranks, num_cpus_per_rank, num_gpus_per_rank, bundle_resources),
-                     strategy, placement_timeout_s)
-        return cls(pg, num_ranks, policy_path, learner_cfg, unigrpo_cfg, ds_config, num_gpus_per_rank,
-                   num_cpus_per_rank, master_port)
+        return cls(num_ranks, policy_path, learner_cfg, unigrpo_cfg, ds_config, num_gpus_per_rank,
+                   num_cpus_per_rank, master_port, strategy, bundle_resources, placement_timeout_s)
 
-    def _start(self) -> None:
-        from policy.placement import in_bundle
-
-        env = {} if self._resources["num_gpus"] else {"DS_ACCELERATOR": "cpu"}
-        self.actors = [
-            LearnerActor.options(**self._resources, runtime_env={"env_vars": env},
-                                 **in_bundle(self.placement_group, rank)).remote(
-                rank, self.num_ranks, self.policy_path, self.cfg, self.ucfg, self.ds_config)
-            for rank in range(self.num_ranks)
-        ]
+    def _rendezvous(self) -> None:
         host, port = ray.get(self.actors[0].address.remote())
         info = get_all([a.setup.remote(host, self._master_port or port) for a in self.actors])  # one rendezvous
         self.eos_id = info[0]["eos_id"]  # ends o_i under response_positions=through_first_eos
@@ -374,11 +384,10 @@ class LearnerGroup:
     def restart(self) -> None:
         """Replace every rank (one died: the survivors' collectives are broken) by new actors in the same
         placement group, from the initial policy; the caller then loads the last checkpoint."""
-        from policy.placement import kill_all
-
-        kill_all(self.actors)
+        self.ranks.restart_all()
+        self.ranks.note_restart()
         self.num_updates, self.policy_version = 0, 0
-        self._start()
+        self._rendezvous()
 
     # ---- training ------------------------------------------------------------------------------------
     def update(self, batch: TrainBatch) -> dict[str, float]:
@@ -449,12 +458,7 @@ class LearnerGroup:
         return directory
 
     def shutdown(self) -> None:
-        from policy.placement import kill_all, release
-
-        kill_all(self.actors)
-        self.actors = []
-        release(self.placement_group)
-        self.placement_group = None
+        self.ranks.shutdown()
 
 
 def reduce_task_stats(results: list[dict], mu: int) -> dict[str, float]:
