@@ -102,6 +102,10 @@ class CheckpointStore:
         self.root = self.run_dir / "checkpoints"
         self.margin_bytes = int(margin_gb * GB)
 
+    def path(self, step: int) -> Path:
+        """Where checkpoint `step` lives (the one place that spells `step_N`)."""
+        return self.root / f"step_{step}"
+
     # ---- writing ---------------------------------------------------------------------------------
     def check_space(self, need_bytes: int) -> None:
         free = free_bytes(self.root)
@@ -125,7 +129,7 @@ class CheckpointStore:
     def writing(self, step: int, estimate_bytes: int = 0):
         """Yield an empty temporary folder to write checkpoint `step` into; publish it on success."""
         self.check_space(self.need_bytes(estimate_bytes))
-        final = self.root / f"step_{step}"
+        final = self.path(step)
         tmp = self.root / f"{TMP_PREFIX}{final.name}"
         shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed mid-write
         tmp.mkdir(parents=True)

@@ -22,6 +22,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from policy.actor_group import PLACEMENT_TIMEOUT_S
+from policy.prompts import T2I_MAX_TEXT_LEN
 from rewards.api import DEFAULT_MAX_ABS
 from rollout.image_sampler import ImageSamplerConfig
 from rollout.text_sampler import TextSamplerConfig
@@ -138,24 +140,6 @@ class ModelSection(Section):
             raise ValueError("set model.path (a local policy directory) or model.tiny")
         return self
 
-    def build(self, run_dir: Path) -> Path:
-        """The policy directory: model.path, or the tiny random policy built once into the run directory."""
-        if self.path:
-            path = Path(self.path)
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"model.path={path}: not a policy directory (no config.json)")
-            return path
-        from policy.tiny import build_tiny_policy
-
-        path = Path(run_dir) / "policy_init"
-        if not (path / "config.json").is_file():
-            spec = self.tiny.model_dump()
-            build_tiny_policy(path, codebook_size=spec.pop("codebook_size"), seed=spec.pop("seed"), **spec)
-        return path
-
-    def rollout_dtype(self, on_gpu: bool) -> str:
-        return self.dtype if self.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
-
 
 class ImageTaskData(Section):
     """Prompts of one image task (data.mmu / data.t2i): files, or the built-in synthetic shapes."""
@@ -175,6 +159,8 @@ class ImageTaskData(Section):
 
 
 class DataSection(Section):
+    # the text task (rl/tasks): toy_copy and toy_arith are built in, math and custom read data.files; the
+    # names are rl.tasks.TEXT_TASKS (tests/test_rl_config_data.py keeps the two the same)
     task: Literal["toy_copy", "toy_arith", "math", "custom"] = "toy_copy"
     files: list[str] = Field(default_factory=list, description="Parquet or JSONL prompt files")
     question_field: str = "question"
@@ -194,7 +180,9 @@ class DataSection(Section):
 
     @model_validator(mode="after")
     def _files_for_file_tasks(self):
-        if self.task not in ("toy_copy", "toy_arith") and not self.files:
+        from rl.tasks import get_task
+
+        if not get_task(self.task).builtin and not self.files:
             raise ValueError(f"data.files is empty; task {self.task!r} reads prompts from files")
         return self
 
@@ -212,6 +200,11 @@ class DataSection(Section):
         """The task kinds this data yields."""
         return [k for k, w in (self.mixture or {"text": 1.0}).items() if w > 0]
 
+    def task_source(self, kind: str) -> tuple[str, Section | None]:
+        """(the task that supplies `kind`'s prompts, the section they are described by): `task` and this
+        section for text, the image task named after its section (data.mmu, data.t2i) and that section."""
+        return (self.task, self) if kind == "text" else (kind, getattr(self, kind))
+
 
 class TextSamplerSection(Section):
     gen_length: int = Field(default(TextSamplerConfig, "gen_length"), ge=1)
@@ -223,14 +216,11 @@ class TextSamplerSection(Section):
     use_cache: bool = default(TextSamplerConfig, "use_cache")
     cfg_scale: float = Field(default(TextSamplerConfig, "cfg_scale"), ge=0.0)
 
-    def build(self) -> TextSamplerConfig:
-        return TextSamplerConfig(**runtime_kwargs(self, TextSamplerConfig))
-
     @model_validator(mode="after")
     def _sampler_accepts(self):
         # the sampler's own rules (block divisibility, steps per block, ...), checked here so that a
         # bad combination fails before any actor starts rather than inside the rollout worker
-        self.build().validate()
+        TextSamplerConfig(**runtime_kwargs(self, TextSamplerConfig)).validate()
         return self
 
 
@@ -239,10 +229,7 @@ class ImageSamplerSection(Section):
     guidance_scale: float = Field(default(ImageSamplerConfig, "guidance_scale"), ge=0.0)
     temperature: float = Field(default(ImageSamplerConfig, "temperature"), ge=0.0)
     resolution: int = Field(512, ge=16, description="pixels; MAGVIT-v2 gives (resolution / 16)^2 image tokens")
-    max_text_len: int = Field(128, ge=4)
-
-    def build(self) -> ImageSamplerConfig:
-        return ImageSamplerConfig(**runtime_kwargs(self, ImageSamplerConfig))
+    max_text_len: int = Field(T2I_MAX_TEXT_LEN, ge=4, description="t2i prompt width in tokens (513 for MMaDA-8B)")
 
     @property
     def num_image_tokens(self) -> int:
@@ -256,28 +243,6 @@ class RolloutSection(Section):
     text: TextSamplerSection = Field(default_factory=TextSamplerSection)
     image: ImageSamplerSection = Field(default_factory=ImageSamplerSection)
     placement: PlacementSection = Field(default_factory=PlacementSection)
-
-    def num_image_tokens(self, model: ModelSection) -> int:
-        if not model.image_tokenizer:
-            return self.image.num_image_tokens  # MAGVIT-v2's factor 16
-        from policy.palette_tokenizer import load_image_tokenizer
-
-        return load_image_tokenizer(model.image_tokenizer).num_tokens(self.image.resolution)
-
-    def build(self, policy_path: Path, model: ModelSection, placement_timeout_s: float):
-        """The rollout group: its placement group, its workers (weights loaded straight to the device)."""
-        from rollout.group import RolloutGroup
-
-        on_gpu = self.num_gpus_per_worker > 0
-        return RolloutGroup.create(
-            self.num_workers, str(policy_path), num_gpus_per_worker=self.num_gpus_per_worker,
-            strategy=self.placement.strategy, bundle_resources=self.placement.resources,
-            placement_timeout_s=placement_timeout_s,
-            text_config=self.text.build(), image_config=self.image.build(),
-            device="cuda" if on_gpu else "cpu", dtype=model.rollout_dtype(on_gpu),
-            max_text_len=self.image.max_text_len, num_image_tokens=self.num_image_tokens(model),
-            image_tokenizer=model.image_tokenizer,
-        )
 
 
 class RewardEntry(Section):
@@ -306,11 +271,6 @@ class RewardEntry(Section):
             raise ValueError(f"expected 'module:attribute', got {v!r}")
         return v
 
-    def spec(self):
-        from rewards.api import RewardSpec
-
-        return RewardSpec.from_dict(self.model_dump(exclude_none=True), where=f"rewards.functions[{self.name}]")
-
 
 class RewardsSection(Section):
     functions: list[RewardEntry] = Field(
@@ -323,25 +283,6 @@ class RewardsSection(Section):
     tiny_clip: bool = Field(False, description="build a tiny random CLIPModel into the run directory "
                             "(exercises the CLIP path on CPU; its scores mean nothing)")
     placement: PlacementSection = Field(default_factory=lambda: PlacementSection(strategy="SPREAD"))
-
-    def clip_path(self, run_dir: Path, seed: int) -> str | None:
-        """clip_model_path, or a tiny random CLIP built once into the run directory (tiny_clip)."""
-        if self.clip_model_path or not self.tiny_clip:
-            return self.clip_model_path
-        from rewards.tiny_clip import build_tiny_clip
-
-        path = Path(run_dir) / "clip_tiny"
-        if not (path / "config.json").is_file():
-            build_tiny_clip(path, seed=seed)
-        return str(path)
-
-    def build(self, run_dir: Path, seed: int, placement_timeout_s: float):
-        from rewards.pool import RewardPool
-
-        return RewardPool([f.spec() for f in self.functions], num_workers=self.num_workers,
-                          num_model_workers=self.num_model_workers, model_device=self.model_device,
-                          clip_model_path=self.clip_path(run_dir, seed), strategy=self.placement.strategy,
-                          bundle_resources=self.placement.resources, placement_timeout_s=placement_timeout_s)
 
 
 class UniGRPOSection(Section):
@@ -358,10 +299,6 @@ class UniGRPOSection(Section):
     logprob_support: Literal["sampler", "full"] = Field(
         default(UniGRPOConfig, "logprob_support"), description="text log-probs over the sampler's support "
         "at the rollout temperature, or the whole vocabulary at 1")
-
-    def build(self, seed: int, temperature: float = 1.0) -> UniGRPOConfig:
-        """temperature: the rollout's text temperature (the sampler support is scored at it)."""
-        return UniGRPOConfig(**runtime_kwargs(self, UniGRPOConfig, seed=seed, temperature=temperature))
 
 
 class EvalSection(Section):
@@ -412,53 +349,13 @@ class LearnerSection(Section):
     def _bf16_bool(cls, v):
         return str(v).lower() if isinstance(v, bool) else v  # YAML reads an unquoted false as a boolean
 
-    def build_config(self, run: RunSection, unigrpo: UniGRPOSection) -> LearnerConfig:
-        bf16 = {"auto": "auto", "true": True, "false": False}[self.bf16]
-        return LearnerConfig(**runtime_kwargs(self, LearnerConfig, bf16=bf16, seed=run.seed,
-                                              total_steps=run.steps * unigrpo.mu))
-
-    def build(self, policy_path: Path, run: RunSection, unigrpo: UniGRPOSection, placement_timeout_s: float,
-              temperature: float = 1.0):
-        """The learner group: its placement group (PACK by default: ranks on as few nodes as possible)
-        and M DeepSpeed ranks joined in one rendezvous. temperature: the rollout's text temperature."""
-        from trainer.learner import LearnerGroup
-
-        return LearnerGroup.create(self.num_ranks, str(policy_path), self.build_config(run, unigrpo),
-                                   unigrpo.build(run.seed, temperature), num_gpus_per_rank=self.num_gpus_per_rank,
-                                   strategy=self.placement.strategy, bundle_resources=self.placement.resources,
-                                   placement_timeout_s=placement_timeout_s)
-
 
 class RaySection(Section):
     address: str | None = Field(None, description="None starts a local cluster on loopback; 'auto' joins one")
     num_cpus: int | None = Field(None, ge=1)
     include_dashboard: bool = False
     placement_timeout_s: float = Field(
-        120.0, gt=0, description="how long a group waits for its placement group before failing")
-
-    def start(self, needed_cpus: float) -> None:
-        """Join `address`, or start a local cluster on loopback with enough logical CPUs for every actor."""
-        import os
-
-        import ray
-
-        from policy.placement import ensure_local_ray_env
-
-        ensure_local_ray_env()
-        if ray.is_initialized():
-            return
-        # `ray job submit` hands its entrypoint the cluster in RAY_ADDRESS: join it as if ray.address were set.
-        address = self.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-            return
-        # Logical CPUs for scheduling: every actor asks for some, and the phases of a step run one after
-        # another, so a 2-core machine can host rollout, reward and learner actors side by side.
-        num_cpus = self.num_cpus or max(os.cpu_count() or 1, int(needed_cpus) + 1)
-        # address="local": a cluster of our own, even when a `ray start` cluster runs on this machine (plain
-        # ray.init() would join that one, and then refuse num_cpus).
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=self.include_dashboard,
-                 log_to_driver=False, _node_ip_address="127.0.0.1")
+        PLACEMENT_TIMEOUT_S, gt=0, description="how long a group waits for its placement group before failing")
 
 
 class RunSection(Section):
@@ -469,8 +366,9 @@ class RunSection(Section):
     seed: int = 0
     max_wall_s: float | None = Field(None, gt=0, description="stop (gracefully) after this many seconds")
     weight_transport: Literal["object_store", "broadcast"] = "object_store"
-    max_restarts: int = Field(2, ge=0, description="restarts from the last checkpoint after a lost learner rank "
-                              "or any unexpected error in a step")
+    max_restarts: int = Field(2, ge=0, description="restarts of the run from its last checkpoint after a lost "
+                              "learner rank or any unexpected error in a step (Ray's own in-place restarts of one "
+                              "crashed actor are policy/actor_group.ACTOR_MAX_RESTARTS)")
     checkpoint_margin_gb: float = Field(1.0, ge=0, description="free space to leave on the run dir's disk "
                                         "beyond the next checkpoint's size")
     plot: bool = True
@@ -514,7 +412,9 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _eval_rewards_exist(self):
-        if not (self.eval.files or self.data.task == "toy_arith"):
+        from rl.tasks import get_task
+
+        if not (self.eval.files or get_task(self.data.task).has_heldout):
             return self  # no eval set (rl/evaluation.py: build_eval_prompts), so nothing is scored as correct
         names = {r.name for r in self.rewards.functions}
         unknown = [n for n in self.eval.correct_rewards if n not in names]
@@ -537,10 +437,14 @@ class RunConfig(Section):
             if self.model.tiny.codebook_size != len(NAMED_COLOURS):
                 raise ValueError(f"model.tiny.codebook_size must be {len(NAMED_COLOURS)} (the palette's "
                                  f"colours) with model.image_tokenizer=palette, got {self.model.tiny.codebook_size}")
+        from rl.tasks import get_task
+
         ws = self.model.warm_start
-        if ws is not None and "t2i" in ws.tasks and (self.data.t2i is None or self.data.t2i.source != "shapes"):
-            raise ValueError("model.warm_start.tasks: t2i has a warm-start set only for the built-in shapes "
-                             "(data.t2i.source: shapes)")
+        for kind in ws.tasks if ws is not None else []:  # each kind's task says whether it has a set here
+            name, source = self.data.task_source(kind)
+            problem = get_task(name).warm_start_problem(source)
+            if problem:
+                raise ValueError(f"model.warm_start.tasks: {problem}")
         if any(f.name == "clip" and f.path is None for f in self.rewards.functions):
             path = self.rewards.clip_model_path
             if path is None and not self.rewards.tiny_clip:

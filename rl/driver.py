@@ -1,145 +1,117 @@
 """The single-controller UniGRPO loop (docs/architecture.md, "One RL step"), with real Ray actors.
 
-    prompts  = dataset.next_batch()                   resumable cursor
-    records  = rollout_group.generate(prompts, G)     N Ray actors; sharding, retries, restarts inside
-    scores   = reward pool .score(records)            separate Ray actors, per-call timeouts
-    adv      = group_normalise(weighted sum of scores)
-    stats    = learner group .update(train batch)     M DeepSpeed ranks, mu UniGRPO iterations
-    publisher.publish()                               learner -> rollout workers, one version counter
-    store.append(step, records); metrics.log(step, stats, timings)
-    every k steps (and on SIGINT/SIGTERM): checkpoint learner + driver state
+    prompts = dataset.next_batch()                        resumable cursor
+    records = rollout.generate(prompts, G, seed)          RolloutGroup: N Ray workers, sharding and retries
+    rewards = score_records(reward_pool, records)         RewardPool: separate Ray actors, per-call timeouts
+    adv     = group_normalise(rewards, groups)            rl/advantages.py
+    stats   = learner.update(batch_from_rollouts(...))    LearnerGroup: M DeepSpeed ranks, mu iterations
+    publisher.publish()                                   learner -> rollout workers, one version counter
+    store + metrics                                       Parquet partition, metrics.jsonl, loggers
+    every k steps (and on SIGINT/SIGTERM): checkpoint     rl/recovery.py
 
-Each config section builds its own runtime object (`cfg.rollout.build(...)`, ...). A lost learner rank
-ends the step: the learner group restarts from the last checkpoint (up to run.max_restarts times), and so
-does the driver after any other unexpected error in a step. Checkpoints are atomic and verified
-(rl/checkpoints.py), so whatever stops a run, it resumes from its last good one (docs/reliability.md).
-An update whose loss or gradient norm is NaN/inf is skipped by the learner; after
-learner.max_skipped_updates of them in a row the run stops (TrainingDiverged), never as a success.
-Every rollout carries the policy version it was sampled from, so an asynchronous variant (rollouts of
-step t+1 overlapping the update of step t) can come later without changing the data.
+The groups are built by rl/builders.py from the validated config; the driver only runs the loop. Faults
+(rl/recovery.py): a lost learner rank ends the step and the learner group restarts from the last good
+checkpoint, as does the driver after any other unexpected error in a step (up to run.max_restarts in
+all). An update whose loss or gradient norm is NaN/inf is skipped by the learner; after
+learner.max_skipped_updates in a row the run stops (TrainingDiverged), never as a success. Every rollout
+carries the policy version it was sampled from.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 
-from policy.placement import ensure_local_ray_env
+from rewards.pool import RewardPool
+from rl import builders
 from rl.advantages import group_normalise
-from rl.checkpoints import CheckpointSpaceError, CheckpointStore, estimate_checkpoint_bytes
+from rl.checkpoints import CheckpointSpaceError, estimate_checkpoint_bytes
 from rl.config import RunConfig, save_resolved
 from rl.data import MixtureDataset, PromptDataset, build_run_dataset, task_kind
 from rl.evaluation import Evaluator, build_eval_prompts, eval_line, eval_summary, score_records
 from rl.loggers import MetricSinks
-from rl.metrics import MetricsLog, console_line, mean, per_task_summary, plot_rewards, step_metrics
-from rl.store import RolloutStore
+from rl.metrics import MetricsLog, console_line, plot_rewards
+from rl.recovery import (
+    GracefulStop,
+    LearnerLost,
+    RestartBudget,
+    RunCheckpoints,
+    TrainingDiverged,
+    learner_calls,
+)
+from rl.step_report import BusyMeter, StepTimer, report_step, run_summary
+from rl.store import BackgroundWriter, RolloutStore
+from rl.weights import WeightPublisher
+from rollout.group import RolloutGroup
+from trainer.learner import LearnerGroup
 
-__all__ = ["Driver", "ensure_local_ray_env"]
-DRIVER_STATE = "driver_state.json"
-
-
-class StepTimer:
-    """Wall time per phase of one step: `with timer.time("generate"): ...`."""
-
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
-
-    @contextmanager
-    def time(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
+__all__ = ["Driver", "LearnerLost", "TrainingDiverged", "step_seed"]
 
 
-class GracefulStop:
-    """SIGINT/SIGTERM set a flag; the loop finishes the current phase, checkpoints and exits."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. the driver runs inside a test thread)
-                pass
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\nreceived signal {signum}: stopping after the current phase and checkpointing", flush=True)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class LearnerLost(RuntimeError):
-    """A learner rank died: the step cannot finish; the group restarts from the last checkpoint."""
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many updates in a row had a NaN/inf loss or gradient norm (each was skipped, not applied)."""
+def step_seed(run_seed: int, step: int) -> int:
+    """The sampling seed of step `step` (and of the held-out evaluation at it): the driver draws no random
+    numbers itself, so a resumed run samples exactly what the uninterrupted one did."""
+    return run_seed * 1_000_003 + step
 
 
 class Driver:
+    """Owns one run: its groups (rollout, rewards, learner), its data cursor, its files, and the loop."""
+
     def __init__(self, cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, console: bool = True):
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
-        self.resume = resume
-        self.console = console
+        self.resume, self.console = resume, console
         self.step = 0
         self.run_id = uuid.uuid4().hex[:12]
         self.stop = GracefulStop()
-        self.learner_restarts = 0
-        self.driver_restarts = 0  # restarts from the last checkpoint after any other error in a step
+        self.restarts = RestartBudget(cfg.run.max_restarts)
         self.skipped_in_a_row = 0  # updates skipped for a NaN/inf loss or gradient norm
+        self._reward_busy, self._clip_busy = BusyMeter(), BusyMeter()
+        self._evaluated_at: int | None = None
+        # set by setup(), in this order
         self.dataset: PromptDataset | MixtureDataset | None = None
-        self._reward_busy_last = self._model_busy_last = 0.0
+        self.metrics: MetricsLog | None = None
+        self.sinks: MetricSinks | None = None
+        self.store: RolloutStore | None = None
+        self.writer: BackgroundWriter | None = None
+        self.checkpoints: RunCheckpoints | None = None
+        self.rollout: RolloutGroup | None = None
+        self.reward_pool: RewardPool | None = None
+        self.learner: LearnerGroup | None = None
+        self.publisher: WeightPublisher | None = None
+        self.evaluator: Evaluator | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "logs").mkdir(exist_ok=True)
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, self.run_dir)
         self.metrics = MetricsLog(self.run_dir)
         self.sinks = MetricSinks(cfg.run.loggers, self.run_dir, self.run_dir.name, cfg.model_dump(mode="json"))
         self.store = RolloutStore(self.run_dir)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-store")
+        self.writer = BackgroundWriter(self.store)
         self.dataset = build_run_dataset(cfg)  # bad rows fail here, before any actor starts
-        policy_path = cfg.model.build(self.run_dir)
-        self.checkpoints = CheckpointStore(self.run_dir, cfg.run.checkpoint_margin_gb)
-        self._checkpoint_estimate = estimate_checkpoint_bytes(policy_path)
+        policy_path = builders.build_policy(cfg, self.run_dir)
+        self.checkpoints = RunCheckpoints(self.run_dir, cfg.run.checkpoint_margin_gb,
+                                          estimate_checkpoint_bytes(policy_path))
         if cfg.model.warm_start is not None and cfg.model.path is None:
             self._warm_start(policy_path)
-        cfg.ray.start(needed_cpus=cfg.rollout.num_workers + cfg.rewards.num_workers + cfg.rewards.num_model_workers
-                      + cfg.learner.num_ranks)
-        wait = cfg.ray.placement_timeout_s
-        self.rollout = cfg.rollout.build(policy_path, cfg.model, wait)
-        self.reward_pool = cfg.rewards.build(self.run_dir, cfg.run.seed, wait)
-        self.learner = cfg.learner.build(policy_path, cfg.run, cfg.unigrpo, wait, cfg.rollout.text.temperature)
-        from rl.weights import WeightPublisher
-
+        builders.start_ray(cfg)
+        self.rollout = builders.build_rollout_group(cfg, policy_path)
+        self.reward_pool = builders.build_reward_pool(cfg, self.run_dir)
+        self.learner = builders.build_learner_group(cfg, policy_path)
         self.publisher = WeightPublisher(self.learner, self.rollout, cfg.run.weight_transport)
         eval_prompts = build_eval_prompts(cfg)
-        self.evaluator = Evaluator(cfg.eval, eval_prompts, self.rollout, self.reward_pool,
-                                   RolloutStore(self.run_dir, "evals"), self._score) if eval_prompts else None
-        self._evaluated_at: int | None = None
+        if eval_prompts:
+            self.evaluator = Evaluator(cfg.eval, eval_prompts, self.rollout, self.reward_pool,
+                                       RolloutStore(self.run_dir, "evals"), self._score)
         if self.resume:
-            self._restore(self._latest_checkpoint(required=True))
+            self._restore(self.checkpoints.latest(required=True))
 
     def _warm_start(self, policy_path: Path) -> None:
         """SFT of the freshly built tiny policy on parts of its tasks, never a task (rl/warm_start.py)."""
@@ -156,7 +128,7 @@ class Driver:
         if self.evaluator is None or self._evaluated_at == self.step:
             return None
         t0 = time.perf_counter()
-        m = self.evaluator.run(self.step, self.cfg.run.seed * 1_000_003 + self.step)
+        m = self.evaluator.run(self.step, step_seed(self.cfg.run.seed, self.step))
         m["time/eval_s"] = time.perf_counter() - t0
         self.metrics.log(self.step, m)
         self.sinks.log(self.step, m)  # every logger (tensorboard, wandb, mlflow) gets eval/* too
@@ -164,41 +136,23 @@ class Driver:
         self._say(eval_line(self.step, m))
         return m
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ checkpoints and recovery
     def flush_store(self) -> None:
         """Wait for the pending rollout-store write (a write error surfaces here)."""
-        pending = getattr(self, "_store_write", None)
-        if pending is not None:
-            pending.result()  # re-raises a failed write here, in the driver
-            self._store_write = None
+        self.writer.flush()
 
     def checkpoint(self) -> Path:
-        """Written into a temporary folder and published by a rename (rl/checkpoints.py): a crash or a
-        full disk in the middle leaves the previous checkpoint, and `latest`, as they were."""
+        """Learner + driver state at this step (atomic and verified: rl/recovery.py, rl/checkpoints.py)."""
         self.flush_store()
         state = {"step": self.step, "run_id": self.run_id, "data_cursor": self.dataset.state_dict()}
-        # the driver draws no random numbers: rollout seeds derive from (run.seed, step) and the
-        # learner's masks from (seed, update index); the learner checkpoints its RNG states and version
-        with self.checkpoints.writing(self.step, self._checkpoint_estimate) as tmp:
-            with self._learner_calls():
-                self.learner.save_checkpoint(str(tmp), extra_state={"driver": state})
-            (tmp / DRIVER_STATE).write_text(json.dumps(state))
-        return self.run_dir / "checkpoints" / f"step_{self.step}"
-
-    def _latest_checkpoint(self, required: bool = False) -> Path | None:
-        """The newest checkpoint that verifies (`latest` first, then older ones)."""
-        ckpt = self.checkpoints.latest_valid()
-        if ckpt is None and required:
-            raise FileNotFoundError(f"{self.run_dir}: no usable checkpoint to resume from")
-        return ckpt
+        return self.checkpoints.save(self.step, self.learner, state)
 
     def _restore(self, ckpt: Path | None) -> None:
         """Learner, data cursor, metrics and store back to checkpoint `ckpt` (None: the start of the run)."""
         if ckpt is None:
             self.step, self.dataset = 0, build_run_dataset(self.cfg)
         else:
-            self.learner.load_checkpoint(str(ckpt))
-            state = json.loads((ckpt / DRIVER_STATE).read_text())
+            state = self.checkpoints.load(ckpt, self.learner)
             self.step, self.run_id = state["step"], state["run_id"]
             self.dataset.load_state_dict(state["data_cursor"])
         self.flush_store()
@@ -206,40 +160,18 @@ class Driver:
         self.store.truncate_after(self.step)
         self.publisher.publish()
 
-    @contextmanager
-    def _learner_calls(self):
-        import ray
-
-        try:
-            yield
-        except ray.exceptions.RayActorError as err:
-            raise LearnerLost(str(err).splitlines()[0]) from err
-
     def _recover(self, err: Exception) -> None:
-        """Restart from the last good checkpoint: a new learner group when a rank was lost; for any
-        other error the learner state is reloaded too (the failed step may have updated it)."""
-        used = self.learner_restarts + self.driver_restarts
-        if used >= self.cfg.run.max_restarts:
-            what = "learner lost" if isinstance(err, LearnerLost) else f"{type(err).__name__} in a step"
-            raise RuntimeError(f"{what} again after {used} restarts (run.max_restarts="
-                               f"{self.cfg.run.max_restarts}): {err}") from err
-        ckpt = self._latest_checkpoint()
+        """Restart from the last good checkpoint: a new learner group when a rank was lost (or when there is
+        no checkpoint to reload); for any other error the learner state is reloaded from it."""
+        ckpt = self.checkpoints.latest()
+        line = self.restarts.spend(err, ckpt, self.step + 1)  # raises when no restart is left
         if isinstance(err, LearnerLost):
-            self.learner_restarts += 1
-            self._say(f"learner rank lost ({err}); restart {used + 1}/{self.cfg.run.max_restarts}: "
-                      f"new learner group from {ckpt.name if ckpt else 'the initial policy'}")
-            self.learner.restart()
+            self._say(line)
         else:
-            self.driver_restarts += 1
-            print(f"unigrpo: {type(err).__name__} in step {self.step + 1}: {err}; restart {used + 1}/"
-                  f"{self.cfg.run.max_restarts} from {ckpt.name if ckpt else 'the initial policy'}",
-                  file=sys.stderr, flush=True)
-            if ckpt is None:
-                self.learner.restart()  # back to the initial policy
-        pending, self._store_write = getattr(self, "_store_write", None), None
-        if pending is not None:  # let a write in flight finish (or fail): _restore truncates after ckpt
-            with suppress(Exception):
-                pending.result()
+            print(line, file=sys.stderr, flush=True)
+        if isinstance(err, LearnerLost) or ckpt is None:
+            self.learner.restart()
+        self.writer.settle()  # a write in flight finishes (or fails): _restore truncates after ckpt
         self._restore(ckpt)
 
     def _say(self, line: str) -> None:
@@ -253,10 +185,10 @@ class Driver:
     def run_step(self) -> dict:
         from trainer.batch import batch_from_rollouts
 
-        cfg, timer, t0, step = self.cfg, StepTimer(), time.perf_counter(), self.step + 1
+        cfg, timer, step = self.cfg, StepTimer(), self.step + 1
         prompts = self.dataset.next_batch(cfg.data.prompts_per_step)
         with timer.time("generate"):
-            records = self.rollout.generate(prompts, cfg.rollout.group_size, seed=cfg.run.seed * 1_000_003 + step)
+            records = self.rollout.generate(prompts, cfg.rollout.group_size, seed=step_seed(cfg.run.seed, step))
         with timer.time("reward"):
             rewards = self._score(records)
         adv = group_normalise(rewards, np.array([r.group for r in records]), cfg.advantages.eps,
@@ -267,7 +199,7 @@ class Driver:
         batch = batch_from_rollouts([records[i] for i in kept], adv.values[kept],
                                     tasks=[task_kind(records[i].task) for i in kept]) if kept else None
         stats = {}
-        with self._learner_calls():
+        with learner_calls():
             with timer.time("update"):
                 if batch is not None:
                     stats = self.learner.update(batch)
@@ -275,57 +207,39 @@ class Driver:
         # a NaN/inf loss or gradient norm: the learner skipped the update (weights unchanged); counted
         self.skipped_in_a_row = self.skipped_in_a_row + 1 if stats.get("skipped_steps", 0) else 0
         with timer.time("store"):
-            # written in the background while the next step generates; joined before the next write,
-            # a checkpoint, or the end of the run, so a checkpoint never precedes its rollouts
-            self.flush_store()
-            self._store_write = self._writer.submit(self.store.append, step, records)
+            # written in the background while the next step generates (joined before the next write, a
+            # checkpoint, or the end of the run, so a checkpoint never precedes its rollouts)
+            self.writer.submit(step, records)
         self.step = step
-        # actor-side scoring time since the last step (a restarted actor starts again from 0)
-        busy, model_busy = self.reward_pool.busy_seconds(), self.reward_pool.busy_seconds("model")
-        reward_compute_s, self._reward_busy_last = max(0.0, busy - self._reward_busy_last), busy
-        clip_compute_s, self._model_busy_last = max(0.0, model_busy - self._model_busy_last), model_busy
-        m = step_metrics(records, rewards, adv, stats, timer.phases, published)
-        if any(task_kind(r.task) == "t2i" for r in records):  # where an image step's time goes
-            m.update({"time/image_gen_compute_s": self.rollout.last_timings["image_gen_s"],
-                      "time/image_decode_s": self.rollout.last_timings["decode_s"],
-                      "time/clip_compute_s": clip_compute_s})
-        m.update({
-            "restarts/rollout": self.rollout.restarts,
-            "restarts/reward": self.reward_pool.actor_restarts,
-            "reward/retries": self.reward_pool.stats().get("retries", 0),
-            "restarts/learner": self.learner_restarts,
-            "restarts/driver": self.driver_restarts,
-            "learner/skipped_in_a_row": self.skipped_in_a_row,
-            "time/step_s": time.perf_counter() - t0,
-            "time/gen_compute_s": self.rollout.last_timings["gen_s"],
-            "time/reward_compute_s": reward_compute_s,
-        })
-        m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
-        m["throughput/tokens_per_s"] = sum(len(r.response_ids) for r in records) / m["time/step_s"]
-        m["time/unix"] = time.time()
+        m = report_step(records, rewards, adv, stats, timer, published, rollout=self.rollout,
+                        reward_pool=self.reward_pool, reward_busy=self._reward_busy, clip_busy=self._clip_busy,
+                        counters=self._counters(), has_images=any(task_kind(r.task) == "t2i" for r in records))
         self.metrics.log(step, m)
         self.sinks.log(step, m)
-        limit = cfg.learner.max_skipped_updates
-        if self.skipped_in_a_row >= limit:
-            ckpt = self._latest_checkpoint()
-            raise TrainingDiverged(
-                f"{self.skipped_in_a_row} updates in a row were skipped: the loss or gradient norm was NaN/inf "
-                f"(step {step}: loss {stats.get('loss')}, grad_norm {stats.get('grad_norm')}); stopping "
-                f"(learner.max_skipped_updates={limit}). The weights never took a NaN; last checkpoint: "
-                f"{ckpt if ckpt else 'none'} (resume with a lower learner.lr or check the rewards)")
+        if self.skipped_in_a_row >= cfg.learner.max_skipped_updates:
+            raise self._diverged(step, stats)
         return m
+
+    def _counters(self) -> dict[str, int]:
+        return {"learner": self.restarts.learner, "driver": self.restarts.driver,
+                "skipped_in_a_row": self.skipped_in_a_row}
+
+    def _diverged(self, step: int, stats: dict) -> TrainingDiverged:
+        ckpt = self.checkpoints.latest()
+        return TrainingDiverged(
+            f"{self.skipped_in_a_row} updates in a row were skipped: the loss or gradient norm was NaN/inf "
+            f"(step {step}: loss {stats.get('loss')}, grad_norm {stats.get('grad_norm')}); stopping "
+            f"(learner.max_skipped_updates={self.cfg.learner.max_skipped_updates}). The weights never took a "
+            f"NaN; last checkpoint: {ckpt if ckpt else 'none'} (resume with a lower learner.lr or check the rewards)")
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict:
         from tqdm import tqdm
 
-        cfg = self.cfg
-        start = time.time()
+        cfg, start, interrupted = self.cfg, time.time(), False
         self.stop.install()
-        interrupted = False
-        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="unigrpo", unit="step",
-                   disable=not (self.console and sys.stderr.isatty()),
-                   dynamic_ncols=True, leave=False)
+        bar = tqdm(total=cfg.run.steps, initial=self.step, desc="unigrpo", unit="step", dynamic_ncols=True,
+                   disable=not (self.console and sys.stderr.isatty()), leave=False)
         try:
             if self.step == 0 and not self.resume:
                 self.publisher.publish()
@@ -355,49 +269,33 @@ class Driver:
         finally:
             bar.close()
             self.stop.restore()
-        last_ckpt = self.run_dir / "checkpoints" / f"step_{self.step}"
-        if not last_ckpt.exists() or self.checkpoints.verify(last_ckpt) is not None:
+        if not self.checkpoints.has_valid(self.step):
             self.checkpoint()
-        summary = self.summarise(time.time() - start, interrupted)
-        return summary
+        return self.summarise(time.time() - start, interrupted)
 
     def summarise(self, wall_s: float, interrupted: bool) -> dict:
         self.flush_store()
-        metrics = self.metrics.read()
-        evals = eval_summary(metrics)
-        metrics = [m for m in metrics if "reward/mean" in m]  # step rows (eval rows are apart)
-        rewards = [m["reward/mean"] for m in metrics]
-        k = min(10, len(rewards))
-        summary = {
-            "run_id": self.run_id,
-            "steps": self.step,
-            "wall_s": round(wall_s, 2),
-            "interrupted": interrupted,
-            "reward_first10": mean(rewards[:k]),
-            "reward_last10": mean(rewards[-k:]),
-            **per_task_summary(metrics),
-            **evals,
-            "policy_version": self.learner.policy_version,
-            "run_dir": str(self.run_dir),
-            "restarts": {"rollout": self.rollout.restarts, "learner": self.learner_restarts,
-                         "driver": self.driver_restarts, "reward": self.reward_pool.actor_restarts},
-            "reward_stats": self.reward_pool.stats(),
-        }
-        if self.cfg.run.plot and metrics:
-            summary["plot"] = str(plot_rewards(self.metrics.read(), self.run_dir / "reward_curve.png",
+        rows = self.metrics.read()
+        summary = run_summary(
+            rows, eval_summary(rows), run_id=self.run_id, steps=self.step, wall_s=round(wall_s, 2),
+            interrupted=interrupted, policy_version=self.learner.policy_version, run_dir=str(self.run_dir),
+            restarts={"rollout": self.rollout.restarts, "learner": self.restarts.learner,
+                      "driver": self.restarts.driver, "reward": self.reward_pool.restarts},
+            reward_stats=self.reward_pool.stats())
+        if self.cfg.run.plot and any("reward/mean" in m for m in rows):
+            summary["plot"] = str(plot_rewards(rows, self.run_dir / "reward_curve.png",
                                                f"UniGRPO on {self.cfg.data.task}: {self.run_dir.name}"))
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         return summary
 
     def shutdown(self) -> None:
-        if getattr(self, "_writer", None) is not None:
-            self._writer.shutdown(wait=True)
-        if getattr(self, "sinks", None) is not None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.sinks is not None:
             self.sinks.close()
-        for name in ("learner", "reward_pool", "rollout"):
-            obj = getattr(self, name, None)
-            if obj is not None:
+        for group in (self.learner, self.reward_pool, self.rollout):
+            if group is not None:
                 try:
-                    obj.shutdown()
+                    group.shutdown()
                 except Exception:  # noqa: BLE001 - best effort on the way out
                     pass

@@ -75,14 +75,13 @@ def eval_summary(metrics: list[dict]) -> dict:
 
 
 def build_eval_prompts(cfg) -> list:
-    """The eval set of a run config: eval.files (same formats and fields as data.files), else the built-in
-    task's held-out split (toy_arith), else nothing (toy_copy has no held-out prompts)."""
-    from rl.data import heldout_prompts, load_prompt_files
+    """The eval set of a run config: eval.files (read like the text task's own files, same fields), else
+    the text task's held-out split (rl/tasks `Task.heldout`; [] when it has none)."""
+    from rl.tasks import get_task
 
-    if cfg.eval.files:
-        task = cfg.data.task if cfg.data.task not in ("toy_copy", "toy_arith") else "math"
-        return load_prompt_files(cfg.eval.files, task, cfg.data.question_field, cfg.data.answer_field)
-    return heldout_prompts(cfg.data)
+    name, source = cfg.data.task_source("text")
+    task = get_task(name)
+    return task.eval_prompts(cfg.eval.files, source) if cfg.eval.files else task.heldout(source)
 
 
 class _NoStore:
@@ -98,12 +97,14 @@ def evaluate_policy(cfg, prompts: list, out_dir=None) -> dict:
     from rl.store import RolloutStore
 
     c = cfg
-    c.ray.start(needed_cpus=c.rollout.num_workers + c.rewards.num_workers + c.rewards.num_model_workers)
+    from rl.builders import build_reward_pool, build_rollout_group, start_ray
+
+    start_ray(c, learner=False)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(out_dir) if out_dir else Path(tmp)
         run_dir.mkdir(parents=True, exist_ok=True)
-        rollout = c.rollout.build(Path(c.model.path), c.model, c.ray.placement_timeout_s)
-        pool = c.rewards.build(run_dir, c.run.seed, c.ray.placement_timeout_s)
+        rollout = build_rollout_group(c, Path(c.model.path))
+        pool = build_reward_pool(c, run_dir)
         try:
             store = RolloutStore(run_dir, "evals") if out_dir else _NoStore()
             evaluator = Evaluator(c.eval, prompts, rollout, pool, store, lambda recs: score_records(pool, recs))

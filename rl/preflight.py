@@ -42,14 +42,15 @@ def check_policy_dir(path_text: str, key: str = "model.path") -> None:
 
 
 def check_deepspeed_config(cfg: RunConfig) -> None:
-    from trainer.engine import LearnerConfig, load_deepspeed_config, resolve_path
+    from rl.builders import learner_config
+    from trainer.engine import load_deepspeed_config, resolve_path
 
     key = "learner.deepspeed_config"
     path = resolve_path(cfg.learner.deepspeed_config)
     if not path.is_file():
         raise ConfigError(f"{key}: {path} does not exist")
     try:
-        load_deepspeed_config(LearnerConfig(deepspeed_config=str(path)), cfg.learner.num_ranks, False)
+        load_deepspeed_config(learner_config(cfg), cfg.learner.num_ranks, False)
     except (OSError, ValueError) as err:
         raise ConfigError(f"{key}: {err}") from None
 

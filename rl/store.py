@@ -7,6 +7,8 @@ replay read these files back (docs/architecture.md, "Data of one step").
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,3 +51,32 @@ class RolloutStore:
                 for f in part.iterdir():
                     f.unlink()
                 part.rmdir()
+
+
+class BackgroundWriter:
+    """Writes a step's records while the next step generates. At most one write is in flight: `submit`
+    and `flush` join the previous one first, so a checkpoint never precedes its rollouts, and a failed
+    write raises in the driver, at the next join."""
+
+    def __init__(self, store: RolloutStore) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-store")
+        self._pending: Future | None = None
+
+    def submit(self, step: int, records: list[RolloutRecord]) -> None:
+        self.flush()
+        self._pending = self._pool.submit(self.store.append, step, records)
+
+    def flush(self) -> None:
+        """Wait for the write in flight; its error, if any, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def settle(self) -> None:
+        """Let a write in flight finish or fail, ignoring its error (a restart truncates after it)."""
+        with suppress(Exception):
+            self.flush()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -18,10 +18,11 @@ import pytest
 
 import rl.checkpoints
 import rl.driver
+from policy.placement import ensure_local_ray_env
 from rl.checkpoints import CheckpointSpaceError
 from rl.cli import main as cli_main
 from rl.config import load_config
-from rl.driver import Driver, ensure_local_ray_env
+from rl.driver import Driver
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["rollout.text.gen_length=8", "rollout.text.steps=4", "rollout.text.block_length=8",

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from policy.placement import ensure_local_ray_env
+from rl.builders import reward_specs
 from rl.cli import main as cli_main
 from rl.config import load_config
-from rl.driver import Driver, ensure_local_ray_env
+from rl.driver import Driver
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = [
@@ -66,7 +68,7 @@ def test_three_steps_two_learner_ranks(ray_cluster, tmp_path):
     assert sorted((r["group"], r["group_index"]) for r in records) == [(g, i) for g in range(4) for i in range(4)]
     assert (run_dir / "checkpoints" / "step_3").is_dir() and (run_dir / "config.yaml").is_file()
     assert {"steps", "wall_s", "reward_first10", "reward_last10"} <= set(json.loads((run_dir / "summary.json").read_text()))
-    assert [s.weight for s in (f.spec() for f in driver.cfg.rewards.functions)] == [2.0, 0.5]
+    assert [s.weight for s in reward_specs(driver.cfg)] == [2.0, 0.5]
 
     # `unigrpo rewards check` with the run's own config scores the stored rollouts exactly as training did
     rows = table.to_pylist()

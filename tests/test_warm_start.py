@@ -12,10 +12,11 @@ from policy.palette_tokenizer import load_image_tokenizer
 from policy.prompts import t2i_prompt_ids, t2i_uncond_prompt_ids
 from rewards.api import RewardInput
 from rewards.examples.region_colour import region_colour
-from rl import shapes
+from rl import builders
 from rl.config import load_config
 from rl.data import build_run_dataset
-from rl.warm_start import MARKER, run_warm_start, task_prompts, warm_start_sets
+from rl.tasks import shapes
+from rl.warm_start import MARKER, run_warm_start, warm_start_sets
 from rollout.image_sampler import generate_image
 from trainer.sft import Example, sft_batch
 
@@ -40,19 +41,19 @@ def test_t2i_warm_start_teaches_colours_and_positions_not_the_captions(tmp_path)
     dataset = build_run_dataset(cfg)
     sets = warm_start_sets(cfg, dataset)
     images = sets["images"]
-    n = cfg.rollout.num_image_tokens(cfg.model)
+    n = builders.num_image_tokens(cfg)
     assert len(images) == 8 and all(len(codes) == n for _, codes in images)
     # text and mmu: every training question once, with another row's answer (right only by chance)
     for kind, rows in (("text", [(q, a) for q, a in sets["pairs"]]), ("mmu", [(q, a) for _, q, a in sets["mmu"]])):
-        gold = [p for p in task_prompts(dataset, kind)]
+        gold = dataset.prompts_of_kind(kind)
         assert [q for q, _ in rows] == [p.question for p in gold] and sorted(a for _, a in rows) == sorted(p.answer for p in gold)
         agree = np.mean([a == p.answer for (_, a), p in zip(rows, gold)])
         assert agree < 0.4, (kind, agree)  # chance: 1/9 (text), 1/4 (mmu)
-    assert [c for c, _, _ in sets["mmu"]] == [p.image_codes for p in task_prompts(dataset, "mmu")]
+    assert [c for c, _, _ in sets["mmu"]] == [p.image_codes for p in dataset.prompts_of_kind("mmu")]
     task_captions = {shapes.caption(c, q) for c in shapes.COLOURS for q in shapes.QUADRANTS}
     assert not {caption for caption, _ in images} & task_captions
 
-    path = cfg.model.build(tmp_path)
+    path = builders.build_policy(cfg, tmp_path)
     info = run_warm_start(cfg, dataset, path)
     assert info["loss_last10"] < 0.1 * info["loss_first10"] and (path / MARKER).is_file()
     assert run_warm_start(cfg, dataset, path) is None  # once
@@ -65,7 +66,7 @@ def test_t2i_warm_start_teaches_colours_and_positions_not_the_captions(tmp_path)
         conds = [t2i_prompt_ids(tok, layout, c, n, image_cfg.max_text_len) for c in captions]
         uncond, uncond_mask = t2i_uncond_prompt_ids(tok, layout, n, image_cfg.max_text_len)
         out = generate_image(policy.model, torch.tensor([c for c, _ in conds]), torch.tensor([m for _, m in conds]),
-                             torch.tensor([uncond]), torch.tensor([uncond_mask]), layout, image_cfg.build(),
+                             torch.tensor([uncond]), torch.tensor([uncond_mask]), layout, builders.image_sampler_config(cfg),
                              torch.Generator().manual_seed(0))
         return [np.asarray(img) for img in tensor_to_uint8(palette.decode(out.codes))]
 

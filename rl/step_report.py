@@ -1,0 +1,84 @@
+"""What one step logs, and what a run leaves in summary.json: assembled in one place, off the loop.
+
+    timer = StepTimer(); with timer.time("generate"): ...
+    m = report_step(records, rewards, adv, stats, timer, published, groups, counters)
+    summary = run_summary(metrics_rows, ...)
+
+`report_step` adds to rl/metrics.py's per-step statistics (rewards, advantages, learner, publication)
+what only the driver knows: actor-side compute per phase, restart counters, wall time and throughput.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from rl.metrics import mean, per_task_summary, step_metrics
+
+
+class StepTimer:
+    """Wall time per phase of one step: `with timer.time("generate"): ...`."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
+    def time(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+class BusyMeter:
+    """Seconds a reward actor kind spent scoring since the last reading (a restarted actor restarts at 0)."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def since_last(self, busy_total: float) -> float:
+        delta, self.last = max(0.0, busy_total - self.last), busy_total
+        return delta
+
+
+def report_step(records, rewards, adv, stats: dict, timer: StepTimer, published: dict, *, rollout,
+                reward_pool, reward_busy: BusyMeter, clip_busy: BusyMeter, counters: dict[str, int],
+                has_images: bool) -> dict:
+    """One step's metrics row. `counters`: the driver's own (learner/driver restarts, skipped updates)."""
+    reward_compute_s = reward_busy.since_last(reward_pool.busy_seconds())
+    clip_compute_s = clip_busy.since_last(reward_pool.busy_seconds("model"))
+    m = step_metrics(records, rewards, adv, stats, timer.phases, published)
+    if has_images:  # where an image step's time goes
+        m.update({"time/image_gen_compute_s": rollout.last_timings["image_gen_s"],
+                  "time/image_decode_s": rollout.last_timings["decode_s"],
+                  "time/clip_compute_s": clip_compute_s})
+    m.update({
+        "restarts/rollout": rollout.restarts,
+        "restarts/reward": reward_pool.restarts,
+        "reward/retries": reward_pool.stats().get("retries", 0),
+        "restarts/learner": counters["learner"],
+        "restarts/driver": counters["driver"],
+        "learner/skipped_in_a_row": counters["skipped_in_a_row"],
+        "time/step_s": timer.elapsed(),
+        "time/gen_compute_s": rollout.last_timings["gen_s"],
+        "time/reward_compute_s": reward_compute_s,
+    })
+    m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
+    m["throughput/tokens_per_s"] = sum(len(r.response_ids) for r in records) / m["time/step_s"]
+    m["time/unix"] = time.time()
+    return m
+
+
+def run_summary(rows: list[dict], evals: dict, **fields) -> dict:
+    """summary.json: first / last 10 steps' mean reward (overall and per task), eval summaries, `fields`."""
+    steps = [m for m in rows if "reward/mean" in m]  # step rows (eval rows are apart)
+    rewards = [m["reward/mean"] for m in steps]
+    k = min(10, len(rewards))
+    head = {key: fields.pop(key) for key in ("run_id", "steps", "wall_s", "interrupted")}
+    return {**head, "reward_first10": mean(rewards[:k]), "reward_last10": mean(rewards[-k:]),
+            **per_task_summary(steps), **evals, **fields}
