@@ -61,6 +61,11 @@ def mmu_prompt_ids(
     return [layout.mmu_id, layout.soi_id, *image, layout.eoi_id, *chat_prompt_ids(tokenizer, layout, question, think)]
 
 
+# The width of a t2i prompt (<|t2i|><BOS>text<EOS>, left-padded) when a config does not set
+# rollout.image.max_text_len; MMaDA-8B's own layout at 512 px is 513 (configs/mmada_8b_unified.yaml).
+T2I_MAX_TEXT_LEN = 128
+
+
 def t2i_prompt_ids(
     tokenizer,
     layout: VocabLayout,

@@ -84,15 +84,24 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def default_weight(name: str) -> float:
+    """A reward's weight when its config leaves it unset: the paper's for its own rewards, else 1."""
+    return DEFAULT_WEIGHTS.get(name, 1.0)
+
+
 @dataclass
 class RewardSpec:
     name: str
-    weight: float = 1.0
+    weight: float | None = None  # None: default_weight(name)
     tasks: list[str] | None = None  # None: applies to every task
     timeout_s: float = DEFAULT_TIMEOUT_S
     kwargs: dict = field(default_factory=dict)
     path: str | None = None  # "module:function" or "module:Class"; None: built-in or entry point
     max_abs: float = DEFAULT_MAX_ABS
+
+    def __post_init__(self) -> None:
+        if self.weight is None:
+            self.weight = default_weight(self.name)
 
     def applies_to(self, task: str) -> bool:
         return self.tasks is None or task in self.tasks
@@ -125,7 +134,7 @@ class RewardSpec:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"{where}.name: expected a non-empty string, got {name!r}")
         weight = d.get("weight")  # unset (or null in a resolved run config): the reward's own default
-        weight = DEFAULT_WEIGHTS.get(name, 1.0) if weight is None else weight
+        weight = default_weight(name) if weight is None else weight
         if not _is_number(weight):
             raise ValueError(f"{where}.weight: expected a number, got {weight!r}")
         tasks = d.get("tasks")

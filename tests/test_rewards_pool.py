@@ -85,7 +85,7 @@ def test_dead_rule_actor_is_restarted_and_work_retried(ray_cluster, tmp_path):
             out = fut.result(timeout=240)
         assert [s.components["math"].status for s in out] == ["ok", "ok"]
         assert [s.components["slow"].status for s in out] == ["ok", "ok"]
-        assert [s.total for s in out] == [2.0, 1.0]
+        assert [s.total for s in out] == [2.0 * 1.0 + 1.0, 1.0]  # math's default weight is the paper's 2.0
         st = pool.stats()
         assert st["retries"] == 1
         assert sum(st["counts"]["math"].values()) == 2  # nothing counted twice

@@ -91,6 +91,10 @@ def load_deepspeed_config(cfg: LearnerConfig, world_size: int, use_bf16: bool) -
     if autos:
         raise ValueError(f"{path}: 'auto' values are not supported ({autos}); write explicit values")
     ds = deep_merge(ds, cfg.deepspeed_overrides)
+    # learner.grad_clip is the one place for clipping: a JSON that says otherwise is an error, not overwritten
+    if "gradient_clipping" in ds and float(ds["gradient_clipping"]) != float(cfg.grad_clip):
+        raise ValueError(f"{path}: gradient_clipping {ds['gradient_clipping']} contradicts learner.grad_clip "
+                         f"{cfg.grad_clip}; remove it from the JSON (learner.grad_clip sets it)")
     ds.update(
         train_micro_batch_size_per_gpu=1,
         gradient_accumulation_steps=1,

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from policy.prompts import T2I_MAX_TEXT_LEN
+
 MASK_EPS = 1e-3
 
 
@@ -65,7 +67,7 @@ def sft_loss(model, ids: torch.Tensor, attn: torch.Tensor, resp: torch.Tensor, m
 
 
 def run_sft(model, sets: Sequence[Sequence[Example]], mask_id: int, pad_id: int, steps: int,
-            batch_size: int = 32, lr: float = 3e-3, seed: int = 0) -> list[float]:
+            batch_size: int, lr: float, seed: int = 0) -> list[float]:
     """`steps` AdamW steps; every batch draws an equal share of `batch_size` from each set of examples
     (seeded; with replacement from a set smaller than its share), so a set of 8 images is not drowned
     by 500 text pairs. Returns the loss of every step."""
@@ -91,8 +93,8 @@ def run_sft(model, sets: Sequence[Sequence[Example]], mask_id: int, pad_id: int,
 
 
 def warm_start(policy_dir: str, pairs: Sequence[tuple[str, str]], gen_length: int, steps: int,
-               batch_size: int = 32, lr: float = 3e-3, seed: int = 0, think: bool = False,
-               images: Sequence[tuple[str, Sequence[int]]] = (), max_text_len: int = 40,
+               batch_size: int, lr: float, seed: int = 0, think: bool = False,
+               images: Sequence[tuple[str, Sequence[int]]] = (), max_text_len: int = T2I_MAX_TEXT_LEN,
                mmu: Sequence[tuple[Sequence[int], str, str]] = ()) -> dict:
     """SFT the policy in `policy_dir` in place, on examples laid out as the rollouts are:
     text pairs (question, answer): the chat prompt, then the answer and EOS padding to `gen_length`;
