@@ -32,14 +32,14 @@ def _train_parser() -> argparse.ArgumentParser:
         epilog=(
             "config sections (override any key as section.key=value, e.g. learner.lr=1e-6):\n" + sections
             + "\n\nexamples:\n  unigrpo train\n  unigrpo train configs/mmada_8b_math.yaml data.files=[gsm8k.parquet]"
-            "\n  unigrpo train --resume runs/tiny\n\nexit codes: 0 done, 1 failed, 2 bad config/data, "
+            "\n  unigrpo train --resume runs/demo\n\nexit codes: 0 done, 1 failed, 2 bad config/data, "
             "130 interrupted (checkpointed)"
         ),
     )
 
 
 def _fresh_run_dir(base: Path) -> Path:
-    """`make demo` twice must not clobber the first run: tiny, tiny-1, tiny-2, ..."""
+    """`make demo` twice must not clobber the first run: demo, demo-1, demo-2, ..."""
     if not base.exists():
         return base
     n = 1
