@@ -47,9 +47,9 @@ from policy.prompts import t2i_prompt_ids, t2i_row_parts, t2i_uncond_prompt_ids 
 from policy.tiny import build_tiny_policy  # noqa: E402
 from rewards.api import RewardInput  # noqa: E402
 from rewards.examples.region_colour import region_colour  # noqa: E402
-from rl import shapes  # noqa: E402
 from rl.advantages import group_normalise  # noqa: E402
 from rl.data import ImageEncoder  # noqa: E402
+from rl.tasks import shapes  # noqa: E402
 from rollout.image_sampler import ImageSamplerConfig, generate_image  # noqa: E402
 from trainer.batch import batch_from_rollouts  # noqa: E402
 from trainer.sft import warm_start  # noqa: E402

@@ -1,4 +1,4 @@
-"""Prompt datasets: local Parquet / JSONL files or built-in toy tasks, behind resumable cursors.
+"""Prompt datasets: the run's tasks' prompts (rl/tasks), behind resumable cursors.
 
 Three task kinds, each with its own prompt layout (policy/prompts.py):
 
@@ -6,7 +6,8 @@ Three task kinds, each with its own prompt layout (policy/prompts.py):
     mmu   an image and a question (and gold answer) -> <|mmu|><|soi|>codes<|eoi|> chat, the text sampler
     t2i   a caption (and an optional gold for image rewards) -> the t2i layout, the image sampler
 
-A row becomes a `Prompt` (id, task, question, gold answer, and for mmu the image codes). Bad rows are
+Where a kind's prompts come from is its task's business (rl/tasks: local Parquet / JSONL files, or built
+in). A row becomes a `Prompt` (id, task, question, gold answer, and for mmu the image codes). Bad rows are
 rejected while loading, with the file and the row number, so a run never starts on data it would
 choke on an hour later. MMU images (a bytes column, PNG/JPEG, or a path relative to the data file)
 are decoded and resized with Pillow and encoded with the image tokenizer once, while loading; equal
@@ -24,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -71,30 +71,6 @@ class Cursor:
     epoch: int = 0
     position: int = 0
     seed: int = 0
-
-
-def toy_copy_task(size: int, seed: int = 0) -> list[Prompt]:
-    """The embedded default: 'Repeat the number: 7' -> '7'. An untrained tiny policy gets it right only
-    when a random digit happens to come last; a policy that learns to read the prompt always does."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(size):
-        n = rng.randrange(1, 10)  # no 0: "000" would equal 0 and reward a degenerate all-zeros answer
-        rows.append(Prompt(prompt_id=f"toy-{i}", task="math", question=f"Repeat the number: {n}", answer=str(n)))
-    return rows
-
-
-def toy_arith_split(seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
-    """The demo task (rl/arith.py): addition word problems, (train, held-out) prompts."""
-    from rl.arith import arith_rows
-
-    return tuple([Prompt(prompt_id=r["id"], task="math", question=r["question"], answer=r["answer"]) for r in rows]
-                 for rows in arith_rows(seed))
-
-
-def heldout_prompts(data_cfg) -> list[Prompt]:
-    """The built-in task's held-out prompts (never trained on); [] for tasks without a held-out split."""
-    return toy_arith_split(data_cfg.seed)[1] if data_cfg.task == "toy_arith" else []
 
 
 def _rows_from_file(path: Path):
@@ -210,9 +186,11 @@ def load_prompt_files(
     answer_field: str = "answer",
     image_field: str = "image",
     images: ImageEncoder | None = None,
+    require_answer: bool = False,
 ) -> list[Prompt]:
     """Rows of Parquet/JSONL files -> Prompts. `task` "mmu" reads and encodes `image_field` (needs
-    `images`), "t2i" reads the caption from `question_field`; any other task is text."""
+    `images`), "t2i" reads the caption from `question_field`; any other task is text (a text row may name
+    its own task). `require_answer`: every row needs a non-empty gold answer (a number becomes text)."""
     kind = task_kind(task)
     if kind == "mmu" and images is None:
         raise DataError("mmu data needs an image tokenizer (model.image_tokenizer)")
@@ -233,7 +211,7 @@ def load_prompt_files(
             if len(question) > MAX_QUESTION_CHARS:
                 raise DataError(f"{where}: field {question_field!r} is {len(question)} characters long")
             answer = row.get(answer_field)
-            if task in ("math", "mmu"):
+            if require_answer:
                 if isinstance(answer, float) and not np.isfinite(answer):
                     raise DataError(f"{where}: field {answer_field!r} (the gold answer) is not finite: {answer!r}")
                 if isinstance(answer, int | float) and not isinstance(answer, bool):
@@ -285,6 +263,10 @@ class PromptDataset:
             self.cursor.position += 1
         return batch
 
+    def prompts_of_kind(self, kind: str) -> list[Prompt]:
+        """Its prompts of one task kind, in file order."""
+        return [p for p in self.prompts if p.kind == kind]
+
     def state_dict(self) -> dict:
         return asdict(self.cursor)
 
@@ -323,6 +305,10 @@ class MixtureDataset:
                 batch += self.datasets[kind].next_batch(count)
         return batch
 
+    def prompts_of_kind(self, kind: str) -> list[Prompt]:
+        """Every prompt of that kind's dataset ([] for a kind the mixture has none of)."""
+        return list(self.datasets[kind].prompts) if kind in self.datasets else []
+
     def state_dict(self) -> dict:
         return {"mixture": {k: d.state_dict() for k, d in self.datasets.items()}}
 
@@ -331,45 +317,31 @@ class MixtureDataset:
             d.load_state_dict(state["mixture"][k])
 
 
-def _task_prompts(kind: str, section, seed: int, images: ImageEncoder | None) -> list[Prompt]:
-    """The prompts of one image task section (data.mmu / data.t2i)."""
-    if section.source == "shapes":
-        from rl import shapes
-
-        rows = shapes.mmu_rows(section.shapes_size, seed) if kind == "mmu" else shapes.t2i_rows(section.shapes_size, seed)
-        if kind == "t2i":
-            return [Prompt(r["id"], "t2i", r["caption"], r["answer"]) for r in rows]
-        return [Prompt(r["id"], "mmu", r["question"], r["answer"], images.encode(r["image"], f"shapes row {i}"))
-                for i, r in enumerate(rows, start=1)]
-    question = section.question_field or ("caption" if kind == "t2i" else "question")
-    return load_prompt_files(section.files, kind, question, section.answer_field, section.image_field, images)
-
-
 def build_dataset(data_cfg, image_tokenizer=None, resolution: int | None = None) -> PromptDataset | MixtureDataset:
-    """The run's dataset from the `data` config section. MMU data needs the image tokenizer and the
-    resolution images are resized to (rollout.image.resolution)."""
-    if data_cfg.task == "toy_copy":
-        text = toy_copy_task(data_cfg.toy_size, seed=data_cfg.seed)
-    elif data_cfg.task == "toy_arith":
-        text = toy_arith_split(data_cfg.seed)[0]
-    else:
-        text = load_prompt_files(data_cfg.files, data_cfg.task, data_cfg.question_field, data_cfg.answer_field)
+    """The run's dataset from the `data` config section: each kind's prompts from its task (rl/tasks),
+    drawn with seed data.seed + the kind's index in TASK_KINDS. MMU data needs the image tokenizer and
+    the resolution images are resized to (rollout.image.resolution)."""
+    from rl.tasks import get_task  # the tasks build on this module's loaders
+
+    name, source = data_cfg.task_source("text")
+    text = get_task(name).prompts(source, data_cfg.seed)
     if data_cfg.think:
         text = [replace(p, think=True) for p in text]
     mixture = getattr(data_cfg, "mixture", None)
     if not mixture:
         return PromptDataset(text, shuffle=data_cfg.shuffle, seed=data_cfg.seed)
     datasets = {"text": PromptDataset(text, shuffle=data_cfg.shuffle, seed=data_cfg.seed)}
-    for offset, kind in enumerate(("mmu", "t2i"), start=1):
-        section = getattr(data_cfg, kind)
-        if mixture.get(kind, 0) > 0 and section is not None:
+    for kind in TASK_KINDS[1:]:
+        name, source = data_cfg.task_source(kind)
+        if mixture.get(kind, 0) > 0 and source is not None:
             images = None
-            if kind == "mmu":
+            if kind == "mmu":  # its prompts carry an input image, encoded while loading
                 if image_tokenizer is None or resolution is None:
                     raise DataError("data.mmu needs an image tokenizer (model.image_tokenizer)")
                 images = ImageEncoder(image_tokenizer, resolution, data_cfg.image_resize)
-            prompts = _task_prompts(kind, section, data_cfg.seed + offset, images)
-            datasets[kind] = PromptDataset(prompts, shuffle=data_cfg.shuffle, seed=data_cfg.seed + offset)
+            seed = data_cfg.seed + TASK_KINDS.index(kind)
+            datasets[kind] = PromptDataset(get_task(name).prompts(source, seed, images), shuffle=data_cfg.shuffle,
+                                           seed=seed)
     return MixtureDataset(datasets, dict(mixture))
 
 

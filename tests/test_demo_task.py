@@ -1,4 +1,4 @@
-"""The demo task (rl/arith.py) and its warm start (trainer/sft.py): the format and reading, not the task."""
+"""The demo task (rl/tasks/arith.py) and its warm start (trainer/sft.py): the format and reading, not the task."""
 
 import re
 from collections import Counter
@@ -9,9 +9,10 @@ import torch
 from policy.loading import load_policy
 from policy.prompts import chat_prompt_ids, left_pad
 from policy.tiny import build_tiny_policy
-from rl.arith import SUMS, arith_rows, format_pairs, reading_pairs, warm_start_pairs
 from rl.config import load_config
-from rl.data import toy_arith_split
+from rl.tasks import get_task
+from rl.tasks.arith import SUMS, arith_prompts, arith_rows, reading_pairs, warm_start_pairs
+from rl.tasks.base import format_pairs
 from rollout.text_sampler import TextSamplerConfig, generate_text
 from trainer.sft import warm_start
 
@@ -32,8 +33,11 @@ def test_split_is_disjoint_seeded_balanced_and_every_prompt_has_one_shape():
     assert sorted(counts, key=int) == [str(s) for s in SUMS] and len(set(counts.values())) == 1
     # the held-out questions are new wordings of sums the training prompts also ask
     assert {r["answer"] for r in held} <= {r["answer"] for r in train}
-    tr, ho = toy_arith_split(0)
-    assert [p.question for p in ho] == [r["question"] for r in held] and tr[0].task == "math"
+    data = load_config(ROOT / "configs" / "demo.yaml", []).data
+    task = get_task(data.task)
+    tr, ho = task.prompts(data, data.seed), task.heldout(data)
+    assert [p.question for p in tr] == [r["question"] for r in train] and tr[0].task == "math"
+    assert [p.question for p in ho] == [r["question"] for r in held]
 
 
 def test_format_pairs_keep_the_answer_distribution_but_not_the_mapping():
@@ -57,8 +61,12 @@ def test_reading_pairs_ask_for_one_number_never_the_sum():
         assert had == (question.replace("How many now?", "How many had?"), first)
         assert got == (question.replace("How many now?", "How many got?"), second)
         assert len(had[0]) == len(question) and answer not in (first, second)  # a, b >= 1: never the sum
-    assert reading_pairs([("What is 2 + 3?", "5")]) == []  # other tasks get the format pairs only
+    assert reading_pairs([("What is 2 + 3?", "5")]) == []
     assert warm_start_pairs(gold, 0) == format_pairs(gold, 0) + reading
+    # the reading pairs are the demo task's own: a math file of the same questions gets the format only
+    prompts = arith_prompts(0, "math")[0]
+    assert get_task("toy_arith").warm_start_set(prompts, 0, None) == warm_start_pairs(gold, 0)
+    assert get_task("math").warm_start_set(prompts, 0, None) == format_pairs(gold, 0)
 
 
 def test_warm_start_teaches_format_and_reading_not_the_task(tmp_path):

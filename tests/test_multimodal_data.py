@@ -13,10 +13,10 @@ from policy.palette_tokenizer import NAMED_COLOURS, PaletteTokenizer, load_image
 from rewards.api import RewardInput
 from rewards.choice_reward import choice_reward
 from rewards.examples.region_colour import region_colour
-from rl import shapes
 from rl.cli import main as cli_main
 from rl.config import ConfigError, load_config
 from rl.data import DataError, ImageEncoder, MixtureDataset, PromptDataset, build_dataset, load_prompt_files
+from rl.tasks import shapes
 
 MULTIMODAL = ["model.image_tokenizer=palette", "model.tiny.codebook_size=8",
               "data.mixture={text: 0.5, mmu: 0.25, t2i: 0.25}",
@@ -89,9 +89,9 @@ def test_choice_reward():
 def test_mmu_files_bytes_and_relative_paths_give_the_same_codes(tmp_path):
     files = shapes.write_shapes_files(tmp_path / "d", n=6)
     enc = ImageEncoder(load_image_tokenizer("palette"), 32)
-    from_paths = load_prompt_files([str(files["mmu_jsonl"])], "mmu", images=enc)
+    from_paths = load_prompt_files([str(files["mmu_jsonl"])], "mmu", images=enc, require_answer=True)
     encoded_once = enc.encoded
-    from_bytes = load_prompt_files([str(files["mmu_parquet"])], "mmu", images=enc)
+    from_bytes = load_prompt_files([str(files["mmu_parquet"])], "mmu", images=enc, require_answer=True)
     assert [p.image_codes for p in from_paths] == [p.image_codes for p in from_bytes]
     assert enc.encoded == encoded_once == len({p.image_codes for p in from_paths})  # content-hash cache
     assert all(p.task == "mmu" and p.kind == "mmu" and len(p.image_codes) == 16 for p in from_paths)
@@ -118,12 +118,13 @@ def test_bad_mmu_rows_name_file_and_row(tmp_path):
         else:
             pq.write_table(pa.Table.from_pylist([first, {"image": None, "answer": None, **row}]), path)
         with pytest.raises(DataError, match=f"{name}.*{message}"):
-            load_prompt_files([str(path)], "mmu", images=enc)
+            load_prompt_files([str(path)], "mmu", images=enc, require_answer=True)
     big = tmp_path / "big.jsonl"
     (tmp_path / "big.png").write_bytes(shapes.render_scene("red", "top left", size=64))
     big.write_text(json.dumps({"question": "q", "answer": "1", "image": "big.png"}) + "\n")
     with pytest.raises(DataError, match="big.jsonl: row 1: image is 64x64, expected 32x32"):
-        load_prompt_files([str(big)], "mmu", images=ImageEncoder(enc.tokenizer, 32, "none"))
+        load_prompt_files([str(big)], "mmu", images=ImageEncoder(enc.tokenizer, 32, "none"),
+                          require_answer=True)
 
 
 def test_cli_rejects_bad_mmu_data_before_starting_anything(tmp_path, capsys):

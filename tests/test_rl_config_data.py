@@ -10,7 +10,9 @@ import pytest
 from rl.advantages import group_normalise
 from rl.cli import main as cli_main
 from rl.config import ConfigError, load_config
-from rl.data import DataError, PromptDataset, load_prompt_files, toy_copy_task
+from rl.data import DataError, PromptDataset, load_prompt_files
+from rl.tasks import TEXT_TASKS
+from rl.tasks.repeat import copy_prompts
 
 
 def test_default_config_is_the_tiny_run():
@@ -58,22 +60,22 @@ def test_bad_yaml_and_bad_override_syntax(tmp_path):
 def test_bad_data_rows_name_file_and_row(tmp_path):
     good = tmp_path / "ok.jsonl"
     good.write_text('{"question": "1+1?", "answer": 2}\n{"question": "2+2?", "answer": "4"}\n')
-    rows = load_prompt_files([str(good)], "math")
+    rows = load_prompt_files([str(good)], "math", require_answer=True)
     assert [r.answer for r in rows] == ["2", "4"]
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "", "answer": "4"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl: row 2: field 'question'"):
-        load_prompt_files([str(bad)], "math")
+        load_prompt_files([str(bad)], "math", require_answer=True)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"question": "1+1?", "answer": "2"}\n{not json\n')
     with pytest.raises(DataError, match=r"broken.jsonl:2: not valid JSON"):
-        load_prompt_files([str(broken)], "math")
+        load_prompt_files([str(broken)], "math", require_answer=True)
 
     table = pa.table({"question": ["a?", "b?", "c?"], "answer": ["1", None, "3"]})
     pq.write_table(table, tmp_path / "p.parquet")
     with pytest.raises(DataError, match=r"p.parquet: row 2: field 'answer'"):
-        load_prompt_files([str(tmp_path / "p.parquet")], "math")
+        load_prompt_files([str(tmp_path / "p.parquet")], "math", require_answer=True)
 
 
 def test_cli_rejects_bad_config_and_data_before_starting_anything(tmp_path, capsys):
@@ -96,8 +98,16 @@ def test_train_help_lists_sections(capsys):
         assert f"  {section} " in out
 
 
+def test_data_task_names_the_registrys_text_tasks():
+    from typing import get_args
+
+    from rl.config import DataSection
+
+    assert get_args(DataSection.model_fields["task"].annotation) == TEXT_TASKS
+
+
 def test_cursor_resumes_the_same_order():
-    prompts = toy_copy_task(10, seed=3)
+    prompts = copy_prompts(10, 3, "math")
     a = PromptDataset(prompts, shuffle=True, seed=5)
     first = [p.prompt_id for p in a.next_batch(7)]
     state = json.loads(json.dumps(a.state_dict()))

@@ -16,8 +16,8 @@ import torch
 
 from policy.palette_tokenizer import PaletteTokenizer
 from policy.tiny import build_tiny_policy
-from rl import shapes
 from rl.data import ImageEncoder
+from rl.tasks import shapes
 from rollout.image_sampler import ImageSamplerConfig
 from rollout.text_sampler import TextSamplerConfig
 from rollout.worker import RolloutWorker

@@ -1,4 +1,5 @@
-"""The demo task: templated addition word problems with a held-out split, and its warm-start set.
+"""The demo task (`data.task: toy_arith`): templated addition word problems with a held-out split, and
+its warm-start set.
 
     "Mia has 3 cups and gets 4 more. How many now?"  ->  "7"
 
@@ -15,9 +16,9 @@ object) of sums the training prompts also ask, so held-out accuracy measures whe
 and adds the numbers in any wording, not recall of a prompt.
 
 Warm start (`warm_start_pairs`), the SFT every real UniGRPO run starts from, with none of the task:
-  - the training questions paired with the answers of *other* training questions (`format_pairs`, a
-    seeded permutation): the answer format (a number, then EOS) and the answer distribution, but no
-    information about which answer belongs to which question;
+  - the training questions paired with the answers of *other* training questions (`format_pairs` of
+    rl/tasks/base.py, a seeded permutation): the answer format (a number, then EOS) and the answer
+    distribution, but no information about which answer belongs to which question;
   - two reading questions per training prompt, "How many had?" -> a and "How many got?" -> b: the
     policy learns to find each number in the sentence (as any pretrained model can), never to add them.
 After it the policy answers the held-out "How many now?" questions at chance (tests/test_demo_task.py);
@@ -29,6 +30,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+
+from rl.data import ImageEncoder, Prompt
+from rl.tasks.base import format_pairs
+from rl.tasks.text_files import MathFiles
 
 NAMES = ("Tom", "Ann", "Raj", "Mia", "Leo", "Zoe", "Sam", "Ivy")
 OBJECTS = ("pens", "cats", "cups", "hats", "keys")
@@ -63,13 +68,6 @@ def arith_rows(seed: int = 0) -> tuple[list[dict], list[dict]]:
     return [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
 
 
-def format_pairs(pairs: list[tuple[str, str]], seed: int = 0) -> list[tuple[str, str]]:
-    """(question, answer of another question): the format and answer distribution, none of the task.
-    Works for any (question, answer) list, so any text task can be warm-started this way."""
-    perm = np.random.default_rng([seed, 13]).permutation(len(pairs))
-    return [(q, pairs[j][1]) for (q, _), j in zip(pairs, perm)]
-
-
 def reading_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """For every demo prompt among `pairs`: "How many had?" -> a and "How many got?" -> b."""
     out = []
@@ -82,6 +80,29 @@ def reading_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def warm_start_pairs(pairs: list[tuple[str, str]], seed: int = 0) -> list[tuple[str, str]]:
-    """The warm-start set for (question, answer) training pairs: `format_pairs`, plus `reading_pairs`
-    for the demo's prompts (other tasks get the format pairs only)."""
+    """The warm-start set for (question, answer) training pairs: `format_pairs`, plus `reading_pairs`."""
     return format_pairs(pairs, seed) + reading_pairs(pairs)
+
+
+def arith_prompts(seed: int, task: str) -> tuple[list[Prompt], list[Prompt]]:
+    """`arith_rows` as (train, held-out) prompts carrying `task`."""
+    return tuple([Prompt(prompt_id=r["id"], task=task, question=r["question"], answer=r["answer"]) for r in rows]
+                 for rows in arith_rows(seed))
+
+
+class ToyArith(MathFiles):
+    """Prompts and held-out split from `data.seed`; eval.files, the console's score and the reward are
+    math's; the warm start adds the reading pairs."""
+
+    name = "toy_arith"
+    builtin = True
+    has_heldout = True
+
+    def prompts(self, source, seed: int, images: ImageEncoder | None = None) -> list[Prompt]:
+        return arith_prompts(seed, self.reward_task)[0]
+
+    def heldout(self, source) -> list[Prompt]:
+        return arith_prompts(source.seed, self.reward_task)[1]
+
+    def warm_start_pairs(self, pairs: list[tuple[str, str]], seed: int) -> list[tuple[str, str]]:
+        return warm_start_pairs(pairs, seed)
