@@ -76,11 +76,16 @@ def step_metrics(records, rewards, adv, stats: dict, phases: dict, published: di
     return m
 
 
-def console_line(step: int, total: int, m: dict) -> str:
+def console_line(step: int, total: int, m: dict, score: tuple[str, str] | None = None) -> str:
+    """One step in one line. `score`: the (label, metric) shown as the run's score, its text task's
+    `console_metric` (rl/tasks); None: the file tasks' answer accuracy, which every text task shows."""
+    from rl.tasks.text_files import ANSWER_ACCURACY
+
+    label, key = score or ANSWER_ACCURACY
     restarts = {k.split("/", 1)[1]: m[k] for k in ("restarts/rollout", "restarts/reward", "restarts/learner")
                 if m.get(k)}
     return (
-        f"step {step:>4}/{total}  reward {m['reward/mean']:.3f}  acc {m.get('reward/math/mean', float('nan')):.2f}"
+        f"step {step:>4}/{total}  reward {m['reward/mean']:.3f}  {label} {m.get(key, float('nan')):.2f}"
         f"  loss {m.get('learner/loss', float('nan')):+.4f}  kl {m.get('learner/kl', float('nan')):.4f}"
         f"  clip {m.get('learner/clip_frac', float('nan')):.2f}  zero-var {m['adv/zero_variance_groups']}"
         f"/{m['adv/groups']}  {m['time/step_s']:.2f}s (gen {m['time/generate_s']:.2f} rew {m['time/reward_s']:.2f}"
