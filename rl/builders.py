@@ -160,7 +160,7 @@ def learner_config(cfg: RunConfig) -> LearnerConfig:
 def build_learner_group(cfg: RunConfig, policy_path: Path):
     """The learner group: its placement group (PACK by default: ranks on as few nodes as possible) and M
     DeepSpeed ranks joined in one rendezvous."""
-    from trainer.learner import LearnerGroup
+    from trainer.learner_group import LearnerGroup
 
     section = cfg.learner
     return LearnerGroup.create(section.num_ranks, str(policy_path), learner_config(cfg), unigrpo_config(cfg),

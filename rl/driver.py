@@ -48,7 +48,7 @@ from rl.step_report import BusyMeter, StepTimer, report_step, run_summary
 from rl.store import BackgroundWriter, RolloutStore
 from rl.weights import WeightPublisher
 from rollout.group import RolloutGroup
-from trainer.learner import LearnerGroup
+from trainer.learner_group import LearnerGroup
 
 __all__ = ["Driver", "LearnerLost", "TrainingDiverged", "step_seed"]
 

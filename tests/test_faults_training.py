@@ -13,7 +13,7 @@ import ray
 from policy.tiny import build_tiny_policy
 from policy.weight_sync import numpy_to_tensor
 from trainer.batch import TrainBatch
-from trainer.learner import LearnerConfig, LearnerGroup, UniGRPOConfig
+from trainer.learner_group import LearnerConfig, LearnerGroup, UniGRPOConfig
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

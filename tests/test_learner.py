@@ -17,7 +17,7 @@ from policy.tiny import build_tiny_policy
 from policy.weight_sync import BroadcastReceiver, load_state_into, numpy_to_tensor
 from trainer.batch import TrainBatch
 from trainer.engine import lr_multiplier
-from trainer.learner import LearnerConfig, LearnerGroup, UniGRPOConfig
+from trainer.learner_group import LearnerConfig, LearnerGroup, UniGRPOConfig
 from trainer.unigrpo import masked_token_logprobs, masks_for_update
 
 REPO = Path(__file__).resolve().parent.parent
