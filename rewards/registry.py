@@ -30,6 +30,11 @@ BUILTINS: dict[str, str] = {
 BUILTIN_KINDS = {"math": "rule", "format": "rule", "choice": "rule", "clip": "model"}
 
 
+def builtin_kind(name: str) -> str | None:
+    """"rule" or "model" for a built-in reward, None for any other name (a plugin says when probed)."""
+    return BUILTIN_KINDS.get(name)
+
+
 def import_path(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     obj: Any = importlib.import_module(module_name)

@@ -445,15 +445,19 @@ class RunConfig(Section):
             problem = get_task(name).warm_start_problem(source)
             if problem:
                 raise ValueError(f"model.warm_start.tasks: {problem}")
-        if any(f.name == "clip" and f.path is None for f in self.rewards.functions):
+        from rewards.registry import builtin_kind
+
+        # built-in model rewards (rewards/registry.py: BUILTIN_KINDS) score with the CLIP model on model actors
+        model_rewards = [f.name for f in self.rewards.functions if f.path is None and builtin_kind(f.name) == "model"]
+        if model_rewards:
             path = self.rewards.clip_model_path
             if path is None and not self.rewards.tiny_clip:
-                raise ValueError("rewards.clip_model_path is not set; the clip reward needs a local CLIP "
-                                 "directory (or rewards.tiny_clip=true for a tiny random one)")
+                raise ValueError(f"rewards.clip_model_path is not set; the {model_rewards[0]} reward needs a local "
+                                 "CLIP directory (or rewards.tiny_clip=true for a tiny random one)")
             if path is not None and not (Path(path) / "config.json").is_file():
                 raise ValueError(f"rewards.clip_model_path: {path} is not a CLIP model directory (no config.json)")
             if self.rewards.num_model_workers < 1:
-                raise ValueError("rewards.num_model_workers must be >= 1 to run the clip reward")
+                raise ValueError(f"rewards.num_model_workers must be >= 1 to run the {model_rewards[0]} reward")
         return self
 
     @property

@@ -126,3 +126,15 @@ def test_group_normalise():
     assert adv.values[4:].tolist() == [0, 0] and adv.zero_variance_groups == 1 and adv.keep.all()
     dropped = group_normalise(rewards, groups, drop_zero_variance=True)
     assert dropped.keep.tolist() == [True] * 4 + [False] * 2
+
+
+def test_a_model_reward_needs_its_model_before_anything_starts(tmp_path):
+    """The built-in model rewards (rewards/registry.py BUILTIN_KINDS: clip) are checked by kind, not name."""
+    functions = "rewards.functions=[{name: clip, tasks: [t2i]}]"
+    with pytest.raises(ConfigError, match="rewards.clip_model_path is not set; the clip reward"):
+        load_config(None, [functions])
+    with pytest.raises(ConfigError, match="is not a CLIP model directory"):
+        load_config(None, [functions, f"rewards.clip_model_path={tmp_path}"])
+    with pytest.raises(ConfigError, match="num_model_workers must be >= 1 to run the clip reward"):
+        load_config(None, [functions, "rewards.tiny_clip=true", "rewards.num_model_workers=0"])
+    assert load_config(None, [functions, "rewards.tiny_clip=true", "rewards.num_model_workers=1"]).rewards.tiny_clip
