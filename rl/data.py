@@ -32,38 +32,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rollout.record import Prompt, task_kind
+
 MAX_QUESTION_CHARS = 100_000
 MAX_IMAGE_BYTES = 64 * 2**20
 MAX_IMAGE_PIXELS = 8192 * 8192
 TASK_KINDS = ("text", "mmu", "t2i")
 
 
-def task_kind(task: str) -> str:
-    """Which layout/sampler a task uses: 'mmu' and 't2i' by name, everything else is text."""
-    return task if task in ("mmu", "t2i") else "text"
-
-
 class DataError(ValueError):
     """A dataset file or row that cannot be used, naming the file and the row."""
-
-
-@dataclass(frozen=True)
-class Prompt:
-    prompt_id: str
-    task: str
-    question: str  # the caption for t2i
-    answer: str | None
-    image_codes: tuple[int, ...] | None = None  # mmu: the input image, encoded once while loading
-    think: bool = False  # text: ask for <think>...</think> reasoning (data.think)
-
-    @property
-    def kind(self) -> str:
-        return task_kind(self.task)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["image_codes"] = None if self.image_codes is None else list(self.image_codes)
-        return d
 
 
 @dataclass

@@ -32,7 +32,7 @@ from rl import builders
 from rl.advantages import group_normalise
 from rl.checkpoints import CheckpointSpaceError, estimate_checkpoint_bytes
 from rl.config import RunConfig, save_resolved
-from rl.data import MixtureDataset, PromptDataset, build_run_dataset, task_kind
+from rl.data import MixtureDataset, PromptDataset, build_run_dataset
 from rl.evaluation import Evaluator, build_eval_prompts, eval_line, eval_summary, score_records
 from rl.loggers import MetricSinks
 from rl.metrics import MetricsLog, console_line, plot_rewards
@@ -48,6 +48,7 @@ from rl.step_report import BusyMeter, StepTimer, report_step, run_summary
 from rl.store import BackgroundWriter, RolloutStore
 from rl.weights import WeightPublisher
 from rollout.group import RolloutGroup
+from rollout.record import task_kind
 from trainer.learner_group import LearnerGroup
 
 __all__ = ["Driver", "LearnerLost", "TrainingDiverged", "step_seed"]

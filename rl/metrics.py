@@ -98,7 +98,7 @@ def console_line(step: int, total: int, m: dict, score: tuple[str, str] | None =
 def task_metrics(records, rewards, adv) -> dict:
     """Per task kind (text / mmu / t2i): mean reward, rollouts, groups without signal, mean |advantage|.
     Groups never mix tasks, so group normalisation already gives per-task advantages."""
-    from rl.data import task_kind
+    from rollout.record import task_kind
 
     out = {}
     kinds = [task_kind(r.task) for r in records]

@@ -23,11 +23,10 @@ class RolloutStore:
         self.root = Path(run_dir) / kind  # "rollouts", or "evals" for held-out evaluations
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def append(self, step: int, records: list[RolloutRecord] | list[dict]) -> Path:
+    def append(self, step: int, records: list[RolloutRecord]) -> Path:
         part = self.root / f"step={step}"
         part.mkdir(parents=True, exist_ok=True)
-        rows = [(r if isinstance(r, RolloutRecord) else RolloutRecord.from_row(r, strict=True)).to_row()
-                for r in records]  # dicts are accepted when they are records spelled out
+        rows = [r.to_row() for r in records]
         table = pa.Table.from_pylist(rows, schema=arrow_schema())
         out = part / "part-0.parquet"
         tmp = out.with_suffix(".tmp")

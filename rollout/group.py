@@ -27,7 +27,7 @@ from typing import Any
 
 from policy.actor_group import ACTOR_MAX_RESTARTS, PLACEMENT_TIMEOUT_S, ActorGroup
 from policy.placement import bundles
-from rollout.record import RolloutRecord
+from rollout.record import Prompt, RolloutRecord
 from rollout.worker import start_rollout_worker
 
 SEED_STRIDE = 7919  # shard k samples with seed + SEED_STRIDE * k
@@ -131,17 +131,16 @@ class RolloutGroup:
         return True
 
     # ---- generation -----------------------------------------------------------------------------------
-    def generate(self, prompts: Sequence, group_size: int, seed: int,
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int,
                  text_sampler: dict[str, Any] | None = None) -> list[RolloutRecord]:
-        """G rollouts per prompt (rl.data.Prompt: prompt_id, task, question, answer, to_dict()). The same prompt
-        may appear twice in a batch (small datasets wrap around): each occurrence is its own group."""
+        """G rollouts per prompt. The same prompt may appear twice in a batch (small datasets wrap around):
+        each occurrence is its own group, numbered by its position in `prompts`."""
         import ray
 
         self._heal(block=not self.live())
-        # every field of the prompt travels (think, image codes, ...); the id gains the batch position
-        payloads = [p.to_dict() | {"prompt_id": f"{p.prompt_id}@{j}", "text": p.question}
-                    for j, p in enumerate(prompts)]
-        shards = {k: payloads[k :: self.size] for k in range(self.size) if payloads[k :: self.size]}
+        # shard k: the prompts at positions k, k + N, ... (their positions are their records' groups)
+        positions = {k: list(range(len(prompts)))[k :: self.size] for k in range(self.size)}
+        shards = {k: ([prompts[j] for j in where], where) for k, where in positions.items() if where}
         results: dict[int, list[RolloutRecord]] = {}
         pending: dict[Any, tuple[int, int]] = {}  # ref -> (shard, worker)
         failures = dict.fromkeys(shards, 0)
@@ -152,8 +151,9 @@ class RolloutGroup:
                 self._heal(block=True)
                 live = self.live()
             w = k if k in live else live[(k + failures[k]) % len(live)]
-            pending[self.workers[w].generate.remote(shards[k], group_size, seed + SEED_STRIDE * k,
-                                                    text_sampler)] = (k, w)
+            shard, groups = shards[k]
+            pending[self.workers[w].generate.remote(shard, group_size, seed + SEED_STRIDE * k, text_sampler,
+                                                    groups)] = (k, w)
 
         for k in shards:
             submit(k)
@@ -182,10 +182,6 @@ class RolloutGroup:
         self.last_timings = {"gen_s": per_shard("gen_s"), "image_gen_s": per_shard("gen_s", "image"),
                              "decode_s": per_shard("decode_s", "image")}
         out = [r for k in sorted(results) for r in results[k]]
-        for r in out:
-            prompt_id, position = r.prompt_id.rsplit("@", 1)
-            r.prompt_id, r.group = prompt_id, int(position)
-            r.question, r.gold = prompts[r.group].question, prompts[r.group].answer
         out.sort(key=lambda r: (r.group, r.group_index))
         return out
 

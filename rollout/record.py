@@ -1,7 +1,9 @@
-"""`RolloutRecord`: one sampled response, written down once.
+"""`Prompt` in, `RolloutRecord` out: what a rollout worker is given and what it returns, typed end to end.
 
-The rollout worker fills the sampling fields, the rollout group adds where the prompt sat in the batch
-(`group`) and its gold answer, the driver adds rewards and the advantage, `trainer.batch.batch_from_rollouts`
+A `Prompt` is one dataset row as the samplers need it (built by rl/data.py and the tasks in rl/tasks).
+`RolloutRecord` is one sampled response, written down once. The rollout worker fills the sampling fields
+and what it was given (prompt id, where the prompt sat in the batch as `group`, question and gold
+answer), the driver adds rewards and the advantage, `trainer.batch.batch_from_rollouts`
 turns records into a TrainBatch, and `rl.store.RolloutStore` writes them as one Parquet row each with
 the Arrow schema derived below (the dashboard and replay read that schema back). To carry something new
 (a task kind, an image field), add a field here with a default: the worker, the store and the schema
@@ -40,6 +42,25 @@ from typing import Any
 import pyarrow as pa
 
 JSON_FIELDS = ("sampler", "timings", "reward_components")  # dicts, stored as JSON text
+
+
+def task_kind(task: str) -> str:
+    """Which layout and sampler a task uses: 'mmu' and 't2i' by name, every other task is text."""
+    return task if task in ("mmu", "t2i") else "text"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str
+    task: str
+    question: str  # the caption for t2i
+    answer: str | None
+    image_codes: tuple[int, ...] | None = None  # mmu: the input image, encoded once while loading
+    think: bool = False  # text: ask for <think>...</think> reasoning (data.think)
+
+    @property
+    def kind(self) -> str:
+        return task_kind(self.task)
 
 
 @dataclass

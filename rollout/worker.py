@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -37,7 +37,7 @@ from policy.prompts import (
 )
 from policy.weight_sync import numpy_to_tensor
 from rollout.image_sampler import ImageSamplerConfig, generate_image
-from rollout.record import RolloutRecord
+from rollout.record import Prompt, RolloutRecord
 from rollout.text_sampler import TextSamplerConfig, generate_text
 
 IMAGE_TASKS = ("t2i",)
@@ -150,9 +150,11 @@ class RolloutWorker:
         return self._version
 
     # ---- generation ---------------------------------------------------------------------------
-    def generate(self, prompts: list[dict[str, Any]], group_size: int, seed: int,
-                 text_sampler: dict[str, Any] | None = None) -> list[RolloutRecord]:
-        """G rollouts for each prompt dict {prompt_id, task, text, think}; records in prompt order.
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int,
+                 text_sampler: dict[str, Any] | None = None, groups: Sequence[int] | None = None,
+                 ) -> list[RolloutRecord]:
+        """G rollouts for each prompt; records in prompt order, each carrying its prompt's id, question and
+        gold answer, and `group`: groups[i] for the records of prompts[i] (default: i, the position).
         text_sampler: settings that replace the worker's text sampler's for this call (evaluation)."""
         if group_size <= 0:
             raise ValueError(f"group_size must be > 0, got {group_size}")
@@ -162,7 +164,7 @@ class RolloutWorker:
         out: list[RolloutRecord | None] = [None] * len(jobs)
         text_run = partial(self._generate_text, text_config=text_config)
         for kind, run in (("text", text_run), ("image", self._generate_images)):
-            index = [i for i, (p, _) in enumerate(jobs) if (p.get("task") in IMAGE_TASKS) == (kind == "image")]
+            index = [i for i, (p, _) in enumerate(jobs) if (p.task in IMAGE_TASKS) == (kind == "image")]
             if not index:
                 continue
             gen = torch.Generator(self.device).manual_seed(seed if kind == "text" else seed + 1)
@@ -171,11 +173,15 @@ class RolloutWorker:
                 for i, rec in zip(chunk, run([jobs[i] for i in chunk], gen)):
                     rec.seed = seed
                     out[i] = rec
+        groups = range(len(prompts)) if groups is None else groups
+        for i, rec in enumerate(out):
+            prompt = prompts[i // group_size]
+            rec.group, rec.question, rec.gold = groups[i // group_size], prompt.question, prompt.answer
         return out
 
-    def _record(self, prompt: dict, group_index: int, **fields) -> RolloutRecord:
-        return RolloutRecord(prompt_id=prompt["prompt_id"], group_index=group_index,
-                             task=prompt.get("task", "math"), policy_version=self._version, **fields)
+    def _record(self, prompt: Prompt, group_index: int, **fields) -> RolloutRecord:
+        return RolloutRecord(prompt_id=prompt.prompt_id, group_index=group_index, task=prompt.task,
+                             policy_version=self._version, **fields)
 
     def _generate_text(self, jobs, generator, text_config: TextSamplerConfig) -> list[RolloutRecord]:
         # G jobs share each prompt: tokenise each distinct prompt once (the tokenizer call, not the
@@ -183,8 +189,8 @@ class RolloutWorker:
         cache: dict[tuple, list[int]] = {}
         prompt_lists = []
         for p, _ in jobs:
-            codes = tuple(p["image_codes"]) if p.get("task") == "mmu" else None
-            key = (p["text"], bool(p.get("think")), codes)
+            codes = tuple(p.image_codes) if p.task == "mmu" else None
+            key = (p.question, p.think, codes)
             if key not in cache:
                 cache[key] = (chat_prompt_ids(self.tokenizer, self.layout, key[0], think=key[1]) if codes is None
                               else mmu_prompt_ids(self.tokenizer, self.layout, codes, key[0], think=key[1]))
@@ -204,8 +210,8 @@ class RolloutWorker:
         # caption), PNG for the store and the dashboard
         mmu_img: dict[tuple, tuple] = {}
         for p, _ in jobs:
-            if p.get("task") == "mmu" and tuple(p["image_codes"]) not in mmu_img:
-                codes = tuple(p["image_codes"])
+            if p.task == "mmu" and tuple(p.image_codes) not in mmu_img:
+                codes = tuple(p.image_codes)
                 pixels, pngs = self.image_decoder(torch.tensor([codes]))
                 mmu_img[codes] = (pixels[0], pngs[0])
         records = []
@@ -217,9 +223,9 @@ class RolloutWorker:
                 response_ids=responses[row],
                 suffix_ids=[],
                 response_text=texts[row],
-                image_codes=None if prompt.get("task") != "mmu" else list(prompt["image_codes"]),
-                image=mmu_img[tuple(prompt["image_codes"])][0] if prompt.get("task") == "mmu" else None,
-                image_png=mmu_img[tuple(prompt["image_codes"])][1] if prompt.get("task") == "mmu" else None,
+                image_codes=None if prompt.task != "mmu" else list(prompt.image_codes),
+                image=mmu_img[tuple(prompt.image_codes)][0] if prompt.task == "mmu" else None,
+                image_png=mmu_img[tuple(prompt.image_codes)][1] if prompt.task == "mmu" else None,
                 unmask_step=unmask_step[row],
                 confidence=confidence[row],
                 early_filled=early_filled[row],
@@ -231,7 +237,7 @@ class RolloutWorker:
 
     def _generate_images(self, jobs, generator) -> list[RolloutRecord]:
         n, width = self.num_image_tokens, self.max_text_len
-        conds = [t2i_prompt_ids(self.tokenizer, self.layout, p["text"], n, width) for p, _ in jobs]
+        conds = [t2i_prompt_ids(self.tokenizer, self.layout, p.question, n, width) for p, _ in jobs]
         uncond, uncond_mask = t2i_uncond_prompt_ids(self.tokenizer, self.layout, n, width)
         cond_ids = torch.tensor([c for c, _ in conds], device=self.device)
         cond_mask = torch.tensor([m for _, m in conds], device=self.device)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rl.metrics import MetricsLog
 from rl.store import RolloutStore
+from rollout.record import RolloutRecord
 
 XSS = ('<script>alert(1)</script>', '<img src=x onerror="alert(2)">', '<a href="javascript:alert(3)">click</a>')
 
@@ -90,7 +91,7 @@ def metrics(step: int, recs: list[dict]) -> dict:
 
 def write_step(run_dir: Path, step: int, **kw) -> None:
     recs = records(step, **kw)
-    RolloutStore(run_dir).append(step, recs)
+    RolloutStore(run_dir).append(step, [RolloutRecord.from_row(r, strict=True) for r in recs])
     MetricsLog(run_dir).log(step, metrics(step, recs))
 
 

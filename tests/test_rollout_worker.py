@@ -10,6 +10,7 @@ import torch
 
 from policy.tiny import build_tiny_policy
 from rollout.image_sampler import ImageSamplerConfig
+from rollout.record import Prompt
 from rollout.text_sampler import TextSamplerConfig
 from rollout.worker import RolloutWorker, start_rollout_worker
 
@@ -17,9 +18,9 @@ TEXT = TextSamplerConfig(gen_length=16, steps=8, block_length=8, temperature=1.0
 IMAGE = ImageSamplerConfig(steps=3, guidance_scale=2.0)
 WORKER_KW = dict(num_image_tokens=16, max_text_len=24)
 PROMPTS = [
-    {"prompt_id": "q1", "task": "math", "text": "what is 2+2?", "think": True},
-    {"prompt_id": "q2", "task": "math", "text": "hi", "think": False},
-    {"prompt_id": "img", "task": "t2i", "text": "a red cat", "think": False},
+    Prompt("q1", "math", "what is 2+2?", "4", think=True),
+    Prompt("q2", "math", "hi", None),
+    Prompt("img", "t2i", "a red cat", None),
 ]
 FIELDS = {"prompt_id", "group_index", "task", "prompt_ids", "prompt_mask", "response_ids", "response_text",
           "image_codes", "image_png", "unmask_step", "confidence", "early_filled", "sampler", "seed",
@@ -41,7 +42,12 @@ def test_generate_records(worker):
     records = worker.generate(PROMPTS, group_size=G, seed=0)
     assert len(records) == len(PROMPTS) * G
     assert [(r.prompt_id, r.group_index) for r in records] == [
-        (p["prompt_id"], g) for p in PROMPTS for g in range(G)]
+        (p.prompt_id, g) for p in PROMPTS for g in range(G)]
+    # each record says which prompt it answers: its position in the batch (the group), question and gold
+    assert [(r.group, r.question, r.gold) for r in records] == [
+        (j, p.question, p.answer) for j, p in enumerate(PROMPTS) for _ in range(G)]
+    shifted = worker.generate(PROMPTS[:1], group_size=1, seed=0, groups=[5])
+    assert shifted[0].group == 5
     for r in records:
         assert FIELDS <= set(asdict(r))
         assert r.seed == 0 and r.policy_version == 0 and r.timings["gen_s"] > 0

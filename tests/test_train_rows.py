@@ -19,6 +19,7 @@ from policy.tiny import build_tiny_policy
 from rl.data import ImageEncoder
 from rl.tasks import shapes
 from rollout.image_sampler import ImageSamplerConfig
+from rollout.record import Prompt
 from rollout.text_sampler import TextSamplerConfig
 from rollout.worker import RolloutWorker
 from trainer.batch import batch_from_rollouts
@@ -38,12 +39,11 @@ def prompts():
     enc = ImageEncoder(PaletteTokenizer(), 32)
     mmu = shapes.mmu_rows(2, seed=3)
     return {
-        "text": [{"prompt_id": "a", "task": "math", "text": "Repeat the number: 7"},
-                 {"prompt_id": "b", "task": "math", "text": "hi"}],
-        "mmu": [{"prompt_id": f"m{i}", "task": "mmu", "text": r["question"],
-                 "image_codes": list(enc.encode(r["image"], "x"))} for i, r in enumerate(mmu)],
-        "t2i": [{"prompt_id": "t0", "task": "t2i", "text": "a red square in the top left"},
-                {"prompt_id": "t1", "task": "t2i", "text": "a blue square"}],  # different padding
+        "text": [Prompt("a", "math", "Repeat the number: 7", "7"), Prompt("b", "math", "hi", None)],
+        "mmu": [Prompt(f"m{i}", "mmu", r["question"], None, image_codes=enc.encode(r["image"], "x"))
+                for i, r in enumerate(mmu)],
+        "t2i": [Prompt("t0", "t2i", "a red square in the top left", None),
+                Prompt("t1", "t2i", "a blue square", None)],  # different padding
     }
 
 

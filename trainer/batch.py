@@ -22,7 +22,9 @@ canvas), visible but never masked or scored:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Protocol
 
 import numpy as np
 
@@ -105,25 +107,33 @@ class TrainBatch:
         return self.select(slice(start, stop))
 
 
-def batch_from_rollouts(records: list, advantages: np.ndarray, tasks: list[str] | None = None) -> TrainBatch:
-    """Rows laid out as the sampler saw them (module doc). Each record needs prompt_ids, prompt_mask,
-    response_ids, optional suffix_ids, and is_image (or task == "t2i"); dicts or objects with those
-    attributes. Prompts are left-padded to one width, so every response starts at the same column."""
-    def get(r, key, default=None):
-        return r.get(key, default) if isinstance(r, dict) else getattr(r, key, default)
+class SampledRow(Protocol):
+    """What a training row is built from (rollout.record.RolloutRecord has these; trainer/ does not
+    import rollout/, the two sit side by side)."""
 
+    task: str
+    prompt_ids: list[int]
+    prompt_mask: list[int]
+    response_ids: list[int]
+    suffix_ids: list[int]
+
+
+def batch_from_rollouts(records: Sequence[SampledRow], advantages: np.ndarray,
+                        tasks: list[str] | None = None) -> TrainBatch:
+    """Rows laid out as the sampler saw them (module doc). Prompts are left-padded to one width, so every
+    response starts at the same column; a t2i row scores the image-code slice of the vocabulary."""
     if not records:
         raise BatchError("no rollouts to train on")
-    prompt_w = max(len(get(r, "prompt_ids")) for r in records)
-    tail_w = max(len(get(r, "response_ids")) + len(get(r, "suffix_ids") or []) for r in records)
+    prompt_w = max(len(r.prompt_ids) for r in records)
+    tail_w = max(len(r.response_ids) + len(r.suffix_ids) for r in records)
     n, width = len(records), prompt_w + tail_w
     input_ids = np.zeros((n, width), dtype=np.int64)  # padding id is irrelevant: hidden, never scored
     attention = np.zeros((n, width), dtype=np.int64)
     response_mask = np.zeros((n, width), dtype=bool)
     is_image = np.zeros(n, dtype=bool)
     for row, r in enumerate(records):
-        p, o, suffix = get(r, "prompt_ids"), get(r, "response_ids"), list(get(r, "suffix_ids") or [])
-        pm = get(r, "prompt_mask") or [1] * len(p)
+        p, o, suffix = r.prompt_ids, r.response_ids, list(r.suffix_ids)
+        pm = r.prompt_mask
         if len(pm) != len(p):
             raise BatchError(f"rollout {row}: prompt_mask has {len(pm)} entries for {len(p)} prompt ids")
         tail = list(o) + suffix
@@ -132,7 +142,7 @@ def batch_from_rollouts(records: list, advantages: np.ndarray, tasks: list[str] 
         input_ids[row, prompt_w:prompt_w + len(tail)] = tail
         attention[row, prompt_w:prompt_w + len(tail)] = 1
         response_mask[row, prompt_w:prompt_w + len(o)] = True
-        is_image[row] = bool(get(r, "is_image", get(r, "task") == "t2i"))
+        is_image[row] = r.task == "t2i"
     return TrainBatch(input_ids=input_ids, attention_mask=attention, response_mask=response_mask,
                       advantages=np.asarray(advantages, dtype=np.float32), is_image=is_image,
                       tasks=None if tasks is None else np.asarray(tasks, dtype=str))

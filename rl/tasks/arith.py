@@ -31,9 +31,10 @@ import re
 
 import numpy as np
 
-from rl.data import ImageEncoder, Prompt
+from rl.data import ImageEncoder
 from rl.tasks.base import format_pairs
 from rl.tasks.text_files import MathFiles
+from rollout.record import Prompt
 
 NAMES = ("Tom", "Ann", "Raj", "Mia", "Leo", "Zoe", "Sam", "Ivy")
 OBJECTS = ("pens", "cats", "cups", "hats", "keys")

@@ -26,7 +26,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rl.data import ImageEncoder, Prompt
+from rl.data import ImageEncoder
+from rollout.record import Prompt
 
 
 class Task(ABC):

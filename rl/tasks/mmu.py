@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rl.data import ImageEncoder, Prompt, load_prompt_files
+from rl.data import ImageEncoder, load_prompt_files
 from rl.tasks import shapes
 from rl.tasks.base import Task, format_pairs
+from rollout.record import Prompt
 
 
 class Mmu(Task):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import random
 
-from rl.data import ImageEncoder, Prompt
+from rl.data import ImageEncoder
 from rl.tasks.text_files import MathFiles
+from rollout.record import Prompt
 
 
 def copy_prompts(size: int, seed: int, task: str) -> list[Prompt]:

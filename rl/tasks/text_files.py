@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rl.data import ImageEncoder, Prompt, load_prompt_files
+from rl.data import ImageEncoder, load_prompt_files
 from rl.tasks.base import Task, format_pairs
+from rollout.record import Prompt
 
 # the math reward scores 1 for the right answer, so its mean over a step's rollouts is the answer accuracy
 ANSWER_ACCURACY = ("acc", "reward/math/mean")
