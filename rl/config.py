@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from policy.actor_group import PLACEMENT_TIMEOUT_S
 from policy.prompts import T2I_MAX_TEXT_LEN
 from rewards.api import DEFAULT_MAX_ABS
+from rl.tasks import TEXT_TASKS
 from rollout.image_sampler import ImageSamplerConfig
 from rollout.text_sampler import TextSamplerConfig
 from trainer.engine import LearnerConfig
@@ -106,9 +107,9 @@ class TinyPolicySpec(Section):
 class WarmStartSpec(Section):
     """Masked-diffusion SFT of the tiny policy before RL (trainer/sft.py) that teaches parts of the tasks,
     never a task itself. text: the training prompts paired with the answers of other prompts (and, for the
-    demo task, questions that only ask to read one number): the answer format (rl/arith.py); mmu: the
+    demo task, questions that only ask to read one number): the answer format (rl/tasks/arith.py); mmu: the
     same for image questions; t2i (the built-in shapes only): colour words and position words, never
-    together (rl/shapes.py). See rl/warm_start.py."""
+    together (rl/tasks/shapes.py). See rl/warm_start.py."""
 
     tasks: list[Literal["text", "mmu", "t2i"]] = Field(
         default_factory=lambda: ["text"], min_length=1, description="whose warm-start sets to train on")
@@ -159,9 +160,9 @@ class ImageTaskData(Section):
 
 
 class DataSection(Section):
-    # the text task (rl/tasks): toy_copy and toy_arith are built in, math and custom read data.files; the
-    # names are rl.tasks.TEXT_TASKS (tests/test_rl_config_data.py keeps the two the same)
-    task: Literal["toy_copy", "toy_arith", "math", "custom"] = "toy_copy"
+    # the text task (rl/tasks): toy_copy and toy_arith are built in, math and custom read data.files
+    task: Literal[TEXT_TASKS] = Field(description="the text task (rl/tasks.TEXT_TASKS); no default: a config "
+                                      "names what it trains on")
     files: list[str] = Field(default_factory=list, description="Parquet or JSONL prompt files")
     question_field: str = "question"
     answer_field: str = "answer"
@@ -306,7 +307,7 @@ class EvalSection(Section):
     (rl/evaluation.py): at step 0, every `every` steps and at the last step."""
 
     files: list[str] = Field(default_factory=list, description="Parquet/JSONL like data.files; empty: the "
-                             "built-in task's held-out split (toy_arith), none for toy_copy")
+                             "text task's own held-out split where it has one (rl/tasks: toy_arith)")
     every: int = Field(25, ge=1, description="evaluate every N steps (and at step 0 and the last step)")
     num_prompts: int = Field(0, ge=0, description="the first N prompts of the eval set; 0 = all")
     temperature: float = Field(0.0, ge=0.0, description="eval sampler temperature (0: greedy)")
@@ -400,7 +401,7 @@ class RunSection(Section):
 
 class RunConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection)
-    data: DataSection = Field(default_factory=DataSection)
+    data: DataSection
     rollout: RolloutSection = Field(default_factory=RolloutSection)
     rewards: RewardsSection = Field(default_factory=RewardsSection)
     unigrpo: UniGRPOSection = Field(default_factory=UniGRPOSection)

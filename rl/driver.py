@@ -46,6 +46,7 @@ from rl.recovery import (
 )
 from rl.step_report import BusyMeter, StepTimer, report_step, run_summary
 from rl.store import BackgroundWriter, RolloutStore
+from rl.tasks import get_task
 from rl.weights import WeightPublisher
 from rollout.group import RolloutGroup
 from rollout.record import task_kind
@@ -74,6 +75,7 @@ class Driver:
         self.skipped_in_a_row = 0  # updates skipped for a NaN/inf loss or gradient norm
         self._reward_busy, self._clip_busy = BusyMeter(), BusyMeter()
         self._evaluated_at: int | None = None
+        self._console_score = get_task(cfg.data.task).console_metric  # (label, metric) the console shows
         # set by setup(), in this order
         self.dataset: PromptDataset | MixtureDataset | None = None
         self.metrics: MetricsLog | None = None
@@ -250,7 +252,7 @@ class Driver:
                     m = self.run_step()
                     bar.update(1)
                     if self.console:
-                        bar.write(console_line(self.step, cfg.run.steps, m))
+                        bar.write(console_line(self.step, cfg.run.steps, m, self._console_score))
                     if self.step % cfg.run.checkpoint_every == 0:
                         self.checkpoint()
                     if self.evaluator is not None and self.evaluator.due(self.step, cfg.run.steps):
