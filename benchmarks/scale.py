@@ -5,8 +5,9 @@ Part 1, weak scaling of the RL step. N = 1, 2, 4, 8, 16 rollout workers on a sim
 would. Everything but model compute is real: the driver loop, RolloutGroup sharding, records crossing
 the object store (full-size: 256 response ids, trajectories, text), the sandboxed math reward, group
 advantages, TrainBatch building, the learner group call, weight publishing, the Parquet store, metrics.
-Model compute is a sleep calibrated from the README's H200 measurements of MMaDA-8B shapes
-(benchmarks/gpu_8b.py), scaled by TIME_SCALE so the run fits on a CPU machine:
+The run is `configs/tiny.yaml` (named explicitly: the toy task, no warm start, no eval set) with the
+sizes above. Model compute is a sleep calibrated from the H200 measurements of MMaDA-8B shapes
+(benchmarks/gpu_8b.py, docs/benchmarks.md), scaled by TIME_SCALE so the run fits on a CPU machine:
 
     update:   7,857 tokens/s per GPU (UniGRPO forward+backward)
     forward:  3 x that (a forward is a third of forward+backward FLOPs at the same utilisation)
@@ -15,7 +16,8 @@ Model compute is a sleep calibrated from the README's H200 measurements of MMaDA
     update_s per rollout = mu * 320 / 7857 + mu * 320 / (3 * 7857)  (pi_old pass), on 3 learner GPUs
                            per rollout GPU (configs/mmada_8b_math.yaml: 2 rollout + 6 learner GPUs)
 
-Scaling efficiency E(N) = throughput(N) / (N * throughput(1)) = step(1) / step(N) (weak scaling).
+Scaling efficiency E(N) = throughput(N) / (N * throughput(1)) = step(1) / step(N) (weak scaling): the
+baseline is N = 1, perfect scaling E = 1, the goal E(16) >= 0.9.
 Because the sleeps are TIME_SCALE of real compute while driver work is not scaled, the measured E is
 a lower bound; `efficiency_real` puts the measured overhead seconds next to unscaled compute.
 
@@ -24,15 +26,18 @@ cluster, (a) one ray.put and N pulls (object store fan-out), (b) a gloo broadcas
 publisher, policy/weight_sync.py). A least-squares fit t = a + b * bytes + c * bytes * N per transport
 is the publish time model docs/scaling.md extrapolates from.
 
-    python benchmarks/scale.py [--steps 4] [--sizes 1,2,4,8,16] [--time-scale 0.025] [--nodes 4]
+    .venv/bin/python benchmarks/scale.py [--steps 4] [--sizes 1,2,4,8,16] [--time-scale 0.025] [--nodes 4]
+    .venv/bin/python benchmarks/scale.py --smoke   # 2 nodes, N = 1, 2, 2 steps, 1-2 MB to 1-2 receivers
 Ends with `RESULT {json}`.
+
+How long, on the shared 2-core machine (2026-12-03, load average 3-4 from other jobs): `--smoke` 51-88 s
+(figures meaningless). The full run was not re-timed here; `--steps 3` was recorded at about 10 minutes
+(docs/benchmarks.md), so the default 4 steps take somewhat more.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import socket
 import statistics
 import sys
@@ -40,22 +45,21 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from policy.placement import ensure_local_ray_env
+
+ensure_local_ray_env()  # before ray is imported
 
 import numpy as np  # noqa: E402
+from _common import CONFIGS, add_smoke_flag, print_result, run_driver  # noqa: E402
 
 import rollout.group  # noqa: E402
 import trainer.learner  # noqa: E402
+import trainer.learner_group  # noqa: E402
 from rl.config import load_config  # noqa: E402
-from rl.driver import Driver  # noqa: E402
 from rollout.worker import RolloutWorker  # noqa: E402
 from trainer.learner import Learner  # noqa: E402
 
-UPDATE_TOKENS_PER_S = 7857.0  # README, benchmarks/gpu_8b.py on one H200
+UPDATE_TOKENS_PER_S = 7857.0  # benchmarks/gpu_8b.py on one H200 (docs/benchmarks.md)
 FORWARD_TOKENS_PER_S = 3 * UPDATE_TOKENS_PER_S
 CACHE_SPEEDUP = 2.7
 PROMPT, GEN, MU = 64, 256, 4
@@ -64,6 +68,8 @@ GEN_S_PER_SAMPLE = GEN * SEQ / FORWARD_TOKENS_PER_S / CACHE_SPEEDUP
 LEARNER_GPUS_PER_ROLLOUT_GPU = 3
 UPDATE_S_PER_ROLLOUT = (MU * SEQ / UPDATE_TOKENS_PER_S + MU * SEQ / FORWARD_TOKENS_PER_S) / LEARNER_GPUS_PER_ROLLOUT_GPU
 PROMPTS_PER_WORKER, G = 8, 8
+SMOKE_ARGS = {"steps": 2, "sizes": "1,2", "nodes": 2, "time_scale": 0.005, "publish_mb": "1,2",
+              "publish_receivers": "1,2"}
 
 
 class SleepyRolloutWorker(RolloutWorker):
@@ -108,40 +114,36 @@ class SleepyLearner(Learner):
 
 
 def install_sleeps(time_scale: float) -> None:
+    """Rollout workers and learner ranks start as the sleepy classes (in this, the driver's, process)."""
     import ray
 
+    from policy.actor_group import ACTOR_MAX_RESTARTS
+
     SleepyRolloutWorker.time_scale = SleepyLearner.time_scale = time_scale
-    real_start = rollout.group.start_rollout_worker
 
-    def start(index, policy_path, *args, **kwargs):
-        from policy.placement import in_bundle
-
+    def start(index, policy_path, text_config=None, image_config=None, num_gpus_per_worker=0,
+              num_cpus_per_worker=1, max_restarts=ACTOR_MAX_RESTARTS, placement=None, **worker_kwargs):
+        """rollout.worker.start_rollout_worker, starting a SleepyRolloutWorker (no GPU: it only sleeps)."""
         return ray.remote(SleepyRolloutWorker).options(
-            num_gpus=0, num_cpus=kwargs.get("num_cpus_per_worker", 1), max_restarts=kwargs.get("max_restarts", 4),
-            **in_bundle(kwargs.get("placement_group"), index),
-        ).remote(str(policy_path), kwargs.get("text_config"), kwargs.get("image_config"),
-                 **{k: kwargs[k] for k in ("device", "dtype", "num_image_tokens", "max_text_len") if k in kwargs})
+            num_gpus=0, num_cpus=num_cpus_per_worker, max_restarts=max_restarts, **(placement or {}),
+        ).remote(str(policy_path), text_config, image_config, **worker_kwargs)
 
-    assert real_start is not None
+    assert rollout.group.start_rollout_worker is not None
     rollout.group.start_rollout_worker = start
-    trainer.learner.LearnerActor = ray.remote(SleepyLearner)
+    trainer.learner_group.LearnerGroup.actor_class = ray.remote(SleepyLearner)
 
 
 def measure_step(n: int, steps: int, root: Path, address: str) -> dict:
-    cfg = load_config(None, [
+    # configs/tiny.yaml (toy task, no warm start, no eval set) with the tiny policy shrunk further: the
+    # model is never run (sleeps stand in for it), only its weights travel
+    cfg = load_config(CONFIGS / "tiny.yaml", [
         f"ray.address={address}", f"run.dir={root}", f"run.name=n{n}", f"run.steps={steps}", "run.plot=false",
         "run.checkpoint_every=1000", "run.max_wall_s=null", f"rollout.num_workers={n}", f"rollout.group_size={G}",
         f"data.prompts_per_step={PROMPTS_PER_WORKER * n}", "rollout.placement.strategy=SPREAD",
         f"rewards.num_workers={max(1, n // 8)}", f"unigrpo.mu={MU}",
         "model.tiny={d_model: 32, n_layers: 1, n_heads: 2, codebook_size: 16, seed: 0}",
     ])
-    driver = Driver(cfg, console=False)
-    try:
-        driver.setup()
-        driver.train()
-    finally:
-        driver.shutdown()
-    rows = driver.metrics.read()[1:]  # the first step warms every path
+    rows = run_driver(cfg)[1][1:]  # the first step warms every path
     step = statistics.mean(r["time/step_s"] for r in rows)
     compute = statistics.mean(r["time/gen_compute_s"] + r["time/update_compute_s"] for r in rows)
     out = {
@@ -254,7 +256,11 @@ def main() -> int:
     parser.add_argument("--publish-mb", default="8,32,96")
     parser.add_argument("--publish-receivers", default="1,4,16")
     parser.add_argument("--nodes", type=int, default=4, help="simulated nodes (raylets) sharing 32 logical CPUs")
+    add_smoke_flag(parser, "2 simulated nodes, N = 1, 2 workers for 2 steps at time scale 0.005, publishing "
+                   "1-2 MB to 1-2 receivers")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE_ARGS)
     import ray
 
     cluster = start_cluster(args.nodes)
@@ -291,7 +297,7 @@ def main() -> int:
         "publish_model": {t: {k: round(v, 4) for k, v in m.items()} for t, m in model.items()},
         "publish": publish,
     }
-    print("RESULT " + json.dumps(out))
+    print_result(out, args.smoke)
     return 0
 
 
