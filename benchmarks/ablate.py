@@ -1,10 +1,12 @@
 """Ablation of UniGRPO's open choices on the demo task: held-out accuracy after a fixed budget of steps.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ablate.py                       # the full grid below
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ablate.py --only baseline,positions_all --seeds 0 --steps 40
+    .venv/bin/python benchmarks/ablate.py                       # the full grid below
+    .venv/bin/python benchmarks/ablate.py --only baseline,positions_all --seeds 0 --steps 40
+    .venv/bin/python benchmarks/ablate.py --smoke               # the baseline, seed 0, 3 steps
 
-Each variant is the embedded default (configs/demo.yaml: a warm start that teaches the format and
-reading, then UniGRPO on the addition word problems) with ONE setting changed, run through the real CLI (Ray rollout and reward
+Each variant is configs/demo.yaml (named explicitly, not taken from the embedded default: a warm start
+that teaches the format and reading, then UniGRPO on the addition word problems) with ONE setting
+changed; the baseline is the config unchanged. Each runs through the real CLI (Ray rollout and reward
 actors, DeepSpeed learner) for a fixed number of steps (not wall time: run.max_wall_s is lifted) with
 each seed, evaluated on the 168 held-out prompts at temperature 0 with the plain sampler at step 0 and
 at the last step. The table reports the held-out accuracy after the budget (mean and each seed), the
@@ -19,6 +21,10 @@ Variants (one-at-a-time around the baseline):
                  path; d1's maintainers report parallel decoding destabilised online RL)
     beta         unigrpo.beta           0.1 (the demo's) | 0 (no KL, no reference model)
     init         model.tiny.init        scaled (the demo's) | llada (N(0, 0.02), sized for d_model 4096)
+
+How long, on the shared 2-core machine (2026-12-03): `--smoke` (a 10-step warm start, 3 steps of 4
+prompts, 16 held-out prompts) 25-35 s, figures meaningless. The full grid (11 variants x 2 seeds x 120
+steps, 22 runs of the CLI) was not re-timed: at the demo's 1.1-2.4 s per step, about 1-2 hours.
 """
 
 from __future__ import annotations
@@ -32,7 +38,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import CONFIGS, ROOT, add_smoke_flag, print_result
+
+DEMO = CONFIGS / "demo.yaml"  # named, not the embedded default: the grid is defined around this config
+# smoke: the baseline alone, one seed, 3 steps, a 10-step warm start, 16 held-out prompts
+SMOKE_ARGS = {"only": "baseline", "seeds": "0", "steps": 3}
+SMOKE_OVERRIDES = ["model.warm_start.steps=10", "eval.num_prompts=16", "data.prompts_per_step=4"]
 
 VARIANTS: dict[str, list[str]] = {
     "baseline": [],
@@ -52,7 +63,7 @@ VARIANTS: dict[str, list[str]] = {
 def run_one(name: str, overrides: list[str], seed: int, steps: int, out: Path, extra: list[str]) -> dict:
     """One training run through the CLI; returns its held-out accuracy at step 0 and at the end."""
     run_name = f"{name}-s{seed}"
-    args = [sys.executable, "-m", "rl.cli", "train", f"run.dir={out}", f"run.name={run_name}", f"run.steps={steps}",
+    args = [sys.executable, "-m", "rl.cli", "train", str(DEMO), f"run.dir={out}", f"run.name={run_name}", f"run.steps={steps}",
             "run.max_wall_s=null", f"run.checkpoint_every={steps}", "run.plot=false", f"run.seed={seed}",
             f"data.seed={seed}", f"eval.every={steps}", *overrides, *extra]
     t0 = time.perf_counter()
@@ -73,7 +84,11 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     ap.add_argument("overrides", nargs="*", help="extra key=value applied to every run (e.g. a harder task)")
+    add_smoke_flag(ap, "the baseline, seed 0, 3 steps, a 10-step warm start, 16 held-out prompts")
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE_ARGS)
+        args.overrides = SMOKE_OVERRIDES + args.overrides
     names = args.only.split(",") if args.only else list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -96,8 +111,8 @@ def main() -> None:
         step0 = ", ".join(f"{r['acc_step0']:.3f}" for r in row["runs"])
         print(f"| {name} | {row['acc_last_mean']:.3f} | {per_seed} | {step0} |")
     best = max(rows, key=lambda n: rows[n]["acc_last_mean"])
-    print("RESULT " + json.dumps({"steps": args.steps, "seeds": seeds, "best": best, "variants": rows,
-                                  "overrides": args.overrides}))
+    print_result({"steps": args.steps, "seeds": seeds, "best": best, "variants": rows, "overrides": args.overrides},
+                 args.smoke)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,17 @@ Baseline, in the same process: the same filtered page answered the obvious way, 
 scan over every partition with the filter pushed down (no index). Goals: every request < 300 ms at
 1M, RSS < 1 GB, and request cost independent of the number of stored steps (1M / 100k ~ 1).
 
-    python benchmarks/dashboard.py                  # builds the store once under --dir, reuses it
-    python benchmarks/dashboard.py --steps 200      # a quick run (100k only)
+    .venv/bin/python benchmarks/dashboard.py                  # builds the store once under --dir, reuses it
+    .venv/bin/python benchmarks/dashboard.py --steps 200      # a quick run (100k only)
+    .venv/bin/python benchmarks/dashboard.py --smoke          # stores of 1,000 and 2,000 rollouts
+
+Ends with `RESULT {json}`. It needs Chromium at /usr/bin/chromium (Debian's package: `apt-get install chromium`). `--smoke` builds
+its two small stores in a temporary folder (never under --dir, whose full store it would replace).
+
+How long, on the shared 2-core machine (2026-12-03): `--smoke` 6-8 s (figures meaningless). The full
+run was not re-timed: it first writes ~4 GiB of Parquet under --dir (2,000 partitions at ~8 per
+second as the smoke store was written: ~4 min), then the server indexes 1M rollouts and every request
+is timed; expect well over 10 minutes the first time, less once the store exists (an estimate).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -38,10 +48,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from _common import add_smoke_flag, print_result
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
 GEN = 256
+SMOKE_STEPS, SMOKE_SMALL, SMOKE_REPEATS = 4, 2, 4  # stores of 1,000 and 2,000 rollouts, in a temporary folder
 PER_STEP = 500           # 50 prompts x G = 10
 G = 10
 WORDS = ("the answer is step so we get then add multiply total each number of apples left "
@@ -175,9 +186,8 @@ def baseline_filtered(run: Path, lo: int, hi: int) -> float:
 
 
 def measure(run: Path, steps: int, browser, repeats: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-m", "rl.cli", "dashboard", str(run), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()
         base = line.split()[2].rstrip("/")
@@ -233,9 +243,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="largest store, in steps of 500 rollouts")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    add_smoke_flag(ap, f"stores of {SMOKE_SMALL * PER_STEP} and {SMOKE_STEPS * PER_STEP} rollouts in a temporary "
+                   f"folder, {SMOKE_REPEATS} requests each")
     args = ap.parse_args()
+    tmp = None
+    if args.smoke:  # never in --dir: a smaller store there would replace the full one
+        tmp = tempfile.TemporaryDirectory(prefix="unigrpo-dashboard-smoke-")
+        args.dir, args.steps, args.repeats = tmp.name, SMOKE_STEPS, SMOKE_REPEATS
     root = Path(args.dir)
-    small = min(200, args.steps)
+    small = min(SMOKE_SMALL if args.smoke else 200, args.steps)  # the smaller store (100k rollouts)
     sizes = [("100k" if small == 200 else f"{small * PER_STEP}", root / "run100k", small)]
     if args.steps > small:
         sizes.append(("1M" if args.steps == 2000 else f"{args.steps * PER_STEP}", root / "run1m", args.steps))
@@ -272,7 +288,7 @@ def main() -> None:
     if len(sizes) == 2:
         small_r = results[sizes[0][0]]
         summary["cost_ratio_largest_over_100k"] = {k: round(big[k]["median_ms"] / small_r[k]["median_ms"], 2) for k in keys}
-    print("RESULT " + json.dumps(summary))
+    print_result(summary, args.smoke)
 
 
 if __name__ == "__main__":

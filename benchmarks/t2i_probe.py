@@ -20,8 +20,14 @@ pixel accuracy and the zero-variance groups of the last 10 steps, for each setti
     python benchmarks/t2i_probe.py --supervised --warm-start 0       # cross-entropy on the target codes
                                                                      # instead of RL: how fast full
                                                                      # supervision learns the captions
+    python benchmarks/t2i_probe.py --smoke                           # seed 0, 4 steps: checks it runs
 
-Ends with `RESULT {json}`.
+Baseline: the policy's own reward over its first 10 steps (`ratio` = last10 / first10); `--lr 0` is the
+no-learning reference. Ends with `RESULT {json}`.
+
+How long, on the shared 2-core machine (2026-12-03): `--smoke` (a 10-step warm start, 4 RL steps of 2
+prompts x G = 4) 5-7 s, figures meaningless. The full run (3 seeds x (200-step warm start + 150 steps of
+3 prompts x 8)) was not re-timed; a few minutes (an estimate).
 """
 
 from __future__ import annotations
@@ -30,30 +36,29 @@ import argparse
 import copy
 import json
 import random
-import sys
 import tempfile
 import time
-from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
+from _common import add_smoke_flag, print_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from policy.image_io import tensor_to_uint8  # noqa: E402
-from policy.loading import load_policy  # noqa: E402
-from policy.palette_tokenizer import PaletteTokenizer  # noqa: E402
-from policy.prompts import t2i_prompt_ids, t2i_row_parts, t2i_uncond_prompt_ids  # noqa: E402
-from policy.tiny import build_tiny_policy  # noqa: E402
-from rewards.api import RewardInput  # noqa: E402
-from rewards.examples.region_colour import region_colour  # noqa: E402
-from rl.advantages import group_normalise  # noqa: E402
-from rl.data import ImageEncoder  # noqa: E402
-from rl.tasks import shapes  # noqa: E402
-from rollout.image_sampler import ImageSamplerConfig, generate_image  # noqa: E402
-from trainer.batch import batch_from_rollouts  # noqa: E402
-from trainer.sft import warm_start  # noqa: E402
-from trainer.unigrpo import (  # noqa: E402
+from policy.image_io import tensor_to_uint8
+from policy.loading import load_policy
+from policy.palette_tokenizer import PaletteTokenizer
+from policy.prompts import t2i_prompt_ids, t2i_row_parts, t2i_uncond_prompt_ids
+from policy.tiny import build_tiny_policy
+from rewards.api import RewardInput
+from rewards.examples.region_colour import region_colour
+from rl.advantages import group_normalise
+from rl.config import WarmStartSpec
+from rl.data import ImageEncoder
+from rl.tasks import shapes
+from rollout.image_sampler import ImageSamplerConfig, generate_image
+from trainer.batch import batch_from_rollouts
+from trainer.sft import warm_start
+from trainer.unigrpo import (
     UniGRPOConfig,
     masked_token_logprobs,
     masks_for_update,
@@ -61,6 +66,8 @@ from trainer.unigrpo import (  # noqa: E402
     token_weights,
     unigrpo_loss,
 )
+
+SMOKE_ARGS = {"seeds": "0", "warm_start": 10, "steps": 4, "prompts": 2, "group_size": 4, "warmup": 2}
 
 
 def scene_codes(palette: PaletteTokenizer, gold: dict, size: int) -> torch.Tensor:
@@ -88,12 +95,14 @@ def supervised_step(model, layout, conds, targets, opt, sched) -> None:
 
 def run(a, seed: int) -> dict:
     torch.manual_seed(seed)
-    directory = tempfile.mkdtemp()
+    tmp = tempfile.TemporaryDirectory()  # removed once this run is over
+    directory = tmp.name
     build_tiny_policy(directory, codebook_size=8, seed=0, init=a.init, d_model=64, n_layers=2, n_heads=4)
     if a.warm_start:  # the demo's t2i warm start (rl/warm_start.py): colour words and position words, apart
         encoder = ImageEncoder(PaletteTokenizer(), a.resolution)
         images = [(c, encoder.encode(png, "warm start")) for c, png in shapes.t2i_warm_start_rows(a.resolution)]
-        warm_start(directory, [], 4, a.warm_start, 32, 3e-3, seed, images=images, max_text_len=a.max_text_len)
+        ws = WarmStartSpec()  # the config's warm-start batch size and learning rate
+        warm_start(directory, [], 4, a.warm_start, ws.batch_size, ws.lr, seed, images=images, max_text_len=a.max_text_len)
     policy = load_policy(directory)
     model, tok, layout = policy.model, policy.tokenizer, policy.layout
     ref = copy.deepcopy(model).eval().requires_grad_(False) if a.beta > 0 else None  # frozen pi_ref = initial policy
@@ -127,8 +136,10 @@ def run(a, seed: int) -> dict:
         rewards.append(float(np.mean(r_step)))
         inside.append(float(np.mean(in_step)))
         zero_var.append(adv.zero_variance_groups)
-        records = [dict(zip(("prompt_ids", "prompt_mask", "suffix_ids"), t2i_row_parts(c, m, n)), task="t2i",
-                        response_ids=layout.code_to_token(out.codes[i]).tolist()) for i, (c, m) in enumerate(conds)]
+        # the rows batch_from_rollouts reads (trainer/batch.py SampledRow: what a RolloutRecord carries)
+        records = [SimpleNamespace(**dict(zip(("prompt_ids", "prompt_mask", "suffix_ids"), t2i_row_parts(c, m, n))),
+                                   task="t2i", response_ids=layout.code_to_token(out.codes[i]).tolist())
+                   for i, (c, m) in enumerate(conds)]
         if a.supervised:
             supervised_step(model, layout, conds, [targets[r["caption"]] for r in jobs], opt, sched)
             continue
@@ -185,7 +196,10 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--warm-start", type=int, default=200, help="SFT steps of the demo's t2i warm start (0: none)")
     p.add_argument("--supervised", action="store_true", help="cross-entropy on the target codes instead of RL")
+    add_smoke_flag(p, "seed 0, a 10-step warm start, 4 RL steps of 2 prompts x G = 4")
     a = p.parse_args()
+    if a.smoke:
+        vars(a).update(SMOKE_ARGS)
     torch.set_num_threads(1)
     t0 = time.time()
     results = []
@@ -193,8 +207,9 @@ def main() -> None:
         results.append(run(a, seed))
         print(json.dumps(results[-1]), flush=True)
     ratios = [r["ratio"] for r in results if r["ratio"] is not None] or [None]
-    print("RESULT " + json.dumps({"settings": {k: v for k, v in vars(a).items() if k != "seeds"}, "runs": results,
-                                  "ratio_min": min(ratios, key=lambda v: v or 0), "ratio_max": max(ratios, key=lambda v: v or 0), "seconds": round(time.time() - t0, 1)}))
+    print_result({"settings": {k: v for k, v in vars(a).items() if k != "seeds"}, "runs": results,
+                  "ratio_min": min(ratios, key=lambda v: v or 0), "ratio_max": max(ratios, key=lambda v: v or 0),
+                  "seconds": round(time.time() - t0, 1)}, a.smoke)
 
 
 if __name__ == "__main__":

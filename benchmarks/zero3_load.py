@@ -3,6 +3,7 @@ its own slice under deepspeed.zero.Init (trainer/sharded_load.py), side by side 
 
     .venv/bin/python benchmarks/zero3_load.py                       # ~57M params (230 MB fp32), 2 ranks
     .venv/bin/python benchmarks/zero3_load.py --d-model 512 --layers 4
+    .venv/bin/python benchmarks/zero3_load.py --smoke          # d_model 64, 2 layers, still 2 ranks each way
 
 For each way, `ranks` fresh processes (gloo, CPU; both ways at the same time) run the learner's real start-up, `Learner.setup`:
 policy load, frozen reference policy (beta > 0, as configs/multinode.yaml), DeepSpeed ZeRO-3 engines
@@ -19,6 +20,10 @@ and optimizer, with configs/deepspeed/zero3.json. Per rank, measured after the i
                   equals the checkpoint bit for bit
 
 Prints one final line `RESULT {json}` with both ways and the ratios sliced / full.
+
+How long, on the shared 2-core machine (2026-12-03, load average 3-4 from other jobs): `--smoke` 33-48 s
+(four rank processes importing DeepSpeed; figures meaningless). The full run was not re-timed; about a
+minute or two more than the smoke run (a 230 MB model built, then loaded by four ranks; an estimate).
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, add_smoke_flag, print_result
+
+SMOKE_ARGS = {"d_model": 64, "layers": 2}  # still 2 ranks, both ways
 
 
 def status_kb(field: str) -> int:
@@ -98,8 +104,7 @@ def rank_main(rank: int, world: int, port: int, path: str, sliced: bool) -> dict
 def start_ranks(path: Path, world: int, sliced: bool) -> list[subprocess.Popen]:
     from trainer.learner import free_port
 
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     args = ["--rank-port", str(free_port()), "--world", str(world), "--path", str(path)] + (["--sliced"] if sliced else [])
     return [subprocess.Popen([sys.executable, __file__, "--rank", str(r), *args], env=env, cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(world)]
@@ -127,7 +132,10 @@ def main() -> None:
     ap.add_argument("--world", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--path", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--sliced", action="store_true", help=argparse.SUPPRESS)
+    add_smoke_flag(ap, "d_model 64, 2 layers (a ~1 MB checkpoint), still 2 ranks each way")
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE_ARGS)
     if args.rank is not None:
         out = rank_main(args.rank, args.world, args.rank_port, args.path, args.sliced)
         print("RANK " + json.dumps(out), flush=True)
@@ -158,7 +166,7 @@ def main() -> None:
                   f"equal to the checkpoint: {result[way]['equal']}", flush=True)
     for k in ("load_peak_rss_mb", "load_peak_anon_mb", "peak_rss_mb", "peak_anon_mb", "read_fraction"):
         result[f"ratio_{k}"] = round(result["sliced"][k] / max(result["full"][k], 1e-9), 3)
-    print("RESULT " + json.dumps(result))
+    print_result(result, args.smoke)
 
 
 if __name__ == "__main__":
