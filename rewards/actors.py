@@ -1,6 +1,7 @@
 """Ray actors for rewards. Rule actors own a SandboxPool (the hard per-call timeout lives there, so it
 works although actor methods do not run on a main thread with signals); model actors hold model
-rewards (CLIP) on their device and score batches in-process. Both are plain synchronous actors."""
+rewards (CLIP) on their device and score batches in-process. Both are synchronous actors; `alive` runs in its own
+concurrency group, so it answers while a long call runs (rewards/pool.py tells slow from frozen with it)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from rewards.engine import score_model_reward
 from rewards.registry import load_reward
 from rewards.sandbox import Call, SandboxPool
 
+# `alive` answers from its own thread while a long call runs: a slow actor is told apart from a frozen one
+HEALTH = {"health": 1}
 
-@ray.remote
+
+@ray.remote(concurrency_groups=HEALTH)
 class RuleRewardActor:
     def __init__(self, num_procs: int = 1, mem_limit_mb: int = 3072):
         self.pool = SandboxPool(num_procs, mem_limit_mb)
@@ -24,6 +28,11 @@ class RuleRewardActor:
         self.incarnation = uuid.uuid4().hex  # new after every restart by Ray (crash, lost node)
 
     def ready(self) -> bool:
+        return True
+
+    @ray.method(concurrency_group="health")
+    def alive(self) -> bool:
+        """Answers while `run` is busy (its own thread): the pool's liveness probe for a long call."""
         return True
 
     def run(self, calls: list[tuple[dict, RewardInput, float]]) -> tuple[list[tuple[float, str, str]], tuple[str, float]]:
@@ -46,7 +55,7 @@ class RuleRewardActor:
         self.pool.close()
 
 
-@ray.remote
+@ray.remote(concurrency_groups=HEALTH)
 class ModelRewardActor:
     def __init__(self, specs: list[dict], device: str = "cpu", clip_model_path: str | None = None):
         self.models, self.errors = {}, {}
@@ -61,6 +70,10 @@ class ModelRewardActor:
                 self.errors[spec.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
 
     def ready(self) -> bool:
+        return True
+
+    @ray.method(concurrency_group="health")
+    def alive(self) -> bool:
         return True
 
     def busy_seconds(self) -> tuple[str, float]:

@@ -21,6 +21,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from policy.actor_group import ACTOR_MAX_RESTARTS, PLACEMENT_TIMEOUT_S, ActorGroup
+from policy.deadlines import Watchdog
 from policy.placement import bundles
 from rewards.actors import ModelRewardActor, RuleRewardActor
 from rewards.api import RewardInput, RewardResult, RewardSpec, ScoredSample
@@ -59,11 +60,12 @@ class RewardPool:
                  procs_per_worker: int = 1, worker_num_cpus: float = 0.5, model_num_cpus: float = 0.5,
                  model_num_gpus: float | None = None, max_restarts: int = ACTOR_MAX_RESTARTS,
                  cache_size: int = 100_000, strategy: str | None = None, bundle_resources: dict | None = None,
-                 placement_timeout_s: float = PLACEMENT_TIMEOUT_S):
+                 placement_timeout_s: float = PLACEMENT_TIMEOUT_S, watchdog: Watchdog | None = None):
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError("RewardPool: reward names must be unique")
         self.specs = list(specs)
+        self.watchdog = watchdog or Watchdog()  # every wait on an actor has a deadline (policy/deadlines.py)
         self.kinds = ray.get(_probe_kinds.remote([s.to_dict() for s in specs]))  # RewardImportError
         rule_specs = [s for s in specs if self.kinds[s.name] == "rule"]
         model_specs = [s for s in specs if self.kinds[s.name] == "model"]
@@ -163,41 +165,71 @@ class RewardPool:
         return by_name[name].timeout_s * max(1, math.ceil(len(part) / 8)) + ACTOR_SLACK_S
 
     def _run_jobs(self, jobs, batch, by_name) -> list[list[RewardResult]]:
+        """Every job's results. Each call has a deadline learned from the run's timings (policy/deadlines.py):
+        past it, an actor that still answers a liveness probe is slow and is waited for (up to the sandbox
+        bound, `_deadline`); one that does not is frozen: killed, restarted by Ray, and its chunk re-run as
+        a dead actor's would be."""
         out: list[list[RewardResult] | None] = [None] * len(jobs)
         attempts = [0] * len(jobs)
-        refs = {}
-        for j, job in enumerate(jobs):
-            refs[self._submit(job, batch, by_name)] = (j, time.monotonic() + self._deadline(job, by_name))
+        refs = {}  # ref -> (job index, hard deadline: the sandbox bound)
+
+        def submit(j: int) -> None:
+            kind, a = jobs[j][0], jobs[j][1]
+            ref = self._submit(jobs[j], batch, by_name)
+            self.watchdog.start(ref, f"reward {kind}", f"{'reward' if kind == 'rule' else 'model reward'} actor {a}")
+            refs[ref] = (j, time.monotonic() + self._deadline(jobs[j], by_name))
+
+        for j in range(len(jobs)):
+            submit(j)
         while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
-            now = time.monotonic()
+            ready, overdue = self.watchdog.poll(list(refs))
             for ref in ready:
                 j, _ = refs.pop(ref)
                 try:
                     rows, (incarnation, busy) = ray.get(ref)
+                    self.watchdog.done(ref)
                     kind, a = jobs[j][0], jobs[j][1]
                     self._note(a if kind == "rule" else len(self.rule_actors) + a, incarnation, busy)
                     out[j] = [RewardResult(v, s, d) for v, s, d in rows]
                 except (RayActorError, RayError) as exc:
+                    self.watchdog.forget(ref)
                     attempts[j] += 1
                     # the actor is being restarted: wait until it answers, then resubmit this chunk
                     if attempts[j] <= MAX_RETRIES and wait_ready(self._actor(jobs[j])):
                         self._stats.retries += 1
-                        refs[self._submit(jobs[j], batch, by_name)] = (
-                            j, time.monotonic() + self._deadline(jobs[j], by_name))
+                        submit(j)
                     else:
                         msg = f"reward actor failed {attempts[j]} times: {type(exc).__name__}"
                         out[j] = [RewardResult(0.0, "error", msg)] * len(jobs[j][2])
+            for ref in overdue:
+                if self._alive(self._actor(jobs[refs[ref][0]])):
+                    self.watchdog.extend(ref)  # slow, not frozen
+                else:  # frozen: its call now fails and is re-run like a dead actor's (above)
+                    self._kill(self._actor(jobs[refs[ref][0]]))
+            now = time.monotonic()
             for ref, (j, deadline) in list(refs.items()):
-                if now > deadline:  # an actor that does not answer at all: restart it, keep going
+                if now > deadline:  # alive but past the sandbox bound: restart it, keep going
                     refs.pop(ref)
-                    part = jobs[j][2]
-                    try:
-                        ray.kill(self._actor(jobs[j]), no_restart=False)
-                    except Exception:
-                        pass
-                    out[j] = [RewardResult(0.0, "timeout", "reward actor did not answer; restarted")] * len(part)
+                    self.watchdog.forget(ref)
+                    self._kill(self._actor(jobs[j]))
+                    out[j] = [RewardResult(0.0, "timeout", "reward actor did not answer; restarted")] * len(jobs[j][2])
         return [o if o is not None else [] for o in out]
+
+    @staticmethod
+    def _alive(actor, timeout_s: float = 5.0) -> bool:
+        """Does the actor answer `alive` (served by its own thread, even while a call runs)?"""
+        try:
+            return bool(ray.get(actor.alive.remote(), timeout=timeout_s))
+        except (GetTimeoutError, RayError):
+            return False
+
+    @staticmethod
+    def _kill(actor) -> None:
+        """Kill the actor; Ray restarts it (its in-flight calls fail with RayActorError)."""
+        try:
+            ray.kill(actor, no_restart=False)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
 
     # -- bookkeeping -------------------------------------------------------------------------------
     def stats(self) -> dict:

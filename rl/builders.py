@@ -16,8 +16,12 @@ asked for, when the cluster cannot hold it (policy/placement.py).
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
+from policy.deadlines import DeadlinePolicy, Watchdog
 from rewards.api import RewardSpec
 from rl.config import ModelSection, RunConfig, runtime_kwargs
 from rollout.image_sampler import ImageSamplerConfig
@@ -76,15 +80,35 @@ def start_ray(cfg: RunConfig, learner: bool = True) -> None:
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        with python_signal_handlers():
+            ray.init(address=address, log_to_driver=False)
         return
     # Logical CPUs for scheduling: every actor asks for some, and the phases of a step run one after
     # another, so a 2-core machine can host rollout, reward and learner actors side by side.
     num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, actor_cpus(cfg, learner) + 1)
     # address="local": a cluster of our own, even when a `ray start` cluster runs on this machine (plain
     # ray.init() would join that one, and then refuse num_cpus).
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=cfg.ray.include_dashboard,
-             log_to_driver=False, _node_ip_address="127.0.0.1")
+    with python_signal_handlers():
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=cfg.ray.include_dashboard,
+                 log_to_driver=False, _node_ip_address="127.0.0.1")
+
+
+@contextmanager
+def python_signal_handlers():
+    """Ray's core installs a C++ crash handler for SIGTERM in the driver (a SIGTERM then aborts with a stack
+    dump, rc -6); keep the process's own SIGINT/SIGTERM handlers (rl/cli.py: stop cleanly, exit 130)."""
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(sig, handler)
+
+
+def build_watchdog(cfg: RunConfig) -> Watchdog:
+    """One watchdog for every wait on an actor of the run (policy/deadlines.py)."""
+    return Watchdog(DeadlinePolicy(**runtime_kwargs(cfg.ray.deadlines, DeadlinePolicy)))
 
 
 # ---- rollout -----------------------------------------------------------------------------------------------
@@ -96,7 +120,7 @@ def image_sampler_config(cfg: RunConfig) -> ImageSamplerConfig:
     return ImageSamplerConfig(**runtime_kwargs(cfg.rollout.image, ImageSamplerConfig))
 
 
-def build_rollout_group(cfg: RunConfig, policy_path: Path):
+def build_rollout_group(cfg: RunConfig, policy_path: Path, watchdog: Watchdog | None = None):
     """The rollout group: its placement group and its workers (weights loaded straight to the device)."""
     from rollout.group import RolloutGroup
 
@@ -109,7 +133,7 @@ def build_rollout_group(cfg: RunConfig, policy_path: Path):
         text_config=text_sampler_config(cfg), image_config=image_sampler_config(cfg),
         device="cuda" if on_gpu else "cpu", dtype=rollout_dtype(cfg.model, on_gpu),
         max_text_len=section.image.max_text_len, num_image_tokens=num_image_tokens(cfg),
-        image_tokenizer=cfg.model.image_tokenizer,
+        image_tokenizer=cfg.model.image_tokenizer, watchdog=watchdog,
     )
 
 
@@ -133,7 +157,7 @@ def clip_model_path(cfg: RunConfig, run_dir: Path) -> str | None:
     return str(path)
 
 
-def build_reward_pool(cfg: RunConfig, run_dir: Path):
+def build_reward_pool(cfg: RunConfig, run_dir: Path, watchdog: Watchdog | None = None):
     """The reward actors: rule rewards in sandboxed CPU actors, model rewards (CLIP) in their own actors."""
     from rewards.pool import RewardPool
 
@@ -141,7 +165,7 @@ def build_reward_pool(cfg: RunConfig, run_dir: Path):
     return RewardPool(reward_specs(cfg), num_workers=section.num_workers, num_model_workers=section.num_model_workers,
                       model_device=section.model_device, clip_model_path=clip_model_path(cfg, run_dir),
                       strategy=section.placement.strategy, bundle_resources=section.placement.resources,
-                      placement_timeout_s=cfg.ray.placement_timeout_s)
+                      placement_timeout_s=cfg.ray.placement_timeout_s, watchdog=watchdog)
 
 
 # ---- the learner ---------------------------------------------------------------------------------------------
@@ -157,7 +181,7 @@ def learner_config(cfg: RunConfig) -> LearnerConfig:
                                           total_steps=cfg.run.steps * cfg.unigrpo.mu))
 
 
-def build_learner_group(cfg: RunConfig, policy_path: Path):
+def build_learner_group(cfg: RunConfig, policy_path: Path, watchdog: Watchdog | None = None):
     """The learner group: its placement group (PACK by default: ranks on as few nodes as possible) and M
     DeepSpeed ranks joined in one rendezvous."""
     from trainer.learner_group import LearnerGroup
@@ -166,4 +190,4 @@ def build_learner_group(cfg: RunConfig, policy_path: Path):
     return LearnerGroup.create(section.num_ranks, str(policy_path), learner_config(cfg), unigrpo_config(cfg),
                                num_gpus_per_rank=section.num_gpus_per_rank, strategy=section.placement.strategy,
                                bundle_resources=section.placement.resources,
-                               placement_timeout_s=cfg.ray.placement_timeout_s)
+                               placement_timeout_s=cfg.ray.placement_timeout_s, watchdog=watchdog)

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from policy.actor_group import PLACEMENT_TIMEOUT_S
+from policy.deadlines import DeadlinePolicy
 from policy.prompts import T2I_MAX_TEXT_LEN
 from rewards.api import DEFAULT_MAX_ABS
 from rl.tasks import TEXT_TASKS
@@ -351,10 +352,23 @@ class LearnerSection(Section):
         return str(v).lower() if isinstance(v, bool) else v  # YAML reads an unquoted false as a boolean
 
 
+class DeadlineSection(Section):
+    """How long a wait on an actor may last before the actor counts as frozen (policy/deadlines.py)."""
+
+    factor: float = Field(default(DeadlinePolicy, "factor"), gt=1, description="x the call's recent median")
+    floor_s: float = Field(default(DeadlinePolicy, "floor_s"), gt=0, description="never sooner than this")
+    first_s: float = Field(default(DeadlinePolicy, "first_s"), gt=0,
+                           description="a call kind with no timing yet (loading, warm-up, compilation)")
+    override_s: float | None = Field(default(DeadlinePolicy, "override_s"), gt=0,
+                                     description="one fixed deadline for every call instead")
+
+
 class RaySection(Section):
     address: str | None = Field(None, description="None starts a local cluster on loopback; 'auto' joins one")
     num_cpus: int | None = Field(None, ge=1)
     include_dashboard: bool = False
+    deadlines: DeadlineSection = Field(default_factory=DeadlineSection,
+                                       description="frozen-actor deadlines learned from the run's timings")
     placement_timeout_s: float = Field(
         PLACEMENT_TIMEOUT_S, gt=0, description="how long a group waits for its placement group before failing")
 

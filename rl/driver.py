@@ -44,7 +44,7 @@ from rl.recovery import (
     TrainingDiverged,
     learner_calls,
 )
-from rl.step_report import BusyMeter, StepTimer, report_step, run_summary
+from rl.step_report import BusyMeter, StepTimer, late_calls, report_step, run_summary
 from rl.store import BackgroundWriter, RolloutStore
 from rl.tasks import get_task
 from rl.weights import WeightPublisher
@@ -71,6 +71,7 @@ class Driver:
         self.step = 0
         self.run_id = uuid.uuid4().hex[:12]
         self.stop = GracefulStop()
+        self.watchdog = builders.build_watchdog(cfg)  # deadlines for every wait on an actor
         self.restarts = RestartBudget(cfg.run.max_restarts)
         self.skipped_in_a_row = 0  # updates skipped for a NaN/inf loss or gradient norm
         self._reward_busy, self._clip_busy = BusyMeter(), BusyMeter()
@@ -105,9 +106,9 @@ class Driver:
         if cfg.model.warm_start is not None and cfg.model.path is None:
             self._warm_start(policy_path)
         builders.start_ray(cfg)
-        self.rollout = builders.build_rollout_group(cfg, policy_path)
-        self.reward_pool = builders.build_reward_pool(cfg, self.run_dir)
-        self.learner = builders.build_learner_group(cfg, policy_path)
+        self.rollout = builders.build_rollout_group(cfg, policy_path, self.watchdog)
+        self.reward_pool = builders.build_reward_pool(cfg, self.run_dir, self.watchdog)
+        self.learner = builders.build_learner_group(cfg, policy_path, self.watchdog)
         self.publisher = WeightPublisher(self.learner, self.rollout, cfg.run.weight_transport)
         eval_prompts = build_eval_prompts(cfg)
         if eval_prompts:
@@ -189,6 +190,7 @@ class Driver:
         from trainer.batch import batch_from_rollouts
 
         cfg, timer, step = self.cfg, StepTimer(), self.step + 1
+        self.watchdog.step = step
         prompts = self.dataset.next_batch(cfg.data.prompts_per_step)
         with timer.time("generate"):
             records = self.rollout.generate(prompts, cfg.rollout.group_size, seed=step_seed(cfg.run.seed, step))
@@ -217,6 +219,7 @@ class Driver:
         m = report_step(records, rewards, adv, stats, timer, published, rollout=self.rollout,
                         reward_pool=self.reward_pool, reward_busy=self._reward_busy, clip_busy=self._clip_busy,
                         counters=self._counters(), has_images=any(task_kind(r.task) == "t2i" for r in records))
+        m.update(late_calls(self.watchdog.take_events()))  # only in steps where an actor was late
         self.metrics.log(step, m)
         self.sinks.log(step, m)
         if self.skipped_in_a_row >= cfg.learner.max_skipped_updates:

@@ -74,6 +74,17 @@ def report_step(records, rewards, adv, stats: dict, timer: StepTimer, published:
     return m
 
 
+def late_calls(events: list[dict]) -> dict:
+    """faults/* of a step in which some actor answered late (policy/deadlines.py), else nothing: how many
+    calls were late or overdue, and the longest wait. Rows without them are the common case."""
+    if not events:
+        return {}
+    return {"faults/late_calls": sum(e["event"] == "late" for e in events),
+            "faults/overdue_calls": sum(e["event"] == "overdue" for e in events),
+            "faults/max_wait_s": max(e["waited_s"] for e in events),
+            "faults/late_actors": ", ".join(sorted({e["who"] for e in events}))}
+
+
 def run_summary(rows: list[dict], evals: dict, **fields) -> dict:
     """summary.json: first / last 10 steps' mean reward (overall and per task), eval summaries, `fields`."""
     steps = [m for m in rows if "reward/mean" in m]  # step rows (eval rows are apart)

@@ -13,6 +13,8 @@ The group owns its placement group (one bundle per worker) and hides failures fr
     restarted by Ray while idle and came back with the initial weights) is marked lost and counted in
     `restarts`; its shard is re-issued at once on a live worker. No group is lost or counted twice: a
     shard's records are kept only from the one call that succeeded.
+  * a worker past its deadline (policy/deadlines.py: learned from the run's own timings) is frozen: it
+    is killed (Ray restarts it) and handled as a lost worker.
   * a lost worker rejoins at the start of a later call once Ray has restarted it, after being given the
     current weights (`weight_source()`: the latest (version, payload ref)). A worker Ray gave up on is
     replaced by a new actor in the same bundle. Every wait is bounded: when no worker is live, the group
@@ -26,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from policy.actor_group import ACTOR_MAX_RESTARTS, PLACEMENT_TIMEOUT_S, ActorGroup
+from policy.deadlines import Watchdog
 from policy.placement import bundles
 from rollout.record import Prompt, RolloutRecord
 from rollout.worker import start_rollout_worker
@@ -34,9 +37,10 @@ SEED_STRIDE = 7919  # shard k samples with seed + SEED_STRIDE * k
 
 
 class RolloutGroup:
-    def __init__(self, workers: ActorGroup, restart_wait_s: float = 300.0, call_timeout_s: float = 3600.0) -> None:
+    def __init__(self, workers: ActorGroup, watchdog: Watchdog | None = None, restart_wait_s: float = 300.0) -> None:
         self.workers = workers  # one RolloutWorker actor per bundle (policy/actor_group.py)
-        self.restart_wait_s, self.call_timeout_s = restart_wait_s, call_timeout_s
+        self.watchdog = watchdog or Watchdog()  # every wait on a worker has a deadline (policy/deadlines.py)
+        self.restart_wait_s = restart_wait_s
         self.version = 0  # the policy version every live worker holds
         self.weight_source: Callable[[], tuple[int, Any]] | None = None  # -> (version, payload ref)
         self._lost: dict[int, Any] = {}  # worker index -> ping ref (answers once Ray has restarted it)
@@ -46,7 +50,7 @@ class RolloutGroup:
     def create(cls, num_workers: int, policy_path: str, num_gpus_per_worker: float = 0.0,
                num_cpus_per_worker: float = 1.0, strategy: str = "PACK", bundle_resources: dict | None = None,
                placement_timeout_s: float = PLACEMENT_TIMEOUT_S, max_restarts: int = ACTOR_MAX_RESTARTS,
-               **worker_kwargs) -> RolloutGroup:
+               watchdog: Watchdog | None = None, **worker_kwargs) -> RolloutGroup:
         """Reserve the placement group (fails fast if the cluster cannot hold it), start the workers,
         and wait until every one has loaded its model."""
         import ray
@@ -58,7 +62,7 @@ class RolloutGroup:
 
         workers = ActorGroup("rollout", start, bundles(num_workers, num_cpus_per_worker, num_gpus_per_worker,
                                                          bundle_resources), strategy, placement_timeout_s)
-        group = cls(workers)
+        group = cls(workers, watchdog)
         ray.get([w.ping.remote() for w in group.workers])
         return group
 
@@ -80,13 +84,34 @@ class RolloutGroup:
         lost; it gets the weights from `weight_source` when it comes back."""
         import ray
 
-        refs = {i: self.workers[i].load_weights.remote(version, payload) for i in self.live()}
-        for i, ref in refs.items():
-            try:
-                ray.get(ref, timeout=self.call_timeout_s)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                self._mark_lost(i)
+        pending = {}
+        for i in self.live():
+            ref = self.workers[i].load_weights.remote(version, payload)
+            self.watchdog.start(ref, "load_weights", f"rollout worker {i}")
+            pending[ref] = i
+        while pending:
+            ready, overdue = self.watchdog.poll(list(pending))
+            for ref in overdue:  # frozen: the same path as a dead worker
+                self._freeze(pending.pop(ref))
+            for ref in ready:
+                i = pending.pop(ref)
+                try:
+                    ray.get(ref)
+                    self.watchdog.done(ref)
+                except ray.exceptions.RayActorError:
+                    self.watchdog.forget(ref)
+                    self._mark_lost(i)
         self.version = int(version)
+
+    def _freeze(self, i: int) -> None:
+        """A worker past its deadline: kill it (Ray restarts it in its bundle) and handle it as lost."""
+        import ray
+
+        try:
+            ray.kill(self.workers[i], no_restart=False)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self._mark_lost(i)
 
     def _mark_lost(self, i: int) -> None:
         if i in self._lost:
@@ -124,7 +149,7 @@ class RolloutGroup:
             return True  # the initial weights are what a restarted actor loads anyway
         version, payload = self.weight_source()
         try:
-            ray.get(self.workers[i].load_weights.remote(version, payload), timeout=self.call_timeout_s)
+            ray.get(self.workers[i].load_weights.remote(version, payload), timeout=self.watchdog.deadline("load_weights"))
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             self._lost[i] = self.workers[i].ping.remote()
             return False
@@ -152,28 +177,40 @@ class RolloutGroup:
                 live = self.live()
             w = k if k in live else live[(k + failures[k]) % len(live)]
             shard, groups = shards[k]
-            pending[self.workers[w].generate.remote(shard, group_size, seed + SEED_STRIDE * k, text_sampler,
-                                                    groups)] = (k, w)
+            ref = self.workers[w].generate.remote(shard, group_size, seed + SEED_STRIDE * k, text_sampler, groups)
+            # a call kind per shape (a held-out evaluation's batch is not a training step's)
+            kind = f"generate {len(shard)}x{group_size}" + (" eval" if text_sampler else "")
+            self.watchdog.start(ref, kind, f"rollout worker {w}")
+            pending[ref] = (k, w)
+
+        def failed(k: int, w: int) -> None:
+            failures[k] += 1
+            if failures[k] > self.size + 2:
+                raise RuntimeError(f"rollout shard {k} failed {failures[k]} times; giving up") from None
+            self._heal(block=False)
+            submit(k)
 
         for k in shards:
             submit(k)
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.call_timeout_s)
-            if not ready:
-                raise TimeoutError(f"rollout workers did not answer within {self.call_timeout_s:.0f} s")
-            k, w = pending.pop(ready[0])
-            try:
-                records = ray.get(ready[0])
-                if records and records[0].policy_version != self.version:
-                    raise StaleWeights(w)
-                results[k] = records
-            except (ray.exceptions.RayActorError, StaleWeights):
-                self._mark_lost(w)
-                failures[k] += 1
-                if failures[k] > self.size + 2:
-                    raise RuntimeError(f"rollout shard {k} failed {failures[k]} times; giving up") from None
-                self._heal(block=False)
-                submit(k)
+            ready, overdue = self.watchdog.poll(list(pending))
+            for ref in overdue:  # frozen: killed, and its shard re-run like a dead worker's
+                self.watchdog.forget(ref)
+                k, w = pending.pop(ref)
+                self._freeze(w)
+                failed(k, w)
+            for ref in ready:
+                k, w = pending.pop(ref)
+                try:
+                    records = ray.get(ref)
+                    if records and records[0].policy_version != self.version:
+                        raise StaleWeights(w)
+                    self.watchdog.done(ref)
+                    results[k] = records
+                except (ray.exceptions.RayActorError, StaleWeights):
+                    self.watchdog.forget(ref)
+                    self._mark_lost(w)
+                    failed(k, w)
         # model compute inside the workers: each record carries its batch's time; shards run in parallel
         def per_shard(key: str, kind: str | None = None) -> float:
             return max(sum(r.timings.get(key, 0.0) / r.timings["batch_size"] for r in recs

@@ -23,23 +23,14 @@ import ray
 import torch
 
 from policy.actor_group import PLACEMENT_TIMEOUT_S, ActorGroup
-from policy.placement import bundles
+from policy.deadlines import Watchdog
+from policy.placement import bundles, kill_all
 from trainer.batch import TrainBatch
 from trainer.engine import LearnerConfig, load_deepspeed_config, num_micro_batches, resolve_bf16, resolve_path
 from trainer.learner import SUM_KEYS, LearnerActor
 from trainer.unigrpo import UniGRPOConfig, masks_for_update, scored_positions
 
-__all__ = ["LearnerConfig", "LearnerGroup", "UniGRPOConfig", "get_all"]
-
-
-def get_all(refs: list) -> list:
-    """ray.get of every rank's call, raising as soon as one rank fails (the others may be blocked in a
-    collective with it and would never answer)."""
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        ray.get(ready[0])
-    return ray.get(refs)
+__all__ = ["LearnerConfig", "LearnerGroup", "UniGRPOConfig"]
 
 
 class LearnerGroup:
@@ -50,8 +41,9 @@ class LearnerGroup:
     def __init__(self, num_ranks: int, policy_path: str, learner_cfg: LearnerConfig, unigrpo_cfg: UniGRPOConfig,
                  ds_config: dict, num_gpus_per_rank: float = 0, num_cpus_per_rank: float = 1,
                  master_port: int | None = None, strategy: str = "PACK", bundle_resources: dict | None = None,
-                 placement_timeout_s: float = PLACEMENT_TIMEOUT_S) -> None:
+                 placement_timeout_s: float = PLACEMENT_TIMEOUT_S, watchdog: Watchdog | None = None) -> None:
         """Reserve one bundle per rank, start the ranks and join them in one rendezvous."""
+        self.watchdog = watchdog or Watchdog()  # every wait on a rank has a deadline (policy/deadlines.py)
         self.num_ranks, self.policy_path = num_ranks, policy_path
         self.cfg, self.ucfg, self.ds_config = learner_cfg, unigrpo_cfg, ds_config
         self._master_port = master_port
@@ -86,8 +78,8 @@ class LearnerGroup:
     def create(cls, num_ranks: int, policy_path: str, learner_cfg: LearnerConfig | None = None,
                unigrpo_cfg: UniGRPOConfig | None = None, num_gpus_per_rank: float = 0,
                master_port: int | None = None, num_cpus_per_rank: float = 1, strategy: str = "PACK",
-               bundle_resources: dict | None = None,
-               placement_timeout_s: float = PLACEMENT_TIMEOUT_S) -> LearnerGroup:
+               bundle_resources: dict | None = None, placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
+               watchdog: Watchdog | None = None) -> LearnerGroup:
         """The group for these settings (PACK: ranks on as few nodes as possible; fails fast with what was
         asked and what the cluster has), with the DeepSpeed config resolved for them."""
         from policy.placement import ensure_local_ray_env
@@ -100,11 +92,35 @@ class LearnerGroup:
         use_bf16 = resolve_bf16(learner_cfg) if num_gpus_per_rank else learner_cfg.bf16 is True
         ds_config = load_deepspeed_config(learner_cfg, num_ranks, use_bf16)
         return cls(num_ranks, policy_path, learner_cfg, unigrpo_cfg, ds_config, num_gpus_per_rank,
-                   num_cpus_per_rank, master_port, strategy, bundle_resources, placement_timeout_s)
+                   num_cpus_per_rank, master_port, strategy, bundle_resources, placement_timeout_s, watchdog)
+
+    def _all(self, kind: str, refs: list, first_rank: int = 0, fetch: bool = True) -> list | None:
+        """The ranks' answers to one call each (refs in rank order), raising as soon as one rank fails (the
+        others may be blocked in a collective with it and would never answer). A rank past its deadline
+        is frozen: it is killed, so its call fails like a dead rank's (the driver restarts the group).
+        fetch=False: wait only (rank 0's gathered weights stay in the object store for the workers)."""
+        ranks = dict(zip(refs, range(first_rank, first_rank + len(refs))))
+        for ref, rank in ranks.items():
+            self.watchdog.start(ref, kind, f"learner rank {rank}")
+        pending = list(refs)
+        try:
+            while pending:
+                ready, overdue = self.watchdog.poll(pending)
+                for ref in overdue:
+                    kill_all([self.actors[ranks[ref]]])
+                for ref in ready:
+                    pending.remove(ref)
+                    if fetch:
+                        ray.get(ref)  # a failed rank raises here, at once
+                    self.watchdog.done(ref)
+        finally:
+            for ref in pending:
+                self.watchdog.forget(ref)
+        return ray.get(refs) if fetch else None
 
     def _rendezvous(self) -> None:
         host, port = ray.get(self.actors[0].address.remote())
-        info = get_all([a.setup.remote(host, self._master_port or port) for a in self.actors])  # one rendezvous
+        info = self._all("setup", [a.setup.remote(host, self._master_port or port) for a in self.actors])  # one rendezvous
         self.eos_id = info[0]["eos_id"]  # ends o_i under response_positions=through_first_eos
 
     def restart(self) -> None:
@@ -125,7 +141,7 @@ class LearnerGroup:
         tokens_per_iter = [int(t) for t in masked.sum(axis=(1, 2))]
         bounds = [batch.shard_bounds(r, world) for r in range(world)]
         num_micro = num_micro_batches([b - a for a, b in bounds], batch.seq_len, self.cfg.micro_batch_tokens)
-        results = get_all([
+        results = self._all("update", [
             actor.update.remote(batch.select(slice(a, b)), masked[:, a:b], batch.num_rows, tokens_per_iter, num_micro)
             for actor, (a, b) in zip(self.actors, bounds)
         ])
@@ -142,8 +158,8 @@ class LearnerGroup:
         """ObjectRef of {"version", "state": {name: np.ndarray}, "dtypes"} from rank 0 (all ranks gather)."""
         version = self.policy_version if version is None else version
         refs = [a.full_state.remote(version) for a in self.actors]
-        get_all(refs[1:])
-        ray.wait(refs[:1])
+        self._all("gather weights", refs[1:], first_rank=1)
+        self._all("gather weights", refs[:1], fetch=False)
         return refs[0]
 
     def init_broadcast(self, world_size: int, port: int | None = None, backend: str | None = None):
@@ -168,19 +184,19 @@ class LearnerGroup:
         directory.mkdir(parents=True, exist_ok=True)
         client = {"num_updates": self.num_updates, "policy_version": self.policy_version,
                   "extra_state": extra_state or {}, "learner_cfg": asdict(self.cfg), "unigrpo_cfg": asdict(self.ucfg)}
-        get_all([a.save_checkpoint.remote(str(directory), client) for a in self.actors])
+        self._all("save_checkpoint", [a.save_checkpoint.remote(str(directory), client) for a in self.actors])
         self.export_policy(directory / "policy")
         return directory
 
     def load_checkpoint(self, directory: str | Path) -> dict:
         directory = Path(directory).resolve()
-        client = get_all([a.load_checkpoint.remote(str(directory)) for a in self.actors])[0]
+        client = self._all("load_checkpoint", [a.load_checkpoint.remote(str(directory)) for a in self.actors])[0]
         self.num_updates, self.policy_version = client["num_updates"], client["policy_version"]
         return client["extra_state"]
 
     def export_policy(self, directory: str | Path) -> Path:
         directory = Path(directory).resolve()
-        get_all([a.export_policy.remote(str(directory)) for a in self.actors])
+        self._all("export_policy", [a.export_policy.remote(str(directory)) for a in self.actors])
         return directory
 
     def shutdown(self) -> None:

@@ -41,3 +41,10 @@ def slow_ok(inp, marker=None, seconds=2.0, **kwargs):
             fh.write(f"{os.getpid()}\n")
     time.sleep(seconds)
     return 1.0
+
+
+def slow_after(inp, marker, fast=0.05, slow=0.15, **kwargs):
+    """Sleeps `fast` seconds per call, or `slow` once the file `marker` exists (a test makes an actor slow
+    mid-run without freezing it), then answers 1."""
+    time.sleep(slow if os.path.exists(marker) else fast)
+    return 1.0
