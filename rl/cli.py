@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -46,6 +48,16 @@ def _fresh_run_dir(base: Path) -> Path:
     while base.with_name(f"{base.name}-{n}").exists():
         n += 1
     return base.with_name(f"{base.name}-{n}")
+
+
+def _stop_while_starting(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _never_started(driver) -> bool:
+    """A new run that stopped before completing a step, with nothing checkpointed: nothing worth keeping."""
+    ckpts = driver.checkpoints
+    return driver.step == 0 and (ckpts is None or ckpts.latest() is None)
 
 
 def train_main(argv: list[str]) -> int:
@@ -90,6 +102,14 @@ def train_main(argv: list[str]) -> int:
 
     driver = Driver(cfg, run_dir=run_dir, resume=bool(args.resume))
     print(f"unigrpo: run directory {run_dir}", flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # while starting; training installs its graceful stop
+        signal.signal(sig, _stop_while_starting)
+    import ray
+
+    if not ray.is_initialized():  # this process will own a cluster: nothing of it may outlive us
+        from rl.reaper import start_reaper
+
+        start_reaper()
     dashboard = None
     if cfg.run.dashboard:
         from rl.dashboard.server import Background
@@ -109,8 +129,12 @@ def train_main(argv: list[str]) -> int:
         print(f"unigrpo: {err}", file=sys.stderr)
         _say_resumable(run_dir, CheckpointStore)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("unigrpo: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, SystemExit) as err:
+        # SystemExit(15): a SIGTERM while ray.init runs meets Ray's own handler, which exits with the signal
+        if isinstance(err, SystemExit) and err.code not in (signal.SIGTERM, signal.SIGINT):
+            raise
+        print(f"unigrpo: interrupted {'while starting' if driver.step == 0 else f'at step {driver.step}'}: "
+              "every actor stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - report, then a trustworthy exit code
         traceback.print_exc()
@@ -120,6 +144,9 @@ def train_main(argv: list[str]) -> int:
         driver.shutdown()
         if dashboard is not None:
             dashboard.stop()
+        if not args.resume and _never_started(driver):
+            shutil.rmtree(run_dir, ignore_errors=True)  # the next start takes the same name
+            print(f"unigrpo: no step completed; removed {run_dir}", file=sys.stderr)
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "reward_first10", "reward_last10")}))
     print(f"unigrpo: summary in {run_dir / 'summary.json'}, reward curve in {run_dir / 'reward_curve.png'}")
     print(f"unigrpo: look at the run with: unigrpo dashboard {run_dir}")
