@@ -9,7 +9,7 @@ export RAY_AUTH_MODE := disabled
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench bench-smoke clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +37,25 @@ test-fast: $(VENV)/.installed $(CHROMIUM)
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-bench: $(VENV)/.installed
+# Every benchmark at full size (see each script's docstring for what it measures and how long it takes);
+# gpu_8b.py needs a CUDA GPU with >= 80 GB and is skipped without one.
+bench: $(VENV)/.installed $(CHROMIUM)
 	$(PY) benchmarks/sampler.py
 	$(PY) benchmarks/learner.py
 	$(PY) benchmarks/math_reward.py
 	$(PY) benchmarks/e2e.py
 	$(PY) benchmarks/dashboard.py
+	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/zero3_load.py
+	$(PY) benchmarks/t2i_probe.py
+	$(PY) benchmarks/ablate.py
+	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(PY) benchmarks/gpu_8b.py; \
+	else echo "bench: benchmarks/gpu_8b.py skipped (no CUDA GPU)"; fi
+
+# Every benchmark's --smoke mode (the same code path, shrunk to seconds; gpu_8b.py on CPU): fails if any
+# fails or prints no valid `RESULT {json}` line.
+bench-smoke: $(VENV)/.installed $(CHROMIUM)
+	$(PY) benchmarks/_common.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

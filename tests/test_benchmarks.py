@@ -1,0 +1,86 @@
+"""The benchmarks cannot silently break: each one's `--smoke` mode (the same code path as the full run,
+shrunk to seconds) runs in a subprocess and must end with a `RESULT {json}` line that parses as strict
+JSON and holds the keys its readers use (docs/benchmarks.md, the docstrings).
+
+The four whose smoke run starts a Ray cluster or DeepSpeed ranks (e2e, scale, ablate, zero3_load: 20-90 s
+each on the shared 2-core machine) are marked slow; the six others take 2-20 s each. Measured on
+2026-12-03: the whole file 209-266 s (load average 2-5 from other jobs), 49 s with `-m "not slow"`.
+`make bench-smoke` runs the same smoke modes outside pytest.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("benchmarks_common", ROOT / "benchmarks" / "_common.py")
+common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(common)
+
+# benchmark -> keys its RESULT must hold (besides "smoke")
+EXPECTED = {
+    "ablate": {"steps", "seeds", "best", "variants", "overrides"},
+    "dashboard": {"sizes", "max_request_ms_at_largest", "goal_under_300ms", "goal_rss_under_1gb",
+                  "cost_ratio_largest_over_100k"},
+    "e2e": {f"{k}_{c}" for k in ("overhead", "step_ms", "rollouts_per_s") for c in ("tiny", "small", "t2i", "mixed")}
+    | {f"{k}_ms_{c}" for k in ("image_sampling", "decode", "clip_scoring", "update", "reward_transfer")
+       for c in ("t2i", "mixed")},
+    "gpu_8b": {"device", "params_b", "logits_at_max_abs_diff", "plain_tokens_per_s", "cache_tokens_per_s",
+               "cache_speedup", "update_tokens_per_s", "update_mfu", "peak_mem_gb"},
+    "learner": {"tokens_per_s", "mfu", "model_tflops_per_s", "peak_matmul_tflops", "update_s", "params_m"},
+    "math_reward": {"accuracy", "precision", "recall", "math_verify_accuracy", "cases_per_s",
+                    "math_verify_cases_per_s", "speedup", "per_source", "per_style"},
+    "sampler": {"speedup", "agreement", "point", "rule", "accuracy_plain", "spread", "plain_s", "points",
+                "total_s"},
+    "scale": {"workers", "efficiency_at_n", "efficiency_real_at_n", "rollouts_per_s", "driver_overhead_s",
+              "publish_model", "publish"},
+    "t2i_probe": {"settings", "runs", "ratio_min", "ratio_max", "seconds"},
+    "zero3_load": {"model_mb", "full", "sliced", "ratio_load_peak_rss_mb", "ratio_read_fraction"},
+}
+# what must hold even at smoke sizes
+CHECKS = {
+    "learner": lambda r: r["tokens_per_s"] > 0 and r["mfu"] > 0,
+    "zero3_load": lambda r: r["full"]["equal"] and r["sliced"]["equal"] and r["ratio_read_fraction"] < 1,
+    "sampler": lambda r: r["points"]["early_stop"]["agreement"] == 1.0,  # exact by construction
+    "math_reward": lambda r: r["cases"] > 0 and r["labelled"] > 0,
+}
+SLOW = {"ablate", "e2e", "scale", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
+SMOKE_TIMEOUT_S = 900  # a loaded 2-core machine; the slowest smoke run takes ~90 s on a quiet one
+
+
+def test_every_benchmark_is_covered():
+    """A new benchmark gets a row here (and so a smoke test); `make bench` runs every one."""
+    assert set(common.benchmark_names()) == set(EXPECTED)
+    makefile = (ROOT / "Makefile").read_text()
+    assert [n for n in EXPECTED if f"benchmarks/{n}.py" not in makefile] == []
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_benchmark_is_product_code(name):
+    """The docstring says how to run the smoke mode; no sys.path tricks (the project is installed)."""
+    source = (ROOT / "benchmarks" / f"{name}.py").read_text()
+    doc = ast.get_docstring(ast.parse(source)) or ""
+    assert "--smoke" in doc and "RESULT" in doc
+    assert "add_smoke_flag(" in source and "print_result(" in source
+    assert "sys.path.insert" not in source
+
+
+def test_parse_result_is_strict():
+    assert common.parse_result('noise\nRESULT {"a": 1}\n') == {"a": 1}
+    for bad in ("no result here", 'RESULT {"a": NaN}', "RESULT {not json"):
+        with pytest.raises(ValueError):
+            common.parse_result(bad)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                  for n in sorted(EXPECTED)])
+def test_smoke_run(name):
+    result, seconds = common.run_smoke(name, timeout=SMOKE_TIMEOUT_S)
+    print(f"benchmarks/{name}.py --smoke: {seconds:.1f} s")
+    assert result["smoke"] is True
+    assert EXPECTED[name] <= result.keys(), f"missing {sorted(EXPECTED[name] - result.keys())}"
+    assert CHECKS.get(name, lambda r: True)(result), result
