@@ -23,7 +23,7 @@ Variants (one-at-a-time around the baseline):
     init         model.tiny.init        scaled (the demo's) | llada (N(0, 0.02), sized for d_model 4096)
 
 How long, on the shared 2-core machine (2026-12-03): `--smoke` (a 10-step warm start, 3 steps of 4
-prompts, 16 held-out prompts) 25-35 s, figures meaningless. The full grid (11 variants x 2 seeds x 120
+prompts, 16 held-out prompts) 20-35 s, figures meaningless. The full grid (11 variants x 2 seeds x 120
 steps, 22 runs of the CLI) was not re-timed: at the demo's 1.1-2.4 s per step, about 1-2 hours.
 """
 

@@ -24,7 +24,7 @@ scan over every partition with the filter pushed down (no index). Goals: every r
 Ends with `RESULT {json}`. It needs Chromium at /usr/bin/chromium (Debian's package: `apt-get install chromium`). `--smoke` builds
 its two small stores in a temporary folder (never under --dir, whose full store it would replace).
 
-How long, on the shared 2-core machine (2026-12-03): `--smoke` 6-8 s (figures meaningless). The full
+How long, on the shared 2-core machine (2026-12-03): `--smoke` 5-8 s (figures meaningless). The full
 run was not re-timed: it first writes ~4 GiB of Parquet under --dir (2,000 partitions at ~8 per
 second as the smoke store was written: ~4 min), then the server indexes 1M rollouts and every request
 is timed; expect well over 10 minutes the first time, less once the store exists (an estimate).

@@ -31,7 +31,7 @@ Ends with `RESULT {json}`.
     .venv/bin/python benchmarks/e2e.py [--steps 12] [--warmup 3] [--configs tiny,small,t2i,mixed]
     .venv/bin/python benchmarks/e2e.py --smoke    # every config, 2 steps (1 warm-up), G = 2
 
-How long, on the shared 2-core machine (2026-12-03, load average 3-4 from other jobs): `--smoke` 78-89 s
+How long, on the shared 2-core machine (2026-12-03, load average 2-5 from other jobs): `--smoke` 61-89 s
 (a Ray cluster and four drivers start; figures meaningless). The full run was not re-timed: its 12
 `small` steps of 12-13 s dominate it, about 4-5 min in all (an estimate).
 """

@@ -18,7 +18,7 @@ in the same run: the full-logits forward (1.), plain LLaDA sampling (2.), a bf16
 Ends with `RESULT {json}`.
 
 `--smoke`: d_model 64, 2 layers, MMaDA-8B's 134,656-token vocabulary, batch 2, prompts of 16 and
-responses of 32 tokens, no matmul peak (MFU null); it never uses a GPU. How long: `--smoke` 11-19 s on
+responses of 32 tokens, no matmul peak (MFU null); it never uses a GPU. How long: `--smoke` 8-19 s on
 the shared 2-core machine (2026-12-03; figures meaningless). The full run was not re-timed (no GPU
 here); its H200 figures are in docs/benchmarks.md.
 """

@@ -30,7 +30,7 @@ is the publish time model docs/scaling.md extrapolates from.
     .venv/bin/python benchmarks/scale.py --smoke   # 2 nodes, N = 1, 2, 2 steps, 1-2 MB to 1-2 receivers
 Ends with `RESULT {json}`.
 
-How long, on the shared 2-core machine (2026-12-03, load average 3-4 from other jobs): `--smoke` 51-88 s
+How long, on the shared 2-core machine (2026-12-03, load average 2-5 from other jobs): `--smoke` 45-88 s
 (figures meaningless). The full run was not re-timed here; `--steps 3` was recorded at about 10 minutes
 (docs/benchmarks.md), so the default 4 steps take somewhat more.
 """

@@ -21,7 +21,7 @@ and optimizer, with configs/deepspeed/zero3.json. Per rank, measured after the i
 
 Prints one final line `RESULT {json}` with both ways and the ratios sliced / full.
 
-How long, on the shared 2-core machine (2026-12-03, load average 3-4 from other jobs): `--smoke` 33-48 s
+How long, on the shared 2-core machine (2026-12-03, load average 2-5 from other jobs): `--smoke` 20-48 s
 (four rank processes importing DeepSpeed; figures meaningless). The full run was not re-timed; about a
 minute or two more than the smoke run (a 230 MB model built, then loaded by four ranks; an estimate).
 """
