@@ -4,13 +4,15 @@
     unigrpo dashboard runs/a runs/b             several runs, overlaid on the compare page
     unigrpo dashboard runs/                     every run under a folder, picked in the page
     unigrpo dashboard runs/ --host 0.0.0.0      reachable from other machines: needs a token
+    unigrpo dashboard runs/ --allow-host box    tokenless, also answering to Host `box` (a proxy, the machine's name)
 
 The page is one static app (rl/dashboard/static, no CDN, no download) that talks to a JSON API; each
 view has its own URL so a link can be pasted into a chat. A background task re-reads every run once a
 second (only what was appended, see series.py / rollouts.py), so a running job shows up live.
 
-Safety: binds 127.0.0.1 unless told otherwise; with --host other than loopback a token is required
-(given, or generated and printed) and every request without it gets 401; URLs name runs by id, never
+Safety (guard.py): binds 127.0.0.1 unless told otherwise; with --host other than loopback a token is
+required (given, or generated and printed) and every request without it gets 401; without a token only a
+loopback (or --allow-host) Host is answered, against DNS rebinding; URLs name runs by id, never
 by path, so `../` or absolute paths answer 404; the page renders untrusted text only as text (and a
 Content-Security-Policy forbids inline script); a broken run answers a message, never a 500.
 """
@@ -20,8 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import hmac
 import json
+import logging
 import math
 import secrets
 import socket
@@ -32,7 +34,9 @@ from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.log import server_logger
 
+from rl.dashboard.guard import LOOPBACK_NAMES, QuietServerLog, allowed_names, middlewares
 from rl.dashboard.rollouts import QueryError
 from rl.dashboard.runs import RunRegistry
 from rl.dashboard.series import MAX_POINTS
@@ -42,8 +46,6 @@ DEFAULT_PORT = 8300
 REFRESH_S = 1.0
 STATIC = ("index.html", "app.js", "charts.js", "style.css")
 PAGES = ("rollouts", "group", "replay", "images", "failures")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-COOKIE = "unigrpo_dashboard_token"
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                 "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
@@ -59,26 +61,6 @@ def _static(name: str) -> bytes:
 
 
 # ---------------------------------------------------------------------- middlewares
-def auth_middleware(token: str | None):
-    @web.middleware
-    async def check(request: web.Request, handler):
-        if token is None:
-            return await handler(request)
-        given = request.query.get("token") or request.cookies.get(COOKIE) or ""
-        bearer = request.headers.get("Authorization", "")
-        if bearer.startswith("Bearer "):
-            given = bearer[7:]
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return web.Response(status=401, text="401: this dashboard needs its token: open the URL that "
-                                "`unigrpo dashboard` printed (it ends with ?token=...)\n")
-        response = await handler(request)
-        if request.query.get("token"):
-            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
-        return response
-
-    return check
-
-
 @web.middleware
 async def errors_middleware(request: web.Request, handler):
     """Data problems become a JSON message the page shows; nothing becomes a 500."""
@@ -137,9 +119,11 @@ def _json(data) -> web.Response:
     return web.Response(text=json.dumps(data, allow_nan=False, default=str), content_type="application/json")
 
 
-def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float = REFRESH_S) -> web.Application:
+def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float = REFRESH_S,
+              hosts: frozenset[str] = frozenset(LOOPBACK_NAMES)) -> web.Application:
+    """The app; without a token it answers only requests whose Host is in `hosts` (guard.py)."""
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dashboard-query")
-    app = web.Application(middlewares=[errors_middleware, auth_middleware(token)])
+    app = web.Application(middlewares=[errors_middleware, *middlewares(token, hosts)])
 
     async def blocking(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -321,9 +305,11 @@ def url_for(host: str, port: int, token: str | None) -> str:
     return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
 
-async def serve(registry: RunRegistry, sock: socket.socket, token: str | None, ready=None) -> None:
-    app = build_app(registry, token)
-    runner = web.AppRunner(app, access_log=None)
+async def serve(registry: RunRegistry, sock: socket.socket, token: str | None, ready=None,
+                allow_hosts=(), log: logging.LoggerAdapter | None = None) -> None:
+    """Serve until cancelled; without a token, Host may be loopback, the bound address or `allow_hosts`."""
+    app = build_app(registry, token, hosts=allowed_names(sock.getsockname()[0], allow_hosts))
+    runner = web.AppRunner(app, access_log=None, logger=log or QuietServerLog(server_logger))
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()
@@ -340,20 +326,27 @@ def parser() -> argparse.ArgumentParser:
         prog="unigrpo dashboard",
         description="A live, read-only web view of UniGRPO runs: curves, rollouts, groups, denoising replay.",
         epilog="examples:\n  unigrpo dashboard runs/tiny\n  unigrpo dashboard runs/a runs/b\n  unigrpo dashboard runs/"
-               "\n  unigrpo dashboard runs/ --host 0.0.0.0   (prints a token; every request needs it)",
+               "\n  unigrpo dashboard runs/ --host 0.0.0.0   (prints a token; every request needs it)"
+               "\n  unigrpo dashboard runs/ --allow-host box  (tokenless; also answer to http://box:PORT/)"
+               "\n\nWithout a token only requests whose Host is localhost, 127.0.0.1, [::1], the bound address"
+               "\nor an --allow-host name are answered (421 otherwise): a web page that rebinds its own name"
+               "\nto 127.0.0.1 cannot read the dashboard.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="RUN_DIR", help="run directories, or folders of runs")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=None, help=f"port (default {DEFAULT_PORT}, or the next free one; 0 = any)")
     p.add_argument("--token", default=None, help="require this token (a URL ?token=, a cookie or a Bearer header)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="without a token, also answer requests whose Host is NAME (a reverse proxy's or this machine's "
+                        "name; repeatable); by default only localhost, 127.0.0.1, [::1] and the bound address")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     token = args.token
-    if args.host not in LOOPBACK and not token:
+    if args.host not in LOOPBACK_NAMES and not token:
         token = secrets.token_urlsafe(18)
         print(f"unigrpo dashboard: --host {args.host} is reachable from other machines: generated a token "
               f"(pass --token to choose one): {token}", flush=True)
@@ -371,7 +364,7 @@ def main(argv: list[str]) -> int:
     url = url_for(args.host, sock.getsockname()[1], token)
     names = ", ".join(r.id for r in registry.runs.values()) or "none yet"
     try:
-        asyncio.run(serve(registry, sock, token, ready=lambda: print(
+        asyncio.run(serve(registry, sock, token, allow_hosts=args.allow_host, ready=lambda: print(
             f"unigrpo dashboard: {url}  (runs: {names}; Ctrl-C to stop)", flush=True)))
     except KeyboardInterrupt:
         pass
