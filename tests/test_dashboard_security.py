@@ -1,6 +1,6 @@
 """The dashboard against a hostile web page and hostile requests (issue #23, section 5): DNS rebinding
 (a foreign Host is refused without a token), cross-origin requests that could change something,
-and malformed requests that must not flood the log.
+malformed requests that must not flood the log, and /api/prompt run lists that must stay cheap.
 
 Each server is the real one (`serve`, or the CLI) on 127.0.0.1 with a free port, in a thread of this
 process so its log lines reach caplog; requests go out as raw HTTP so the Host header is what a
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import json
 import logging
 import os
 import socket
@@ -25,7 +26,7 @@ from dashboard_runs import make_run
 
 from rl.dashboard.guard import QuietServerLog, host_name, origin_name
 from rl.dashboard.runs import RunRegistry
-from rl.dashboard.server import _refresh_all, bind, parser, serve
+from rl.dashboard.server import MAX_COMPARE_RUNS, _refresh_all, bind, parser, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,3 +222,18 @@ def test_other_server_errors_keep_their_traceback(caplog):
     except RuntimeError as exc:
         log.exception("Unhandled exception", exc_info=exc)
     assert caplog.records[-1].exc_info is not None and caplog.records[-1].levelno == logging.ERROR
+
+
+# ---------------------------------------------------------------------- /api/prompt run lists
+def test_prompt_runs_are_deduplicated_and_capped(runs):
+    with served(runs) as port:
+        status, body = request(port, "/api/prompt?prompt_id=toy-0&runs=" + ",".join(["demo"] * 1500))
+        data = json.loads(body)
+        assert status == 200 and [r["id"] for r in data["runs"]] == ["demo"] and len(body) < 2000
+        status, body = request(port, "/api/prompt?prompt_id=toy-0&runs=" + ",".join(["other", "demo"] * 700))
+        assert status == 200 and [r["id"] for r in json.loads(body)["runs"]] == ["other", "demo"]
+        too_many = ",".join(f"run{i}" for i in range(MAX_COMPARE_RUNS + 1))
+        status, body = request(port, f"/api/prompt?prompt_id=toy-0&runs={too_many}")
+        assert status == 400 and f"at most {MAX_COMPARE_RUNS}" in json.loads(body)["error"]
+        at_cap = ",".join(["demo", "other"] + [f"run{i}" for i in range(MAX_COMPARE_RUNS - 2)])
+        assert request(port, f"/api/prompt?prompt_id=toy-0&runs={at_cap}")[0] == 404  # unknown ids, not the cap

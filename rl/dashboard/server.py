@@ -46,6 +46,7 @@ DEFAULT_PORT = 8300
 REFRESH_S = 1.0
 STATIC = ("index.html", "app.js", "charts.js", "style.css")
 PAGES = ("rollouts", "group", "replay", "images", "failures")
+MAX_COMPARE_RUNS = 16  # runs one /api/prompt request may name (after dropping repeats); more is a 400
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                 "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
@@ -117,6 +118,15 @@ def _filters(q) -> dict:
 
 def _json(data) -> web.Response:
     return web.Response(text=json.dumps(data, allow_nan=False, default=str), content_type="application/json")
+
+
+def _run_ids(q) -> list[str]:
+    """`runs=a,b` once each, in the order given: a URL fits ~1,500 repeats of one id, and each repeat
+    would be answered in full (up to seconds and most of a megabyte); more than MAX_COMPARE_RUNS is a 400."""
+    ids = list(dict.fromkeys(i for i in q.get("runs", "").split(",") if i))
+    if len(ids) > MAX_COMPARE_RUNS:
+        raise ValueError(f"runs= names {len(ids)} runs; at most {MAX_COMPARE_RUNS} can be compared at once")
+    return ids
 
 
 def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float = REFRESH_S,
@@ -227,8 +237,7 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
         """One prompt's groups in every run asked for (`runs=a,b`), for the compare page."""
         q = request.query
         prompt_id = q.get("prompt_id", "")
-        ids = [i for i in q.get("runs", "").split(",") if i]
-        runs = [registry.get(i) for i in ids]
+        runs = [registry.get(i) for i in _run_ids(q)]
         if any(r is None for r in runs):
             raise web.HTTPNotFound()
 
