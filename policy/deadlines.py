@@ -120,7 +120,7 @@ class Watchdog:
 
     def _note(self, call: _Call, waited: float, what: str) -> None:
         usual = self.usual(call.kind)
-        usual_text = f"usual {usual:.1f} s" if usual is not None else "no answer yet this run"
+        usual_text = f"usual {usual:.2g} s" if usual is not None else "no answer yet this run"
         if what == "late":
             line = (f"{call.who}: no answer for step {self.step} after {waited:.0f} s ({usual_text}); "
                     f"overdue at {self.deadline(call.kind):.0f} s")
