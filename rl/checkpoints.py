@@ -14,6 +14,10 @@ checkpoint (or an estimate from the policy's parameter count) plus a margin; too
 `CheckpointSpaceError: no space left on DEVICE for run dir X (need ~N GB)`, raised before a byte is
 written; a write that fails anyway (ENOSPC, or DeepSpeed's C++ stream error) is reported the same way
 when the disk is what ran out, and its temporary folder is removed.
+
+`read_safetensors_header` is the one reader of safetensors headers (8-byte little-endian length, then a
+JSON header: dtype, shape, data_offsets per tensor): the size estimate here and the preflight's weight
+checks (rl/preflight.py) both use it; it refuses a file the header does not exactly cover.
 """
 
 from __future__ import annotations
@@ -36,11 +40,27 @@ GB = 1024**3
 # per parameter: fp32 weights (4) + Adam moments (8) + the exported policy (4)
 CHECKPOINT_BYTES_PER_PARAM = 16
 SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                     "BOOL": 1}
+                     "BOOL": 1, "U64": 8, "U32": 4, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
+MAX_SAFETENSORS_HEADER = 100 * 2**20  # the format's own limit on the JSON header
 
 
 class CheckpointSpaceError(OSError):
     """Not enough free space for the next checkpoint; the previous checkpoint is intact."""
+
+
+class SafetensorsHeaderError(ValueError):
+    """A safetensors file whose header cannot be read or does not describe the file (truncated, corrupt)."""
+
+
+def human_bytes(n: float) -> str:
+    """A size in the unit that fits: 812 B, 70.0 KB, 2.7 MB, 1.25 GB (binary units)."""
+    if round(abs(n)) < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB"):
+        n /= 1024
+        if round(abs(n), 1) < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.2f} GB"
 
 
 def free_bytes(path: Path) -> int:
@@ -67,19 +87,61 @@ def device_of(path: Path) -> str:
     return device
 
 
+def read_safetensors_header(path: Path) -> dict[str, dict]:
+    """The tensors of a safetensors file, {name: {"dtype", "shape", "data_offsets"}}, from its header
+    alone (no weights read). Raises SafetensorsHeaderError naming the file when the header is unreadable,
+    an entry is malformed, or the tensors it describes do not end exactly where the file ends."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise SafetensorsHeaderError(f"{path} has {human_bytes(size)}, too short for a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise SafetensorsHeaderError(
+                f"{path}: its header claims {human_bytes(n)} but the file has {human_bytes(size)} "
+                "(truncated, or not a safetensors file)")
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError):
+            raise SafetensorsHeaderError(f"{path}: its header is not valid JSON (corrupt)") from None
+    if not isinstance(header, dict):
+        raise SafetensorsHeaderError(f"{path}: its header is not a JSON object (corrupt)")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    end = 0
+    for name, entry in tensors.items():
+        try:
+            dtype, shape, (begin, stop) = entry["dtype"], list(entry["shape"]), entry["data_offsets"]
+            if not (all(isinstance(d, int) and d >= 0 for d in shape) and isinstance(begin, int)
+                    and isinstance(stop, int) and 0 <= begin <= stop):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise SafetensorsHeaderError(f"{path}: header entry {name!r} is malformed (corrupt)") from None
+        count = 1
+        for d in shape:
+            count *= d
+        if dtype in SAFETENSORS_BYTES and stop - begin != count * SAFETENSORS_BYTES[dtype]:
+            raise SafetensorsHeaderError(f"{path}: tensor {name!r} ({dtype} {shape}) spans {stop - begin} bytes "
+                                         "in the header (corrupt)")
+        end = max(end, stop)
+    data = size - 8 - n
+    if end != data:
+        what = "truncated" if end > data else "longer than its header says"
+        raise SafetensorsHeaderError(f"{path} is {what}: its header describes {human_bytes(end)} of tensor data, "
+                                     f"the file holds {human_bytes(data)}")
+    return tensors
+
+
 def policy_parameter_count(policy_dir: Path) -> int:
     """Parameters in a policy directory's safetensors files, read from their headers (no weights loaded)."""
     total = 0
     for f in Path(policy_dir).glob("*.safetensors"):
-        with f.open("rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        for name, entry in header.items():
-            if name != "__metadata__":
-                count = 1
-                for d in entry["shape"]:
-                    count *= d
-                total += count
+        for entry in read_safetensors_header(f).values():
+            count = 1
+            for d in entry["shape"]:
+                count *= d
+            total += count
     return total
 
 

@@ -168,6 +168,9 @@ class DataSection(Section):
     question_field: str = "question"
     answer_field: str = "answer"
     prompts_per_step: int = Field(8, ge=1)
+    allow_repeats: bool = Field(False, description="let data.prompts_per_step exceed a task's prompts: each "
+                                "step then holds some prompts more than once, as separate groups (refused by "
+                                "default, rl/preflight.py)")
     shuffle: bool = True
     seed: int = 0
     think: bool = False
@@ -285,6 +288,18 @@ class RewardsSection(Section):
     tiny_clip: bool = Field(False, description="build a tiny random CLIPModel into the run directory "
                             "(exercises the CLIP path on CPU; its scores mean nothing)")
     placement: PlacementSection = Field(default_factory=lambda: PlacementSection(strategy="SPREAD"))
+
+    @field_validator("functions")
+    @classmethod
+    def _unique_names(cls, v: list[RewardEntry]):
+        first: dict[str, int] = {}
+        for i, entry in enumerate(v):
+            if entry.name in first:
+                raise ValueError(f"rewards.functions[{first[entry.name]}] and [{i}] are both named {entry.name!r}; "
+                                 "reward names must be unique (each names a component "
+                                 "of the total, its metrics and eval.correct_rewards): rename one")
+            first[entry.name] = i
+        return v
 
 
 class UniGRPOSection(Section):
