@@ -1,19 +1,24 @@
-"""Checkpoints that a crash, a kill or a full disk cannot corrupt.
+"""Checkpoints that a crash, a kill or a full disk cannot corrupt, and the run's disk usage.
 
     store = CheckpointStore(run_dir, margin_gb=1.0)
     with store.writing(step, estimate_bytes) as tmp:   # free space checked first
         learner.save_checkpoint(tmp); (tmp / "driver_state.json").write_text(...)
+    store.prune(newest, keep=3, protect={best})        # after `newest` verifies: the newest `keep` stay
     ckpt = store.latest_valid()                        # verified, else the one before
+    store.why_none_valid()                             # each candidate and why it was rejected
 
 A checkpoint is written into `checkpoints/.tmp-step_N/`, closed with a manifest (every file and its
 size), renamed to `step_N/` (a rename is atomic), and only then does `checkpoints/latest` (replaced
 atomically too) name it. So `latest` never points at a half-written checkpoint, and a checkpoint that
-later loses a file is detected on resume, which falls back to the newest one that verifies. Earlier
-checkpoints are kept. Before writing, the free space is compared with the size of the previous
-checkpoint (or an estimate from the policy's parameter count) plus a margin; too little is
-`CheckpointSpaceError: no space left on DEVICE for run dir X (need ~N GB)`, raised before a byte is
+later loses a file is detected on resume, which falls back to the newest one that verifies. Once a new
+checkpoint verifies, older ones beyond `run.keep_checkpoints` are removed (the one with the best held-out
+accuracy is kept too; null keeps all). Before writing, the free space is compared with the size of the
+previous checkpoint (or an estimate from the policy's parameter count) plus a margin; too little is
+`CheckpointSpaceError: no space left on DEVICE for run dir X (need ~N MB ...)`, raised before a byte is
 written; a write that fails anyway (ENOSPC, or DeepSpeed's C++ stream error) is reported the same way
-when the disk is what ran out, and its temporary folder is removed.
+when the disk is what ran out, and its temporary folder is removed. `out_of_space` gives the same error
+for a disk that filled up anywhere else in a step (the rollout store, metrics.jsonl). Sizes in messages
+are `human_bytes` (B / KB / MB / GB).
 
 `read_safetensors_header` is the one reader of safetensors headers (8-byte little-endian length, then a
 JSON header: dtype, shape, data_offsets per tensor): the size estimate here and the preflight's weight
@@ -42,10 +47,12 @@ CHECKPOINT_BYTES_PER_PARAM = 16
 SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                      "BOOL": 1, "U64": 8, "U32": 4, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
 MAX_SAFETENSORS_HEADER = 100 * 2**20  # the format's own limit on the JSON header
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class CheckpointSpaceError(OSError):
-    """Not enough free space for the next checkpoint; the previous checkpoint is intact."""
+    """Not enough free space for the next checkpoint (or the disk filled up during a step); the previous
+    checkpoint is intact."""
 
 
 class SafetensorsHeaderError(ValueError):
@@ -61,6 +68,20 @@ def human_bytes(n: float) -> str:
         if round(abs(n), 1) < 1024:
             return f"{n:.1f} {unit}"
     return f"{n / 1024:.2f} GB"
+
+
+def _chain(err: BaseException | None):
+    """`err`, then what it was raised from or during, and so on."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def disk_full(err: BaseException | None) -> bool:
+    """Whether `err`, or an exception it was raised from or during, is a full disk (ENOSPC / EDQUOT)."""
+    return any(isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS for e in _chain(err))
 
 
 def free_bytes(path: Path) -> int:
@@ -178,9 +199,20 @@ class CheckpointStore:
         return CheckpointSpaceError(
             errno.ENOSPC,
             f"no space left on {device_of(self.root)} for run dir {self.run_dir} (need "
-            f"~{(need_bytes + self.margin_bytes) / GB:.2f} GB: ~{need_bytes / GB:.2f} GB checkpoint + "
-            f"{self.margin_bytes / GB:.2f} GB margin, {free / GB:.2f} GB free){detail}; the previous "
+            f"~{human_bytes(need_bytes + self.margin_bytes)}: ~{human_bytes(need_bytes)} checkpoint + "
+            f"{human_bytes(self.margin_bytes)} margin, {human_bytes(free)} free){detail}; the previous "
             f"checkpoint is kept: free space (or lower run.checkpoint_margin_gb), then resume")
+
+    def out_of_space(self, err: BaseException, step: int) -> CheckpointSpaceError:
+        """The disk filled up during the run after step `step` (the rollout store, metrics.jsonl, ...): the
+        same one-line error as a checkpoint that does not fit. A restart would meet the same full disk."""
+        first = next((e for e in _chain(err) if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS), err)
+        where = f" writing {first.filename}" if getattr(first, "filename", None) else ""
+        return CheckpointSpaceError(
+            errno.ENOSPC,
+            f"no space left on {device_of(self.root)} for run dir {self.run_dir}: the disk filled up after step "
+            f"{step}{where} ({first.strerror or first}; {human_bytes(free_bytes(self.root))} free now); stopped "
+            f"rather than restarted (a restart would meet the same full disk): free space, then resume")
 
     def need_bytes(self, estimate_bytes: int) -> int:
         """The previous checkpoint's size (the best predictor of the next), else the estimate."""
@@ -216,7 +248,7 @@ class CheckpointStore:
         self._point_latest(final)
 
     def _ran_out_of_space(self, exc: Exception, estimate_bytes: int) -> bool:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if disk_full(exc):
             return True
         # DeepSpeed/torch report a full disk as a RuntimeError from a C++ stream: ask the disk
         return free_bytes(self.root) < self.need_bytes(estimate_bytes) + self.margin_bytes
@@ -273,3 +305,39 @@ class CheckpointStore:
                 print(f"warning: checkpoint {ckpt} is not usable ({problem}); trying the one before",
                       file=sys.stderr, flush=True)
         return None
+
+    def why_none_valid(self) -> str:
+        """Each candidate and why it was rejected, in one line (for a resume that finds none)."""
+        if not self.root.is_dir():
+            return f"{self.root} does not exist (the run stopped before its first checkpoint)"
+        named = (self.root / LATEST).read_text().strip() if (self.root / LATEST).is_file() else None
+        reasons = []
+        for ckpt in self.candidates():
+            problem = self.verify(ckpt) if ckpt.is_dir() else "does not exist"
+            by_latest = " (named by latest)" if ckpt.name == named else ""
+            reasons.append(f"{ckpt.name}{by_latest}: {problem or 'verifies'}")
+        if not reasons:
+            return f"{self.root} holds no step_N checkpoint"
+        return f"in {self.root}: " + "; ".join(reasons)
+
+    # ---- pruning ---------------------------------------------------------------------------------
+    def prune(self, newest: Path, keep: int | None, protect: set[Path] | frozenset = frozenset()) -> list[Path]:
+        """Once `newest` verifies, remove the checkpoints older than it beyond the newest `keep` that verify
+        (`newest` counts), except those in `protect`; None keeps all. Each is renamed aside before it is
+        deleted, so a crash midway never leaves a half-deleted step_N. Returns what was removed."""
+        if keep is None or self.verify(newest) is not None:
+            return []
+        for left in self.root.glob(f"{TMP_PREFIX}pruned-*"):  # from a run killed while pruning
+            shutil.rmtree(left, ignore_errors=True)
+        older = sorted((p for p in self.root.glob("step_*") if p.is_dir() and 0 <= step_of(p) < step_of(newest)),
+                       key=step_of, reverse=True)
+        kept, removed = 1, []
+        for ckpt in older:
+            if kept < keep and self.verify(ckpt) is None:
+                kept += 1
+            elif ckpt not in protect:
+                aside = self.root / f"{TMP_PREFIX}pruned-{ckpt.name}"
+                ckpt.rename(aside)
+                shutil.rmtree(aside, ignore_errors=True)
+                removed.append(ckpt)
+        return removed

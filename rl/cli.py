@@ -84,8 +84,10 @@ def train_main(argv: list[str]) -> int:
             cfg = load_config(config_path or saved, overrides)
             from rl.checkpoints import CheckpointStore
 
-            if CheckpointStore(run_dir).latest_valid() is None:
-                raise ConfigError(f"--resume {run_dir}: no checkpoint there that verifies (see the warnings above)")
+            store = CheckpointStore(run_dir)
+            if store.latest_valid(quiet=True) is None:  # each candidate and why it was rejected, in the message
+                raise ConfigError(f"--resume {run_dir}: no checkpoint there that verifies ({store.why_none_valid()}): "
+                                  "start a new run, or restore a checkpoint into that folder")
         else:
             cfg = load_config(config_path, overrides)
             run_dir = _fresh_run_dir(cfg.run_dir)

@@ -401,6 +401,9 @@ class RunSection(Section):
                               "crashed actor are policy/actor_group.ACTOR_MAX_RESTARTS)")
     checkpoint_margin_gb: float = Field(1.0, ge=0, description="free space to leave on the run dir's disk "
                                         "beyond the next checkpoint's size")
+    keep_checkpoints: int | None = Field(3, ge=1, description="keep the newest N checkpoints, and the one with "
+                                         "the best held-out eval/accuracy; older ones are removed once a new "
+                                         "one verifies (null: keep all)")
     plot: bool = True
     dashboard: bool = Field(False, description="start `unigrpo dashboard` on this run too and print its URL")
     dashboard_port: int | None = Field(None, ge=0, le=65535, description="default: the dashboard's own")

@@ -30,7 +30,7 @@ import numpy as np
 from rewards.pool import RewardPool
 from rl import builders
 from rl.advantages import group_normalise
-from rl.checkpoints import CheckpointSpaceError, estimate_checkpoint_bytes
+from rl.checkpoints import CheckpointSpaceError, disk_full, estimate_checkpoint_bytes
 from rl.config import RunConfig, save_resolved
 from rl.data import MixtureDataset, PromptDataset, build_run_dataset
 from rl.evaluation import Evaluator, build_eval_prompts, eval_line, eval_summary, score_records
@@ -146,10 +146,18 @@ class Driver:
         self.writer.flush()
 
     def checkpoint(self) -> Path:
-        """Learner + driver state at this step (atomic and verified: rl/recovery.py, rl/checkpoints.py)."""
-        self.flush_store()
+        """Learner + driver state at this step (atomic and verified: rl/recovery.py, rl/checkpoints.py); once it
+        verifies, checkpoints beyond run.keep_checkpoints are removed (the best held-out one stays)."""
+        try:
+            self.flush_store()
+        except OSError as err:
+            if disk_full(err):  # the rollouts of this step could not be written: no checkpoint without them
+                raise self.checkpoints.out_of_space(err, self.step) from err
+            raise
         state = {"step": self.step, "run_id": self.run_id, "data_cursor": self.dataset.state_dict()}
-        return self.checkpoints.save(self.step, self.learner, state)
+        path = self.checkpoints.save(self.step, self.learner, state)
+        self.checkpoints.prune(path, self.cfg.run.keep_checkpoints, self.metrics)
+        return path
 
     def _restore(self, ckpt: Path | None) -> None:
         """Learner, data cursor, metrics and store back to checkpoint `ckpt` (None: the start of the run)."""
@@ -263,7 +271,14 @@ class Driver:
                 except (TrainingDiverged, CheckpointSpaceError):
                     raise  # a restart would not help: stop, with the last good checkpoint intact
                 except Exception as err:  # noqa: BLE001 - LearnerLost or anything unplanned
-                    self._recover(err)
+                    if disk_full(err):  # the rollout store or metrics.jsonl: a restart would meet the same disk
+                        raise self.checkpoints.out_of_space(err, self.step) from err
+                    try:
+                        self._recover(err)
+                    except Exception as again:  # noqa: BLE001 - the recovery's own writes met a full disk
+                        if disk_full(again):
+                            raise self.checkpoints.out_of_space(again, self.step) from again
+                        raise
                     bar.n = self.step
                     continue
                 out_of_time = cfg.run.max_wall_s is not None and time.time() - start > cfg.run.max_wall_s

@@ -18,16 +18,17 @@ class MetricsLog:
         with self.path.open("a") as fh:
             fh.write(json.dumps({"step": step, **values}, default=float, sort_keys=True) + "\n")
 
-    def read(self) -> list[dict]:
-        """Every well-formed row. A process killed mid-write leaves a half line at the end (and a disk
-        that filled up may leave one anywhere): such a line is not a step that happened, so it is
-        skipped rather than making the run unresumable; `bad_lines` counts them."""
+    def read(self, having: str | None = None) -> list[dict]:
+        """Every well-formed row (with `having`: only rows that hold that key, parsed alone). A process
+        killed mid-write leaves a half line at the end (and a disk that filled up may leave one anywhere):
+        such a line is not a step that happened, so it is skipped rather than making the run unresumable;
+        `bad_lines` counts them."""
         self.bad_lines = 0
         if not self.path.exists():
             return []
         rows = []
         for line in self.path.read_text(errors="replace").splitlines():
-            if not line.strip():
+            if not line.strip() or (having is not None and f'"{having}"' not in line):
                 continue
             try:
                 row = json.loads(line)
@@ -35,7 +36,8 @@ class MetricsLog:
                 self.bad_lines += 1
                 continue
             if isinstance(row, dict) and isinstance(row.get("step"), int):
-                rows.append(row)
+                if having is None or having in row:
+                    rows.append(row)
             else:
                 self.bad_lines += 1
         return rows

@@ -2,6 +2,7 @@
 
     checkpoints = RunCheckpoints(run_dir, margin_gb, estimate_bytes)
     path  = checkpoints.save(step, learner, driver_state)   atomic, verified (rl/checkpoints.py)
+    checkpoints.prune(path, keep, metrics_log)               the newest `keep` and the best held-out one stay
     ckpt  = checkpoints.latest()                             newest that verifies, or None
     state = checkpoints.load(ckpt, learner)                  learner state back, driver state returned
 
@@ -15,6 +16,7 @@ SIGINT/SIGTERM never interrupt a phase: `GracefulStop` sets a flag, the loop che
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ from pathlib import Path
 from rl.checkpoints import CheckpointStore
 
 DRIVER_STATE = "driver_state.json"  # step, run id and data cursor, beside the learner's files
+BEST_METRIC = "eval/accuracy"  # the held-out score whose best checkpoint pruning keeps (rl/evaluation.py)
 
 
 class LearnerLost(RuntimeError):
@@ -62,6 +65,27 @@ class RunCheckpoints:
                 learner.save_checkpoint(str(tmp))
             (tmp / DRIVER_STATE).write_text(json.dumps(driver_state))
         return self.path(step)
+
+    def out_of_space(self, err: BaseException, step: int):
+        """The one-line CheckpointSpaceError for a disk that filled up during the run (rl/checkpoints.py)."""
+        return self.store.out_of_space(err, step)
+
+    def prune(self, newest: Path, keep: int | None, metrics) -> list[Path]:
+        """After `newest` verifies: the newest `keep` checkpoints stay (run.keep_checkpoints; None: all), and
+        so does the best held-out one (`best_evaluated` over the eval rows of `metrics`, a MetricsLog); the
+        others are removed."""
+        if keep is None:
+            return []
+        best = self.best_evaluated(metrics.read(having=BEST_METRIC))
+        return self.store.prune(newest, keep, {best} if best is not None else frozenset())
+
+    def best_evaluated(self, metrics_rows: list[dict]) -> Path | None:
+        """The checkpoint whose step had the best held-out BEST_METRIC in metrics.jsonl (ties: the later
+        step); None when no checkpointed step was evaluated."""
+        scored = [(row[BEST_METRIC], row["step"]) for row in metrics_rows
+                  if isinstance(row.get(BEST_METRIC), int | float) and math.isfinite(row[BEST_METRIC])
+                  and self.path(row["step"]).is_dir()]
+        return self.path(max(scored)[1]) if scored else None
 
     def has_valid(self, step: int) -> bool:
         ckpt = self.path(step)

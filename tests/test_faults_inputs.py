@@ -117,9 +117,22 @@ def test_resume_without_a_checkpoint_that_verifies_is_exit_2(tmp_path, capsys):
     save_resolved(load_config(None, [f"run.dir={tmp_path / 'runs'}", "run.name=x"]), run_dir)
     (run_dir / "checkpoints" / "step_3").mkdir(parents=True)  # killed before its manifest was written
     (run_dir / "checkpoints" / "latest").write_text("step_3")
+    (run_dir / "checkpoints" / "step_2" / "engine").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_2" / "MANIFEST.json").write_text('{"step": 2, "files": {"engine/w.pt": 8}}')
     assert cli_main(["train", "--resume", str(run_dir)]) == 2
     err = capsys.readouterr().err
-    assert "no checkpoint there that verifies" in err and "step_3 is not usable (no manifest" in err
+    # each candidate and why it was rejected, in the one line (no warnings printed above it)
+    assert len(err.strip().splitlines()) == 1, err
+    assert (f"--resume {run_dir}: no checkpoint there that verifies (in {run_dir / 'checkpoints'}: step_3 "
+            "(named by latest): no manifest (written partly, or not by this version); step_2: engine/w.pt is "
+            "missing)") in err
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints")  # stopped before its first checkpoint
+    assert cli_main(["train", "--resume", str(run_dir)]) == 2
+    assert (f"no checkpoint there that verifies ({run_dir / 'checkpoints'} does not exist (the run stopped "
+            "before its first checkpoint))") in capsys.readouterr().err
+
 
 # ---- weights against config.json, read from the safetensors headers (issue #23 §1) ----------------------
 @pytest.fixture(scope="module")
