@@ -74,8 +74,18 @@ def step_metrics(records, rewards, adv, stats: dict, phases: dict, published: di
     m.update({f"learner/{k}": v for k, v in stats.items()})
     m.update({f"time/{k}_s": v for k, v in phases.items()})
     m.update(published)
-    m["time/update_compute_s"] = stats.get("compute_s", float("nan"))
+    m["time/update_compute_s"] = stats.get("compute_s", 0.0)  # no update (no learner stats): none spent, not NaN
     return m
+
+
+def no_update_reason(m: dict) -> str | None:
+    """Why a step's row has no learner statistics (no batch reached the learner), or None if it has them."""
+    if "learner/loss" in m:
+        return None
+    flat, groups = m.get("adv/zero_variance_groups"), m.get("adv/groups")
+    if flat is not None and flat == groups:
+        return f"all {groups} groups have equal rewards" if groups != 1 else "its one group has equal rewards"
+    return "no rows reached the learner"
 
 
 def console_line(step: int, total: int, m: dict, score: tuple[str, str] | None = None) -> str:
@@ -86,13 +96,19 @@ def console_line(step: int, total: int, m: dict, score: tuple[str, str] | None =
     label, key = score or ANSWER_ACCURACY
     restarts = {k.split("/", 1)[1]: m[k] for k in ("restarts/rollout", "restarts/reward", "restarts/learner")
                 if m.get(k)}
+    no_update = no_update_reason(m)
+    if no_update is None:
+        learner = (f"  loss {m['learner/loss']:+.4f}  kl {m.get('learner/kl', float('nan')):.4f}"
+                   f"  clip {m.get('learner/clip_frac', float('nan')):.2f}")
+        update = f" upd {m['time/update_s']:.2f} [old/ref {m.get('learner/old_ref_logprob_s', float('nan')):.2f}]"
+    else:
+        learner, update = f"  no update: {no_update}", ""
     return (
         f"step {step:>4}/{total}  reward {m['reward/mean']:.3f}  {label} {m.get(key, float('nan')):.2f}"
-        f"  loss {m.get('learner/loss', float('nan')):+.4f}  kl {m.get('learner/kl', float('nan')):.4f}"
-        f"  clip {m.get('learner/clip_frac', float('nan')):.2f}  zero-var {m['adv/zero_variance_groups']}"
+        f"{learner}  zero-var {m['adv/zero_variance_groups']}"
         f"/{m['adv/groups']}  {m['time/step_s']:.2f}s (gen {m['time/generate_s']:.2f} rew {m['time/reward_s']:.2f}"
-        f" upd {m['time/update_s']:.2f} [old/ref {m.get('learner/old_ref_logprob_s', float('nan')):.2f}]"
-        f" pub {m['time/publish_s']:.2f} {m.get('publish/transport', '')} {m.get('publish/bytes', 0) / 1e6:.1f}MB)"
+        f"{update} pub {m['time/publish_s']:.2f} {m.get('publish/transport', '')} "
+        f"{m.get('publish/bytes', 0) / 1e6:.1f}MB)"
         + (f"  restarts {' '.join(f'{k}={v}' for k, v in restarts.items())}" if restarts else "")
     )
 
