@@ -431,6 +431,26 @@ class RunSection(Section):
         return v
 
 
+class ModeSection(Section):
+    """Where the rollouts run (docs/architecture.md, "Placement modes").
+
+    disaggregated: rollout workers on their own actors (rollout.num_workers), the learner ranks on theirs;
+                   every update publishes the full weights to the workers.
+    colocated:     every learner rank (one per GPU) generates its shard of the rollouts with its own
+                   current weights, then every rank trains; nothing is published. The rollout actors'
+                   settings (rollout.num_workers, num_gpus_per_worker, placement; run.weight_transport) are
+                   not used, so one override switches any config: the shards are the learner ranks."""
+
+    mode: Literal["disaggregated", "colocated"] = "disaggregated"
+    inference_weights: Literal["keep", "free"] = Field(
+        "keep", description="colocated under ZeRO-3: keep the gathered full weights between steps (refreshed "
+        "once after each update) or free them after each generation (gathered again at the next)")
+    offload_optimizer: bool = Field(
+        False, description="colocated on GPU: move the optimizer states to host memory while generating")
+    gpu_memory_gb: float = Field(
+        80.0, gt=0, description="memory of one GPU: configs that cannot fit are refused before any actor starts")
+
+
 class RunConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection
@@ -439,6 +459,8 @@ class RunConfig(Section):
     unigrpo: UniGRPOSection = Field(default_factory=UniGRPOSection)
     advantages: AdvantageSection = Field(default_factory=AdvantageSection)
     learner: LearnerSection = Field(default_factory=LearnerSection)
+    placement: ModeSection = Field(default_factory=ModeSection, description="where rollouts run: their own "
+                                   "actors (disaggregated) or the learner ranks (colocated)")
     ray: RaySection = Field(default_factory=RaySection)
     run: RunSection = Field(default_factory=RunSection)
     eval: EvalSection = Field(default_factory=EvalSection, description="held-out evaluation between steps")
