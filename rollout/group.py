@@ -163,9 +163,7 @@ class RolloutGroup:
         import ray
 
         self._heal(block=not self.live())
-        # shard k: the prompts at positions k, k + N, ... (their positions are their records' groups)
-        positions = {k: list(range(len(prompts)))[k :: self.size] for k in range(self.size)}
-        shards = {k: ([prompts[j] for j in where], where) for k, where in positions.items() if where}
+        shards = shard_prompts(prompts, self.size)
         results: dict[int, list[RolloutRecord]] = {}
         pending: dict[Any, tuple[int, int]] = {}  # ref -> (shard, worker)
         failures = dict.fromkeys(shards, 0)
@@ -177,9 +175,8 @@ class RolloutGroup:
                 live = self.live()
             w = k if k in live else live[(k + failures[k]) % len(live)]
             shard, groups = shards[k]
-            ref = self.workers[w].generate.remote(shard, group_size, seed + SEED_STRIDE * k, text_sampler, groups)
-            # a call kind per shape (a held-out evaluation's batch is not a training step's)
-            kind = f"generate {len(shard)}x{group_size}" + (" eval" if text_sampler else "")
+            ref = self.workers[w].generate.remote(shard, group_size, shard_seed(seed, k), text_sampler, groups)
+            kind = generate_call_kind(len(shard), group_size, text_sampler)
             self.watchdog.start(ref, kind, f"rollout worker {w}")
             pending[ref] = (k, w)
 
@@ -211,16 +208,8 @@ class RolloutGroup:
                     self.watchdog.forget(ref)
                     self._mark_lost(w)
                     failed(k, w)
-        # model compute inside the workers: each record carries its batch's time; shards run in parallel
-        def per_shard(key: str, kind: str | None = None) -> float:
-            return max(sum(r.timings.get(key, 0.0) / r.timings["batch_size"] for r in recs
-                           if kind is None or r.sampler.get("kind") == kind) for recs in results.values())
-
-        self.last_timings = {"gen_s": per_shard("gen_s"), "image_gen_s": per_shard("gen_s", "image"),
-                             "decode_s": per_shard("decode_s", "image")}
-        out = [r for k in sorted(results) for r in results[k]]
-        out.sort(key=lambda r: (r.group, r.group_index))
-        return out
+        records, self.last_timings = merge_shards(results)
+        return records
 
     # ---- broadcast transport ----------------------------------------------------------------------------
     def join_weight_group(self, host: str, port: int, world_size: int, backend: str) -> list:
@@ -233,6 +222,36 @@ class RolloutGroup:
 
     def shutdown(self) -> None:
         self.workers.shutdown()
+
+
+# ---- the shard plan, shared by every rollout group (rl/colocated.py: the learner ranks' shards) -----------
+def shard_prompts(prompts: Sequence[Prompt], num_shards: int) -> dict[int, tuple[list[Prompt], list[int]]]:
+    """Shard k: the prompts at positions k, k + N, ... and those positions (their records' groups). Empty
+    shards are left out. A shard depends on k only, so whoever runs it gives the same records."""
+    positions = {k: list(range(len(prompts)))[k::num_shards] for k in range(num_shards)}
+    return {k: ([prompts[j] for j in where], where) for k, where in positions.items() if where}
+
+
+def shard_seed(seed: int, k: int) -> int:
+    return seed + SEED_STRIDE * k
+
+
+def generate_call_kind(num_prompts: int, group_size: int, text_sampler: dict | None) -> str:
+    """The watchdog's call kind: one per shape (a held-out evaluation's batch is not a training step's)."""
+    return f"generate {num_prompts}x{group_size}" + (" eval" if text_sampler else "")
+
+
+def merge_shards(results: dict[int, list[RolloutRecord]]) -> tuple[list[RolloutRecord], dict[str, float]]:
+    """The shards' records in (group, group_index) order, and the model compute of the slowest shard per
+    phase (each record carries its batch's time; shards run in parallel)."""
+    def per_shard(key: str, kind: str | None = None) -> float:
+        return max(sum(r.timings.get(key, 0.0) / r.timings["batch_size"] for r in recs
+                       if kind is None or r.sampler.get("kind") == kind) for recs in results.values())
+
+    timings = {"gen_s": per_shard("gen_s"), "image_gen_s": per_shard("gen_s", "image"),
+               "decode_s": per_shard("decode_s", "image")}
+    out = sorted((r for k in sorted(results) for r in results[k]), key=lambda r: (r.group, r.group_index))
+    return out, timings
 
 
 class StaleWeights(Exception):
