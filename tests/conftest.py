@@ -31,3 +31,24 @@ def _tests_default_to_the_tiny_config():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(rl.config, "DEFAULT_CONFIG", TINY_CONFIG)
         yield
+
+
+ROOT = TINY_CONFIG.parent.parent
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster (8 logical CPUs, loopback) per test module that asks for it: starting Ray costs
+    seconds, so a module's tests share it; each module gets its own, so one that breaks it (killed actors,
+    a frozen process) cannot leak into another module. Ray workers inherit this environment: the tests'
+    own plugins (tests.plugins...) must be importable there."""
+    from policy.placement import ensure_local_ray_env
+
+    ensure_local_ray_env()
+    if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    import ray
+
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -12,16 +12,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from policy.deadlines import DeadlinePolicy, Watchdog
-from policy.placement import ensure_local_ray_env
 from rl.config import load_config
 from rl.driver import Driver
 
-ROOT = Path(__file__).resolve().parent.parent
 FAST = ["rollout.text.gen_length=8", "rollout.text.steps=4", "rollout.text.block_length=8",
         "data.prompts_per_step=4", "rollout.group_size=4", "run.plot=false", "ray.deadlines.floor_s=8"]
 
@@ -36,17 +33,6 @@ def test_deadline_is_learned_from_the_calls_own_timings():
         dog.learn("generate", 9.0)
     assert dog.deadline("generate") == 90 and dog.warn_after("generate") == 27  # 10x and 3x the median
     assert Watchdog(DeadlinePolicy(override_s=5)).deadline("anything") == 5
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ensure_local_ray_env()
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    import ray
-
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def _pids(ray, actors) -> list[int]:

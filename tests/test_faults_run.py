@@ -18,27 +18,14 @@ import pytest
 
 import rl.checkpoints
 import rl.driver
-from policy.placement import ensure_local_ray_env
 from rl.checkpoints import CheckpointSpaceError
 from rl.cli import main as cli_main
 from rl.config import load_config
 from rl.driver import Driver
 
-ROOT = Path(__file__).resolve().parent.parent
 FAST = ["rollout.text.gen_length=8", "rollout.text.steps=4", "rollout.text.block_length=8",
         "data.prompts_per_step=4", "rollout.group_size=4", "run.plot=false"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ensure_local_ray_env()
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    import ray
-
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def _driver(tmp_path, name, *overrides, resume=False):

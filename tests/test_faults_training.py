@@ -3,8 +3,6 @@ as they were, and the next healthy update is applied. The NaN is injected from o
 advantages so large (3e38, finite) that the gradient norm overflows to inf in fp32.
 (The driver stopping after K skipped updates in a row: tests/test_faults_run.py.)"""
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,16 +13,7 @@ from policy.weight_sync import numpy_to_tensor
 from trainer.batch import TrainBatch
 from trainer.learner_group import LearnerConfig, LearnerGroup, UniGRPOConfig
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ["PYTHONPATH"] = f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _weights(group):

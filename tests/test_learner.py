@@ -4,8 +4,6 @@ One module-scoped Ray; three groups: 1 rank (ZeRO-2), 2 ranks (ZeRO-2), 2 ranks 
 ZeRO-3 group then serves the weight-transport and checkpoint tests.
 """
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,21 +18,10 @@ from trainer.engine import lr_multiplier
 from trainer.learner_group import LearnerConfig, LearnerGroup, UniGRPOConfig
 from trainer.unigrpo import masked_token_logprobs, masks_for_update
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 # every parameter of the tiny model is partitioned under ZeRO-3 (the default threshold keeps small ones whole)
 Z3 = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ["PYTHONPATH"] = f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)  # logical CPUs: 1 per rank
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from rl.config import load_config
 from rl.driver import Driver
-from tests.test_rl_e2e import ROOT, comparable, metrics, ray_cluster  # noqa: F401 - the shared Ray fixture
+from tests.test_rl_e2e import ROOT, comparable, metrics
 
 CONFIG = ROOT / "configs" / "tiny_multimodal.yaml"
 FAST = ["data.prompts_per_step=3", "rollout.group_size=4", "run.plot=false", "run.max_wall_s=null",

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from rl.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,7 @@ def test_rewards_check_is_wired(tmp_path, capsys):
     assert "error" in out[1]
 
 
+@pytest.mark.slow  # two `unigrpo train` processes
 def test_sigterm_checkpoints_exits_130_and_resumes(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled")
     cmd = [sys.executable, "-m", "rl.cli", "train", "configs/tiny.yaml", f"run.dir={tmp_path}", "run.name=sig", "run.steps=500",
