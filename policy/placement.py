@@ -14,6 +14,7 @@ cluster has, node by node.
 from __future__ import annotations
 
 import os
+import uuid
 from collections import Counter
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -96,7 +97,7 @@ def reserve(name: str, asked: list[dict], strategy: str = "PACK", timeout_s: flo
 
     if not _fits(asked, nodes, strategy):
         raise error("the cluster could never hold it")
-    pg = placement_group(asked, strategy=strategy, name=f"unigrpo-{name}-{os.getpid()}-{id(asked):x}")
+    pg = placement_group(asked, strategy=strategy, name=f"unigrpo-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         ray.get(pg.ready(), timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
