@@ -5,9 +5,12 @@ the driver holds (torchtune's recipe shape: one builder per component, each doin
 
     policy_path = build_policy(cfg, run_dir)           model.path, or the tiny random policy built once
     start_ray(cfg)                                     join ray.address, or a local cluster on loopback
-    rollout     = build_rollout_group(cfg, policy_path)    N Ray rollout workers   (rollout/group.py)
-    rewards     = build_reward_pool(cfg, run_dir)          Ray reward actors       (rewards/pool.py)
-    learner     = build_learner_group(cfg, policy_path)    M DeepSpeed ranks       (trainer/learner.py)
+    groups      = build_groups(cfg, policy_path, run_dir)  the run's groups in its placement mode:
+      rollout     = build_rollout_group(cfg, policy_path)    N Ray rollout workers   (rollout/group.py)
+      rewards     = build_reward_pool(cfg, run_dir)          Ray reward actors       (rewards/pool.py)
+      learner     = build_learner_group(cfg, policy_path)    M DeepSpeed ranks       (trainer/learner.py)
+      publisher   = WeightPublisher(learner, rollout)        weights after every update (rl/weights.py)
+    colocated: the learner ranks generate (rl/colocated.py); no rollout workers, nothing published
 
 Each group reserves its own placement group (one bundle per actor) and fails at once, naming what it
 asked for, when the cluster cannot hold it (policy/placement.py).
@@ -20,6 +23,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from policy.deadlines import DeadlinePolicy, Watchdog
 from rewards.api import RewardSpec
@@ -63,8 +67,10 @@ def num_image_tokens(cfg: RunConfig) -> int:
 
 # ---- the cluster -----------------------------------------------------------------------------------------
 def actor_cpus(cfg: RunConfig, learner: bool = True) -> int:
-    """Logical CPUs the run's actors ask for (one each; the phases of a step run one after another)."""
-    n = cfg.rollout.num_workers + cfg.rewards.num_workers + cfg.rewards.num_model_workers
+    """Logical CPUs the run's actors ask for (one each; the phases of a step run one after another).
+    Colocated: no rollout workers, the learner ranks generate."""
+    rollout = cfg.rollout.num_workers if cfg.placement.mode == "disaggregated" else 0
+    n = rollout + cfg.rewards.num_workers + cfg.rewards.num_model_workers
     return n + (cfg.learner.num_ranks if learner else 0)
 
 
@@ -120,6 +126,13 @@ def image_sampler_config(cfg: RunConfig) -> ImageSamplerConfig:
     return ImageSamplerConfig(**runtime_kwargs(cfg.rollout.image, ImageSamplerConfig))
 
 
+def sampler_settings(cfg: RunConfig) -> dict:
+    """What every rollout worker (or colocated rank) samples with, besides its model and device."""
+    return {"text_config": text_sampler_config(cfg), "image_config": image_sampler_config(cfg),
+            "max_text_len": cfg.rollout.image.max_text_len, "num_image_tokens": num_image_tokens(cfg),
+            "image_tokenizer": cfg.model.image_tokenizer}
+
+
 def build_rollout_group(cfg: RunConfig, policy_path: Path, watchdog: Watchdog | None = None):
     """The rollout group: its placement group and its workers (weights loaded straight to the device)."""
     from rollout.group import RolloutGroup
@@ -129,11 +142,9 @@ def build_rollout_group(cfg: RunConfig, policy_path: Path, watchdog: Watchdog | 
     return RolloutGroup.create(
         section.num_workers, str(policy_path), num_gpus_per_worker=section.num_gpus_per_worker,
         strategy=section.placement.strategy, bundle_resources=section.placement.resources,
-        placement_timeout_s=cfg.ray.placement_timeout_s,
-        text_config=text_sampler_config(cfg), image_config=image_sampler_config(cfg),
-        device="cuda" if on_gpu else "cpu", dtype=rollout_dtype(cfg.model, on_gpu),
-        max_text_len=section.image.max_text_len, num_image_tokens=num_image_tokens(cfg),
-        image_tokenizer=cfg.model.image_tokenizer, watchdog=watchdog,
+        placement_timeout_s=cfg.ray.placement_timeout_s, device="cuda" if on_gpu else "cpu",
+        dtype=rollout_dtype(cfg.model, on_gpu), watchdog=watchdog, num_shards=section.num_shards,
+        **sampler_settings(cfg),
     )
 
 
@@ -183,11 +194,44 @@ def learner_config(cfg: RunConfig) -> LearnerConfig:
 
 def build_learner_group(cfg: RunConfig, policy_path: Path, watchdog: Watchdog | None = None):
     """The learner group: its placement group (PACK by default: ranks on as few nodes as possible) and M
-    DeepSpeed ranks joined in one rendezvous."""
+    DeepSpeed ranks joined in one rendezvous. Colocated: ranks that also generate (rl/colocated.py)."""
     from trainer.learner_group import LearnerGroup
 
+    group_class, actor_kwargs = LearnerGroup, None
+    if cfg.placement.mode == "colocated":
+        from rl.colocated import ColocatedLearnerGroup
+
+        group_class = ColocatedLearnerGroup
+        actor_kwargs = {"rollout": sampler_settings(cfg), "inference_weights": cfg.placement.inference_weights,
+                        "offload_optimizer": cfg.placement.offload_optimizer}
     section = cfg.learner
-    return LearnerGroup.create(section.num_ranks, str(policy_path), learner_config(cfg), unigrpo_config(cfg),
-                               num_gpus_per_rank=section.num_gpus_per_rank, strategy=section.placement.strategy,
-                               bundle_resources=section.placement.resources,
-                               placement_timeout_s=cfg.ray.placement_timeout_s, watchdog=watchdog)
+    return group_class.create(section.num_ranks, str(policy_path), learner_config(cfg), unigrpo_config(cfg),
+                              num_gpus_per_rank=section.num_gpus_per_rank, strategy=section.placement.strategy,
+                              bundle_resources=section.placement.resources,
+                              placement_timeout_s=cfg.ray.placement_timeout_s, watchdog=watchdog,
+                              actor_kwargs=actor_kwargs)
+
+
+# ---- the groups of a run, in the configured placement mode -------------------------------------------------
+class RunGroups(NamedTuple):
+    rollout: Any  # RolloutGroup, or ColocatedRolloutGroup: the same generate(prompts, G, seed)
+    reward_pool: Any  # RewardPool
+    learner: Any  # LearnerGroup, or ColocatedLearnerGroup
+    publisher: Any  # WeightPublisher, or ColocatedPublisher: the same publish() -> metrics
+
+
+def build_groups(cfg: RunConfig, policy_path: Path, run_dir: Path, watchdog: Watchdog) -> RunGroups:
+    """Every group of a run. The one place the placement mode is chosen (docs/architecture.md, "Placement
+    modes"): disaggregated rollout workers fed by a WeightPublisher, or learner ranks that generate."""
+    if cfg.placement.mode == "colocated":
+        from rl.colocated import ColocatedPublisher, ColocatedRolloutGroup
+
+        learner = build_learner_group(cfg, policy_path, watchdog)
+        reward_pool = build_reward_pool(cfg, run_dir, watchdog)
+        return RunGroups(ColocatedRolloutGroup(learner), reward_pool, learner, ColocatedPublisher(learner))
+    from rl.weights import WeightPublisher
+
+    rollout = build_rollout_group(cfg, policy_path, watchdog)
+    reward_pool = build_reward_pool(cfg, run_dir, watchdog)
+    learner = build_learner_group(cfg, policy_path, watchdog)
+    return RunGroups(rollout, reward_pool, learner, WeightPublisher(learner, rollout, cfg.run.weight_transport))

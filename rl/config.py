@@ -243,6 +243,8 @@ class ImageSamplerSection(Section):
 
 class RolloutSection(Section):
     num_workers: int = Field(1, ge=1)
+    num_shards: int | None = Field(None, ge=1, description="shards of each step's prompts (shard k: seed + 7919 k); "
+                                   "None: one per worker. Fixed, the records do not depend on the number of workers")
     num_gpus_per_worker: float = Field(0.0, ge=0.0)
     group_size: int = Field(8, ge=2, description="G: responses per prompt (group normalisation needs >= 2)")
     text: TextSamplerSection = Field(default_factory=TextSamplerSection)
@@ -475,6 +477,14 @@ class RunConfig(Section):
         unknown = [n for n in self.eval.correct_rewards if n not in names]
         if unknown:
             raise ValueError(f"eval.correct_rewards names {unknown}, not among rewards.functions {sorted(names)}")
+        return self
+
+    @model_validator(mode="after")
+    def _colocated_shards(self):
+        shards, ranks = self.rollout.num_shards, self.learner.num_ranks
+        if self.placement.mode == "colocated" and shards not in (None, ranks):
+            raise ValueError(f"rollout.num_shards={shards} with placement.mode=colocated: each of the "
+                             f"learner.num_ranks={ranks} ranks generates one shard; drop rollout.num_shards")
         return self
 
     @model_validator(mode="after")

@@ -106,10 +106,9 @@ class Driver:
         if cfg.model.warm_start is not None and cfg.model.path is None:
             self._warm_start(policy_path)
         builders.start_ray(cfg)
-        self.rollout = builders.build_rollout_group(cfg, policy_path, self.watchdog)
-        self.reward_pool = builders.build_reward_pool(cfg, self.run_dir, self.watchdog)
-        self.learner = builders.build_learner_group(cfg, policy_path, self.watchdog)
-        self.publisher = WeightPublisher(self.learner, self.rollout, cfg.run.weight_transport)
+        # placement.mode decides what these are (rl/builders.py: build_groups); the loop is the same
+        self.rollout, self.reward_pool, self.learner, self.publisher = builders.build_groups(
+            cfg, policy_path, self.run_dir, self.watchdog)
         eval_prompts = build_eval_prompts(cfg)
         if eval_prompts:
             self.evaluator = Evaluator(cfg.eval, eval_prompts, self.rollout, self.reward_pool,

@@ -6,9 +6,10 @@
 
 The group owns its placement group (one bundle per worker) and hides failures from the caller:
 
-  * sharding: the batch is cut into N shards, shard k = prompts[k::N] sampled with seed + 7919 k. A shard
-    depends on k only, never on which worker ran it, so a shard moved to another worker gives the
-    same records (given the same weights).
+  * sharding: the batch is cut into N shards (`num_shards`, default one per worker), shard k = prompts[k::N]
+    sampled with seed + 7919 k. A shard depends on k only, never on which worker ran it, so a shard moved
+    to another worker gives the same records (given the same weights), and so does a fleet of another size
+    with the same number of shards.
   * a worker that fails a call (its actor died, its node is gone) or answers with stale weights (it was
     restarted by Ray while idle and came back with the initial weights) is marked lost and counted in
     `restarts`; its shard is re-issued at once on a live worker. No group is lost or counted twice: a
@@ -37,8 +38,10 @@ SEED_STRIDE = 7919  # shard k samples with seed + SEED_STRIDE * k
 
 
 class RolloutGroup:
-    def __init__(self, workers: ActorGroup, watchdog: Watchdog | None = None, restart_wait_s: float = 300.0) -> None:
+    def __init__(self, workers: ActorGroup, watchdog: Watchdog | None = None, restart_wait_s: float = 300.0,
+                 num_shards: int | None = None) -> None:
         self.workers = workers  # one RolloutWorker actor per bundle (policy/actor_group.py)
+        self.num_shards = num_shards  # None: one shard per worker
         self.watchdog = watchdog or Watchdog()  # every wait on a worker has a deadline (policy/deadlines.py)
         self.restart_wait_s = restart_wait_s
         self.version = 0  # the policy version every live worker holds
@@ -50,7 +53,7 @@ class RolloutGroup:
     def create(cls, num_workers: int, policy_path: str, num_gpus_per_worker: float = 0.0,
                num_cpus_per_worker: float = 1.0, strategy: str = "PACK", bundle_resources: dict | None = None,
                placement_timeout_s: float = PLACEMENT_TIMEOUT_S, max_restarts: int = ACTOR_MAX_RESTARTS,
-               watchdog: Watchdog | None = None, **worker_kwargs) -> RolloutGroup:
+               watchdog: Watchdog | None = None, num_shards: int | None = None, **worker_kwargs) -> RolloutGroup:
         """Reserve the placement group (fails fast if the cluster cannot hold it), start the workers,
         and wait until every one has loaded its model."""
         import ray
@@ -62,7 +65,7 @@ class RolloutGroup:
 
         workers = ActorGroup("rollout", start, bundles(num_workers, num_cpus_per_worker, num_gpus_per_worker,
                                                          bundle_resources), strategy, placement_timeout_s)
-        group = cls(workers, watchdog)
+        group = cls(workers, watchdog, num_shards=num_shards)
         ray.get([w.ping.remote() for w in group.workers])
         return group
 
@@ -163,7 +166,7 @@ class RolloutGroup:
         import ray
 
         self._heal(block=not self.live())
-        shards = shard_prompts(prompts, self.size)
+        shards = shard_prompts(prompts, self.num_shards or self.size)
         results: dict[int, list[RolloutRecord]] = {}
         pending: dict[Any, tuple[int, int]] = {}  # ref -> (shard, worker)
         failures = dict.fromkeys(shards, 0)

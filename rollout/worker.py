@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from policy.actor_group import ACTOR_MAX_RESTARTS
-from policy.loading import load_policy
+from policy.loading import Policy, load_policy
 from policy.prompts import (
     T2I_MAX_TEXT_LEN,
     chat_prompt_ids,
@@ -82,8 +82,11 @@ class RolloutWorker:
         max_batch_size: int = 64,
         image_decoder: ImageDecoder | None = None,
         image_tokenizer: str | None = None,
+        policy: Policy | None = None,
     ) -> None:
-        policy = load_policy(policy_path, dtype=dtype, device=device)
+        """policy: sample with this model (and tokenizer) instead of loading `policy_path` (a colocated
+        learner rank passes its own training model: rl/colocated.py)."""
+        policy = policy or load_policy(policy_path, dtype=dtype, device=device)
         self.model, self.tokenizer, self.layout = policy.model, policy.tokenizer, policy.layout
         self.text_config = text_config or TextSamplerConfig()
         self.image_config = image_config or ImageSamplerConfig()
@@ -135,6 +138,11 @@ class RolloutWorker:
                 tensor.copy_(value.to(tensor.dtype))
         self._version = int(version)
         return self._version
+
+    def use_model(self, model: torch.nn.Module, version: int) -> None:
+        """Sample with `model`, which holds policy version `version` (a colocated learner rank's own
+        weights, rl/colocated.py: nothing is loaded or copied)."""
+        self.model, self._version = model, int(version)
 
     # ---- (b) weights over a torch.distributed broadcast group -------------------------------
     def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo") -> bool:

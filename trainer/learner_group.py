@@ -41,8 +41,11 @@ class LearnerGroup:
     def __init__(self, num_ranks: int, policy_path: str, learner_cfg: LearnerConfig, unigrpo_cfg: UniGRPOConfig,
                  ds_config: dict, num_gpus_per_rank: float = 0, num_cpus_per_rank: float = 1,
                  master_port: int | None = None, strategy: str = "PACK", bundle_resources: dict | None = None,
-                 placement_timeout_s: float = PLACEMENT_TIMEOUT_S, watchdog: Watchdog | None = None) -> None:
-        """Reserve one bundle per rank, start the ranks and join them in one rendezvous."""
+                 placement_timeout_s: float = PLACEMENT_TIMEOUT_S, watchdog: Watchdog | None = None,
+                 actor_kwargs: dict | None = None) -> None:
+        """Reserve one bundle per rank, start the ranks and join them in one rendezvous. actor_kwargs: extra
+        keyword arguments of every rank's constructor (an `actor_class` with settings of its own)."""
+        self.actor_kwargs = actor_kwargs or {}
         self.watchdog = watchdog or Watchdog()  # every wait on a rank has a deadline (policy/deadlines.py)
         self.num_ranks, self.policy_path = num_ranks, policy_path
         self.cfg, self.ucfg, self.ds_config = learner_cfg, unigrpo_cfg, ds_config
@@ -53,7 +56,7 @@ class LearnerGroup:
             # a rank is not restarted in place: the survivors' collectives would hang (restart() replaces all)
             return self.actor_class.options(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank,
                                         runtime_env={"env_vars": env}, **placement).remote(
-                rank, self.num_ranks, self.policy_path, self.cfg, self.ucfg, self.ds_config)
+                rank, self.num_ranks, self.policy_path, self.cfg, self.ucfg, self.ds_config, **self.actor_kwargs)
 
         self.ranks = ActorGroup("learner", start, bundles(num_ranks, num_cpus_per_rank, num_gpus_per_rank,
                                                           bundle_resources), strategy, placement_timeout_s)
@@ -79,7 +82,7 @@ class LearnerGroup:
                unigrpo_cfg: UniGRPOConfig | None = None, num_gpus_per_rank: float = 0,
                master_port: int | None = None, num_cpus_per_rank: float = 1, strategy: str = "PACK",
                bundle_resources: dict | None = None, placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
-               watchdog: Watchdog | None = None) -> LearnerGroup:
+               watchdog: Watchdog | None = None, actor_kwargs: dict | None = None) -> LearnerGroup:
         """The group for these settings (PACK: ranks on as few nodes as possible; fails fast with what was
         asked and what the cluster has), with the DeepSpeed config resolved for them."""
         from policy.placement import ensure_local_ray_env
@@ -92,7 +95,8 @@ class LearnerGroup:
         use_bf16 = resolve_bf16(learner_cfg) if num_gpus_per_rank else learner_cfg.bf16 is True
         ds_config = load_deepspeed_config(learner_cfg, num_ranks, use_bf16)
         return cls(num_ranks, policy_path, learner_cfg, unigrpo_cfg, ds_config, num_gpus_per_rank,
-                   num_cpus_per_rank, master_port, strategy, bundle_resources, placement_timeout_s, watchdog)
+                   num_cpus_per_rank, master_port, strategy, bundle_resources, placement_timeout_s, watchdog,
+                   actor_kwargs)
 
     def _all(self, kind: str, refs: list, first_rank: int = 0, fetch: bool = True) -> list | None:
         """The ranks' answers to one call each (refs in rank order), raising as soon as one rank fails (the
