@@ -2,7 +2,7 @@
 shrunk to seconds) runs in a subprocess and must end with a `RESULT {json}` line that parses as strict
 JSON and holds the keys its readers use (docs/benchmarks.md, the docstrings).
 
-The four whose smoke run starts a Ray cluster or DeepSpeed ranks (e2e, scale, ablate, zero3_load: 20-90 s
+The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, colocate, scale, ablate, zero3_load: 20-90 s
 each on the shared 2-core machine) are marked slow; the six others take 2-20 s each. Measured on
 2026-12-03: the whole file 209-266 s (load average 2-5 from other jobs), 49 s with `-m "not slow"`.
 `make bench-smoke` runs the same smoke modes outside pytest.
@@ -24,6 +24,7 @@ _spec.loader.exec_module(common)
 # benchmark -> keys its RESULT must hold (besides "smoke")
 EXPECTED = {
     "ablate": {"steps", "seeds", "best", "variants", "overrides"},
+    "colocate": {"speedup_median", "speedup_min", "speedup_max", "runs", "reward_curve", "heldout_accuracy"},
     "dashboard": {"sizes", "max_request_ms_at_largest", "goal_under_300ms", "goal_rss_under_1gb",
                   "cost_ratio_largest_over_100k"},
     "e2e": {f"{k}_{c}" for k in ("overhead", "step_ms", "rollouts_per_s") for c in ("tiny", "small", "t2i", "mixed")}
@@ -47,8 +48,11 @@ CHECKS = {
     "zero3_load": lambda r: r["full"]["equal"] and r["sliced"]["equal"] and r["ratio_read_fraction"] < 1,
     "sampler": lambda r: r["points"]["early_stop"]["agreement"] == 1.0,  # exact by construction
     "math_reward": lambda r: r["cases"] > 0 and r["labelled"] > 0,
+    # nothing is published when colocated; both modes ran every step
+    "colocate": lambda r: r["runs"]["colocated"][0]["publish_bytes"] == 0 and r["runs"]["disaggregated"][0]["publish_bytes"] > 0
+    and len(r["reward_curve"]["colocated"]) == len(r["reward_curve"]["disaggregated"]) == r["steps"],
 }
-SLOW = {"ablate", "e2e", "scale", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
+SLOW = {"ablate", "colocate", "e2e", "scale", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
 SMOKE_TIMEOUT_S = 900  # a loaded 2-core machine; the slowest smoke run takes ~90 s on a quiet one
 
 
