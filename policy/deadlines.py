@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -57,11 +58,14 @@ class Watchdog:
     _times: dict[str, deque] = field(default_factory=dict)
     _calls: dict[Any, _Call] = field(default_factory=dict)
     late: list[dict] = field(default_factory=list)  # late / overdue events since the driver last took them
+    # the driver scores shards on a thread while it waits on generation: both sides use this watchdog
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # ---- what a call kind usually takes ----------------------------------------------------------------
     def usual(self, kind: str) -> float | None:
-        times = self._times.get(kind)
-        return statistics.median(times) if times else None
+        with self._lock:
+            times = self._times.get(kind)
+            return statistics.median(times) if times else None
 
     def deadline(self, kind: str) -> float:
         if self.policy.override_s is not None:
@@ -76,7 +80,8 @@ class Watchdog:
         return max(self.policy.warn_floor_s, self.policy.warn_factor * usual)
 
     def learn(self, kind: str, seconds: float) -> None:
-        self._times.setdefault(kind, deque(maxlen=WINDOW)).append(seconds)
+        with self._lock:
+            self._times.setdefault(kind, deque(maxlen=WINDOW)).append(seconds)
 
     # ---- calls in flight ---------------------------------------------------------------------------------
     def start(self, ref, kind: str, who: str) -> None:
@@ -128,9 +133,11 @@ class Watchdog:
             line = (f"{call.who}: no answer for step {self.step} after {waited:.0f} s ({usual_text}): past its "
                     f"{self.deadline(call.kind):.0f} s deadline")
         self.say(line)
-        self.late.append({"step": self.step, "who": call.who, "kind": call.kind, "waited_s": round(waited, 1),
-                          "usual_s": usual, "event": what})
+        with self._lock:
+            self.late.append({"step": self.step, "who": call.who, "kind": call.kind, "waited_s": round(waited, 1),
+                              "usual_s": usual, "event": what})
 
     def take_events(self) -> list[dict]:
-        events, self.late = self.late, []
+        with self._lock:
+            events, self.late = self.late, []
         return events

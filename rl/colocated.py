@@ -27,7 +27,7 @@ the last checkpoint.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
@@ -136,10 +136,11 @@ class ColocatedLearnerGroup(LearnerGroup):
 
     actor_class = ColocatedRankActor
 
-    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int,
-                 text_sampler: dict | None = None) -> tuple[dict[int, list[RolloutRecord]], dict[str, float]]:
-        """Shard k on rank k, every rank called (ZeRO-3 gathers are collectives). A rank that dies or
-        freezes raises LearnerLost (rl/recovery.py)."""
+    def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int, text_sampler: dict | None = None,
+                 on_shard: Callable[[list[RolloutRecord]], None] | None = None,
+                 ) -> tuple[dict[int, list[RolloutRecord]], dict[str, float]]:
+        """Shard k on rank k, every rank called (ZeRO-3 gathers are collectives); on_shard(records) as each
+        rank answers. A rank that dies or freezes raises LearnerLost (rl/recovery.py)."""
         shards = shard_prompts(prompts, self.world_size)
         refs = []
         for k, actor in enumerate(self.actors):
@@ -147,8 +148,12 @@ class ColocatedLearnerGroup(LearnerGroup):
             refs.append(actor.generate.remote(shard, group_size, shard_seed(seed, k), text_sampler, groups,
                                               self.policy_version))
         biggest = max((len(shard) for shard, _ in shards.values()), default=0)
+        def ready(rank: int, answer: dict) -> None:
+            if on_shard is not None and answer["records"]:
+                on_shard(answer["records"])
+
         with learner_calls():
-            answers = self._all(generate_call_kind(biggest, group_size, text_sampler), refs)
+            answers = self._all(generate_call_kind(biggest, group_size, text_sampler), refs, on_ready=ready)
         timings = {"gather_s": max(a["gather_s"] for a in answers), "offload_s": max(a["offload_s"] for a in answers)}
         return {k: a["records"] for k, a in enumerate(answers) if a["records"]}, timings
 
@@ -179,8 +184,9 @@ class ColocatedRolloutGroup:
         return list(range(self.size))
 
     def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int,
-                 text_sampler: dict[str, Any] | None = None) -> list[RolloutRecord]:
-        results, extra = self.learner.generate(prompts, group_size, seed, text_sampler)
+                 text_sampler: dict[str, Any] | None = None,
+                 on_shard: Callable[[list[RolloutRecord]], None] | None = None) -> list[RolloutRecord]:
+        results, extra = self.learner.generate(prompts, group_size, seed, text_sampler, on_shard)
         records, self.last_timings = merge_shards(results)
         self.last_timings.update(extra)
         return records

@@ -2,7 +2,7 @@
 
     prompts = dataset.next_batch()                        resumable cursor
     records = rollout.generate(prompts, G, seed)          RolloutGroup: N Ray workers, sharding and retries
-    rewards = score_records(reward_pool, records)         RewardPool: separate Ray actors, per-call timeouts
+    rewards = scored as each shard arrives                RewardPool: separate Ray actors, per-call timeouts
     adv     = group_normalise(rewards, groups)            rl/advantages.py
     stats   = learner.update(batch_from_rollouts(...))    LearnerGroup: M DeepSpeed ranks, mu iterations
     publisher.publish()                                   learner -> rollout workers, one version counter
@@ -33,7 +33,7 @@ from rl.advantages import group_normalise
 from rl.checkpoints import CheckpointSpaceError, disk_full, estimate_checkpoint_bytes
 from rl.config import RunConfig, save_resolved
 from rl.data import MixtureDataset, PromptDataset, build_run_dataset
-from rl.evaluation import Evaluator, build_eval_prompts, eval_line, eval_summary, score_records
+from rl.evaluation import Evaluator, build_eval_prompts, eval_line, eval_summary
 from rl.loggers import MetricSinks
 from rl.metrics import MetricsLog, console_line, plot_rewards
 from rl.recovery import (
@@ -44,6 +44,7 @@ from rl.recovery import (
     TrainingDiverged,
     learner_calls,
 )
+from rl.scoring import ShardScorer, score_records
 from rl.step_report import BusyMeter, StepTimer, late_calls, report_step, run_summary
 from rl.store import BackgroundWriter, RolloutStore
 from rl.tasks import get_task
@@ -199,10 +200,15 @@ class Driver:
         cfg, timer, step = self.cfg, StepTimer(), self.step + 1
         self.watchdog.step = step
         prompts = self.dataset.next_batch(cfg.data.prompts_per_step)
-        with timer.time("generate"):
-            records = self.rollout.generate(prompts, cfg.rollout.group_size, seed=step_seed(cfg.run.seed, step))
-        with timer.time("reward"):
-            rewards = self._score(records)
+        scorer = ShardScorer(self.reward_pool)  # each shard scored as soon as it arrives (rl/scoring.py)
+        try:
+            with timer.time("generate"):
+                records = self.rollout.generate(prompts, cfg.rollout.group_size, seed=step_seed(cfg.run.seed, step),
+                                                on_shard=scorer.submit)
+            with timer.time("reward"):  # what is left to score after the last shard arrived
+                rewards = scorer.finish(records)
+        finally:
+            scorer.close()
         adv = group_normalise(rewards, np.array([r.group for r in records]), cfg.advantages.eps,
                               cfg.advantages.drop_zero_variance_groups)
         for r, a in zip(records, adv.values):

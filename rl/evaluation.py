@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rl.scoring import score_records
+
 EVAL_SEED_OFFSET = 7_777_777  # eval draws never coincide with a training step's seeds
 
 
@@ -112,18 +114,6 @@ def evaluate_policy(cfg, prompts: list, out_dir=None) -> dict:
         finally:
             pool.shutdown()
             rollout.shutdown()
-
-
-def score_records(pool, records) -> np.ndarray:
-    """Score rollout records with the reward pool; fills reward and reward_components."""
-    from rewards.api import RewardInput
-
-    inputs = [RewardInput(task=r.task, prompt=r.question, response=r.response_text, gold=r.gold,
-                          image=r.image, metadata={"prompt_id": r.prompt_id}) for r in records]
-    for r, s in zip(records, pool.score(inputs)):
-        r.reward = float(s.total)
-        r.reward_components = {k: v.to_dict() for k, v in s.components.items()}  # detail: for the dashboard
-    return np.array([r.reward for r in records])
 
 
 def eval_line(step: int, m: dict) -> str:

@@ -160,9 +160,11 @@ class RolloutGroup:
 
     # ---- generation -----------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int,
-                 text_sampler: dict[str, Any] | None = None) -> list[RolloutRecord]:
+                 text_sampler: dict[str, Any] | None = None,
+                 on_shard: Callable[[list[RolloutRecord]], None] | None = None) -> list[RolloutRecord]:
         """G rollouts per prompt. The same prompt may appear twice in a batch (small datasets wrap around):
-        each occurrence is its own group, numbered by its position in `prompts`."""
+        each occurrence is its own group, numbered by its position in `prompts`. on_shard(records): called
+        with each shard's records as they are accepted (the driver starts scoring them at once)."""
         import ray
 
         self._heal(block=not self.live())
@@ -207,6 +209,8 @@ class RolloutGroup:
                         raise StaleWeights(w)
                     self.watchdog.done(ref)
                     results[k] = records
+                    if on_shard is not None:
+                        on_shard(records)
                 except (ray.exceptions.RayActorError, StaleWeights):
                     self.watchdog.forget(ref)
                     self._mark_lost(w)

@@ -15,8 +15,10 @@ ranks and reduces their statistics; the ranks compute (trainer/learner.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import ray
@@ -98,15 +100,17 @@ class LearnerGroup:
                    num_cpus_per_rank, master_port, strategy, bundle_resources, placement_timeout_s, watchdog,
                    actor_kwargs)
 
-    def _all(self, kind: str, refs: list, first_rank: int = 0, fetch: bool = True) -> list | None:
+    def _all(self, kind: str, refs: list, first_rank: int = 0, fetch: bool = True,
+             on_ready: Callable[[int, Any], None] | None = None) -> list | None:
         """The ranks' answers to one call each (refs in rank order), raising as soon as one rank fails (the
         others may be blocked in a collective with it and would never answer). A rank past its deadline
         is frozen: it is killed, so its call fails like a dead rank's (the driver restarts the group).
-        fetch=False: wait only (rank 0's gathered weights stay in the object store for the workers)."""
+        fetch=False: wait only (rank 0's gathered weights stay in the object store for the workers).
+        on_ready(rank, answer): called as each rank answers, in the order they do."""
         ranks = dict(zip(refs, range(first_rank, first_rank + len(refs))))
         for ref, rank in ranks.items():
             self.watchdog.start(ref, kind, f"learner rank {rank}")
-        pending = list(refs)
+        pending, answers = list(refs), {}
         try:
             while pending:
                 ready, overdue = self.watchdog.poll(pending)
@@ -115,12 +119,14 @@ class LearnerGroup:
                 for ref in ready:
                     pending.remove(ref)
                     if fetch:
-                        ray.get(ref)  # a failed rank raises here, at once
+                        answers[ref] = ray.get(ref)  # a failed rank raises here, at once
+                        if on_ready is not None:  # the very objects returned below (a second get would copy)
+                            on_ready(ranks[ref], answers[ref])
                     self.watchdog.done(ref)
         finally:
             for ref in pending:
                 self.watchdog.forget(ref)
-        return ray.get(refs) if fetch else None
+        return [answers[ref] for ref in refs] if fetch else None
 
     def _rendezvous(self) -> None:
         host, port = ray.get(self.actors[0].address.remote())
