@@ -96,8 +96,8 @@ class ColocatedRank(Learner):
     def generate(self, prompts: Sequence[Prompt], group_size: int, seed: int, text_sampler: dict | None,
                  groups: Sequence[int], version: int) -> dict[str, Any]:
         """This rank's shard (possibly empty: under ZeRO-3 every rank still takes part in the gather).
-        Returns {"records", "gather_s", "offload_s"}."""
-        t0 = time.perf_counter()
+        Returns {"records", "gathered" (the ZeRO-3 weights were gathered for this call), "gather_s", "offload_s"}."""
+        t0, gathered = time.perf_counter(), self.zero3 and (self._view is None or self._view_version != version)
         model = self._inference_model(version)
         gather_s = time.perf_counter() - t0
         offload_s = 0.0
@@ -119,7 +119,7 @@ class ColocatedRank(Learner):
                 offload_s += time.perf_counter() - t
             if self.zero3 and self.inference_weights == "free":
                 self._view = self._view_version = None
-        return {"records": records, "gather_s": gather_s, "offload_s": offload_s}
+        return {"records": records, "gathered": gathered, "gather_s": gather_s, "offload_s": offload_s}
 
     def memory(self) -> dict[str, int]:
         """Peak and current device memory of this rank (bytes; 0 on CPU)."""
@@ -154,7 +154,8 @@ class ColocatedLearnerGroup(LearnerGroup):
 
         with learner_calls():
             answers = self._all(generate_call_kind(biggest, group_size, text_sampler), refs, on_ready=ready)
-        timings = {"gather_s": max(a["gather_s"] for a in answers), "offload_s": max(a["offload_s"] for a in answers)}
+        timings = {"gather_s": max(a["gather_s"] for a in answers), "offload_s": max(a["offload_s"] for a in answers),
+                   "gathers": sum(a["gathered"] for a in answers)}
         return {k: a["records"] for k, a in enumerate(answers) if a["records"]}, timings
 
     def memory(self) -> list[dict[str, int]]:

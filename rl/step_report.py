@@ -68,6 +68,9 @@ def report_step(records, rewards, adv, stats: dict, timer: StepTimer, published:
         "time/gen_compute_s": rollout.last_timings["gen_s"],
         "time/reward_compute_s": reward_compute_s,
     })
+    if "gather_s" in rollout.last_timings:  # colocated (rl/colocated.py): inside the ranks' generation
+        m.update({"time/inference_gather_s": rollout.last_timings["gather_s"],
+                  "time/optimizer_offload_s": rollout.last_timings["offload_s"]})
     m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
     m["throughput/tokens_per_s"] = sum(len(r.response_ids) for r in records) / m["time/step_s"]
     m["time/unix"] = time.time()

@@ -64,6 +64,39 @@ def test_records_equal_the_disaggregated_modes(ray_cluster, tmp_path):
             group.shutdown()
 
 
+@pytest.mark.parametrize("inference_weights", ["keep", "free"])
+def test_zero3_ranks_gather_once_per_version(ray_cluster, tmp_path, inference_weights):
+    """Under ZeRO-3 each rank samples from the full weights gathered from the partitions: the same records as
+    rollout workers with those weights. `keep` gathers once per policy version (a second generation at the
+    same version reuses the copy), `free` gathers for every generation; never once per forward."""
+    from trainer.batch import batch_from_rollouts
+
+    overrides = ["learner.num_ranks=2", "rollout.num_workers=2", "learner.deepspeed_config=configs/deepspeed/zero3.json",
+                 f"run.dir={tmp_path}", "rollout.text.gen_length=8", "rollout.text.steps=8", "rollout.text.block_length=4"]
+    cfg = load_config(None, overrides)
+    colocated = load_config(None, overrides + ["placement.mode=colocated", f"placement.inference_weights={inference_weights}"])
+    policy = builders.build_policy(cfg, tmp_path)
+    workers, learner = builders.build_rollout_group(cfg, policy), builders.build_learner_group(colocated, policy)
+    ranks = ColocatedRolloutGroup(learner)
+    prompts = build_run_dataset(cfg).next_batch(3)
+    try:
+        b = ranks.generate(prompts, 2, seed=5)
+        assert ranks.last_timings["gathers"] == 2  # both ranks, once
+        assert records_as_dicts(workers.generate(prompts, 2, seed=5)) == records_as_dicts(b)
+        again = ranks.generate(prompts, 2, seed=6)
+        assert ranks.last_timings["gathers"] == (0 if inference_weights == "keep" else 2)
+        rewards = np.linspace(-1, 1, len(b))
+        learner.update(batch_from_rollouts(b, rewards - rewards.mean()))
+        workers.load_weights(learner.policy_version, learner.publish_object_store())
+        after = ranks.generate(prompts, 2, seed=6)
+        assert ranks.last_timings["gathers"] == 2  # a new version: gathered again
+        assert records_as_dicts(workers.generate(prompts, 2, seed=6)) == records_as_dicts(after)
+        assert records_as_dicts(after) != records_as_dicts(again), "the update changed the samples"
+    finally:
+        workers.shutdown()
+        learner.shutdown()
+
+
 def train(tmp_path, name, overrides, config=None):
     cfg = load_config(config, ["run.plot=false", "run.max_wall_s=null", f"run.dir={tmp_path}", f"run.name={name}",
                                *overrides])
