@@ -31,6 +31,7 @@ from rewards.pool import RewardPool
 from rl import builders
 from rl.advantages import group_normalise
 from rl.checkpoints import CheckpointSpaceError, disk_full, estimate_checkpoint_bytes
+from rl.colocated import ColocatedPublisher, ColocatedRolloutGroup
 from rl.config import RunConfig, save_resolved
 from rl.data import MixtureDataset, PromptDataset, build_run_dataset
 from rl.evaluation import Evaluator, build_eval_prompts, eval_line, eval_summary
@@ -85,10 +86,10 @@ class Driver:
         self.store: RolloutStore | None = None
         self.writer: BackgroundWriter | None = None
         self.checkpoints: RunCheckpoints | None = None
-        self.rollout: RolloutGroup | None = None
+        self.rollout: RolloutGroup | ColocatedRolloutGroup | None = None  # the same generate(); placement.mode
         self.reward_pool: RewardPool | None = None
         self.learner: LearnerGroup | None = None
-        self.publisher: WeightPublisher | None = None
+        self.publisher: WeightPublisher | ColocatedPublisher | None = None
         self.evaluator: Evaluator | None = None
 
     # ------------------------------------------------------------------ setup
