@@ -220,6 +220,20 @@ class RunGroups(NamedTuple):
     publisher: Any  # WeightPublisher, or ColocatedPublisher: the same publish() -> metrics
 
 
+def describe_groups(cfg: RunConfig) -> str:
+    """One line for the console: the run's shape in its placement mode."""
+    def n(count: int, what: str) -> str:
+        return f"{count} {what}{'s' if count != 1 else ''}"
+
+    ranks = n(cfg.learner.num_ranks, "learner rank")
+    rewards = n(cfg.rewards.num_workers + cfg.rewards.num_model_workers, "reward actor")
+    if cfg.placement.mode == "colocated":
+        return f"colocated: {ranks} generate and train (nothing is published), {rewards}"
+    shards = f", {cfg.rollout.num_shards} shards" if cfg.rollout.num_shards else ""
+    return (f"disaggregated: {n(cfg.rollout.num_workers, 'rollout worker')}{shards}, {ranks} "
+            f"(weights by {cfg.run.weight_transport}), {rewards}")
+
+
 def build_groups(cfg: RunConfig, policy_path: Path, run_dir: Path, watchdog: Watchdog) -> RunGroups:
     """Every group of a run. The one place the placement mode is chosen (docs/architecture.md, "Placement
     modes"): disaggregated rollout workers fed by a WeightPublisher, or learner ranks that generate."""

@@ -103,7 +103,9 @@ def train_main(argv: list[str]) -> int:
     from rl.driver import Driver, TrainingDiverged
 
     driver = Driver(cfg, run_dir=run_dir, resume=bool(args.resume))
-    print(f"unigrpo: run directory {run_dir}", flush=True)
+    from rl.builders import describe_groups
+
+    print(f"unigrpo: run directory {run_dir}; {describe_groups(cfg)}", flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):  # while starting; training installs its graceful stop
         signal.signal(sig, _stop_while_starting)
     import ray
