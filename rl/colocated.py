@@ -43,6 +43,10 @@ from trainer.engine import import_deepspeed
 from trainer.learner import Learner
 from trainer.learner_group import LearnerGroup
 
+# placement.offload_optimizer: what leaves the GPU while a rank generates. Never the bf16 parameters
+# ("lp_params"): under ZeRO-0/1/2 they are what the rank samples with.
+OFFLOADED_WHILE_GENERATING = ("optim_states", "hp_params", "lp_grads", "contiguous_grad_buffer")
+
 
 class ColocatedRank(Learner):
     """A learner rank (one DeepSpeed rank, one GPU) that also samples its shard of every step's rollouts."""
@@ -104,7 +108,7 @@ class ColocatedRank(Learner):
         offload = self.offload_optimizer and self.device.type == "cuda"
         if offload:
             t = time.perf_counter()
-            self.engine.offload_states()
+            self.engine.offload_states(include=OFFLOADED_WHILE_GENERATING)
             offload_s += time.perf_counter() - t
         was_training = model.training
         model.eval()
