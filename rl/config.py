@@ -20,7 +20,15 @@ from typing import Any, Literal
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from policy.actor_group import PLACEMENT_TIMEOUT_S
 from policy.deadlines import DeadlinePolicy
@@ -137,8 +145,8 @@ class ModelSection(Section):
         return v
 
     @model_validator(mode="after")
-    def _one_source(self):
-        if self.path is None and self.tiny is None:
+    def _one_source(self, info: ValidationInfo):
+        if self.path is None and self.tiny is None and not planning(info):
             raise ValueError("set model.path (a local policy directory) or model.tiny")
         return self
 
@@ -154,8 +162,8 @@ class ImageTaskData(Section):
     shapes_size: int = Field(256, ge=1, description="rows of the built-in shapes task")
 
     @model_validator(mode="after")
-    def _files_for_files(self):
-        if self.source == "files" and not self.files:
+    def _files_for_files(self, info: ValidationInfo):
+        if self.source == "files" and not self.files and not planning(info):
             raise ValueError("files is empty; set files or source: shapes")
         return self
 
@@ -184,10 +192,10 @@ class DataSection(Section):
         "center_crop", description="how mmu images become rollout.image.resolution square; none = must fit")
 
     @model_validator(mode="after")
-    def _files_for_file_tasks(self):
+    def _files_for_file_tasks(self, info: ValidationInfo):
         from rl.tasks import get_task
 
-        if not get_task(self.task).builtin and not self.files:
+        if not get_task(self.task).builtin and not self.files and not planning(info):
             raise ValueError(f"data.files is empty; task {self.task!r} reads prompts from files")
         return self
 
@@ -488,7 +496,9 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _multimodal_parts(self):
+    def _multimodal_parts(self, info: ValidationInfo):
+        if planning(info):
+            return self  # `unigrpo plan` reads shapes and sizes; the run's files are checked when it runs
         kinds = self.data.kinds()
         if ("mmu" in kinds or "t2i" in kinds) and not self.model.image_tokenizer:
             raise ValueError("model.image_tokenizer is not set; mmu and t2i tasks need one "
@@ -546,15 +556,21 @@ def _describe(errors: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def validate_config(raw: dict[str, Any]) -> RunConfig:
+def planning(info: ValidationInfo) -> bool:
+    """Validating for `unigrpo plan` (rl/plan.py): a config may leave its model and data paths unset."""
+    return bool(info.context and info.context.get("planning"))
+
+
+def validate_config(raw: dict[str, Any], planning: bool = False) -> RunConfig:
     try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate(raw, context={"planning": planning})
     except ValidationError as err:
         raise ConfigError("invalid configuration:\n" + _describe(err.errors())) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """YAML file (default: configs/demo.yaml) + dotted `key=value` overrides -> validated RunConfig."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, planning: bool = False) -> RunConfig:
+    """YAML file (default: configs/demo.yaml) + dotted `key=value` overrides -> validated RunConfig.
+    planning=True: model.path, data files and image/CLIP directories may be unset or absent (`unigrpo plan`)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -572,7 +588,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"could not apply overrides {overrides}: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return validate_config(raw)
+    return validate_config(raw, planning)
 
 
 def save_resolved(cfg: RunConfig, run_dir: Path) -> Path:

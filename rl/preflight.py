@@ -231,6 +231,35 @@ def check_batch_fits(cfg: RunConfig, dataset) -> None:
             "prompts, or set data.allow_repeats=true")
 
 
+def check_gpu_memory(cfg: RunConfig) -> None:
+    """A GPU run whose fullest GPU phase exceeds placement.gpu_memory_gb is refused with the numbers and
+    the settings that would make it fit (rl/memory.py; docs/memory.md)."""
+    from rl.memory import GIB, describe, estimate, model_shape
+
+    if cfg.learner.num_gpus_per_rank <= 0:
+        return  # CPU ranks: host memory, not modelled
+    shape = model_shape(cfg)
+    disaggregated = cfg.placement.mode == "disaggregated"
+    rollout_gpus = cfg.rollout.num_workers if disaggregated and cfg.rollout.num_gpus_per_worker > 0 else 0
+    mem = estimate(cfg, shape, cfg.learner.num_ranks, rollout_gpus)
+    limit = cfg.placement.gpu_memory_gb * GIB
+    if mem.fits(limit):
+        return
+    tries = {"learner.deepspeed_config=configs/deepspeed/zero3.json": {"stage": 3},
+             "learner.gradient_checkpointing=true": {"checkpointing": True},
+             "placement.offload_optimizer=true": {"offload_optimizer": True}}
+    fixes = [k for k, kw in tries.items() if estimate(cfg, shape, cfg.learner.num_ranks, rollout_gpus, **kw).fits(limit)]
+    more = next((n for n in (2**k for k in range(1, 9)) if n > cfg.learner.num_ranks
+                 and estimate(cfg, shape, n, rollout_gpus).fits(limit)), None)
+    if more:
+        fixes.append(f"learner.num_ranks={more}")
+    fits_with = ", ".join(fixes) or "none of the single changes (zero3, checkpointing, offload, more ranks)"
+    raise ConfigError(f"placement.gpu_memory_gb: the run needs {describe(mem, cfg.placement.gpu_memory_gb)} "
+                      f"with {cfg.learner.num_ranks} learner rank(s), {shape.params / 1e9:.2f}B parameters, "
+                      f"placement.mode={cfg.placement.mode}; fits with: {fits_with} "
+                      f"(estimate: rl/memory.py, docs/memory.md; `unigrpo plan` compares the options)")
+
+
 def preflight(cfg: RunConfig, run_dir: Path) -> None:
     """Raise ConfigError (or DataError for data files) for the first thing that would fail later."""
     from rl.data import build_run_dataset
@@ -238,6 +267,7 @@ def preflight(cfg: RunConfig, run_dir: Path) -> None:
     if cfg.model.path is not None:
         check_policy_dir(cfg.model.path)
     check_deepspeed_config(cfg)
+    check_gpu_memory(cfg)
     dataset = build_run_dataset(cfg)  # every row of every data file (images encoded once, cached)
     check_batch_fits(cfg, dataset)
     check_rewards(cfg)
