@@ -20,6 +20,8 @@ steps after `--warmup`:
 
     speed-up = steps/s colocated / steps/s disaggregated, per pair (median and range reported)
     curve    = reward/mean per step and held-out accuracy at the evaluated steps, both runs side by side
+    planner  = the colocated step predicted by rl/plan.py's step model calibrated on the disaggregated
+               run of the same pair (`predict_colocated`), against the measured one
 
 Ends with `RESULT {json}`.
 
@@ -90,10 +92,24 @@ def summarise(rows: list[dict], mode: str, warmup: int) -> dict:
         idle["rollout"] = 1 - gen / step
     return {
         "steps_per_s": 1 / step, "step_s": step,
+        "rollouts": train[0]["rollouts"],
         "phases_s": {p: mean(f"time/{p}_s") for p in ("generate", "reward", "update", "publish", "store")},
         "gen_compute_s": gen, "update_compute_s": update, "idle_share": idle,
         "publish_bytes": mean("publish/bytes"),
     }
+
+
+def predict_colocated(disaggregated: dict, rollouts: int, ranks: int = 2) -> float:
+    """The planner's step model (rl/plan.py phase_times), calibrated on a disaggregated run of this machine:
+    per-rollout generation g (its one worker's generate wall time / R) and update u (its one rank's
+    compute / R), and everything else d (step - generate - update - publish), which colocation does not
+    change. Predicted colocated step = R g / ranks + R u / ranks + d."""
+    from rl.plan import phase_times
+
+    d = disaggregated
+    g, u = d["phases_s"]["generate"] / rollouts, d["update_compute_s"] / rollouts
+    rest = d["step_s"] - d["phases_s"]["generate"] - d["update_compute_s"] - d["phases_s"]["publish"]
+    return sum(phase_times(rollouts, g, u, 0, ranks, colocated=True)) + rest
 
 
 def curve(rows: list[dict]) -> dict:
@@ -135,6 +151,9 @@ def main() -> int:
                       + ", ".join(f"{k} {v:.0%}" for k, v in s["idle_share"].items()), flush=True)
     ray.shutdown()
     ratios = [c["steps_per_s"] / d["steps_per_s"] for d, c in zip(runs["disaggregated"], runs["colocated"])]
+    predicted = [predict_colocated(d, d["rollouts"]) for d in runs["disaggregated"]]
+    measured = [c["step_s"] for c in runs["colocated"]]
+    errors = [p / m - 1 for p, m in zip(predicted, measured)]
     d_curve, c_curve = curves["disaggregated"], curves["colocated"]
     reward_gap = max(abs(a - b) for a, b in zip(d_curve["reward"], c_curve["reward"]))
     steps_evaluated = sorted(set(d_curve["eval"]) & set(c_curve["eval"]))
@@ -143,6 +162,8 @@ def main() -> int:
         "speedup_median": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
         "speedups": ratios, "goal": 1.5,
         "runs": runs,
+        "planner": {"predicted_colocated_step_s": predicted, "measured_colocated_step_s": measured,
+                    "relative_error": errors},
         "reward_curve": {"disaggregated": d_curve["reward"], "colocated": c_curve["reward"],
                          "max_abs_gap": reward_gap},
         "heldout_accuracy": {str(s): {"disaggregated": d_curve["eval"][s], "colocated": c_curve["eval"][s]}
@@ -153,6 +174,9 @@ def main() -> int:
     print(f"colocated / disaggregated steps/s: median {result['speedup_median']:.2f}x "
           f"(range {min(ratios):.2f}-{max(ratios):.2f}, {args.repeats} pairs); reward curves differ by at most "
           f"{reward_gap:.4f}; held-out accuracy {result['heldout_accuracy']}", flush=True)
+    print("planner (calibrated on each disaggregated run): colocated step predicted "
+          + ", ".join(f"{p:.3f} s vs measured {m:.3f} s ({e:+.0%})" for p, m, e in zip(predicted, measured, errors)),
+          flush=True)
     print_result(result, args.smoke)
     return 0
 

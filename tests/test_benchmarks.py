@@ -24,7 +24,7 @@ _spec.loader.exec_module(common)
 # benchmark -> keys its RESULT must hold (besides "smoke")
 EXPECTED = {
     "ablate": {"steps", "seeds", "best", "variants", "overrides"},
-    "colocate": {"speedup_median", "speedup_min", "speedup_max", "runs", "reward_curve", "heldout_accuracy"},
+    "colocate": {"speedup_median", "speedup_min", "speedup_max", "runs", "reward_curve", "heldout_accuracy", "planner"},
     "dashboard": {"sizes", "max_request_ms_at_largest", "goal_under_300ms", "goal_rss_under_1gb",
                   "cost_ratio_largest_over_100k"},
     "e2e": {f"{k}_{c}" for k in ("overhead", "step_ms", "rollouts_per_s") for c in ("tiny", "small", "t2i", "mixed")}
