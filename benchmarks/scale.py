@@ -21,13 +21,21 @@ baseline is N = 1, perfect scaling E = 1, the goal E(16) >= 0.9.
 Because the sleeps are TIME_SCALE of real compute while driver work is not scaled, the measured E is
 a lower bound; `efficiency_real` puts the measured overhead seconds next to unscaled compute.
 
+Part 1b, the colocated mode (rl/colocated.py) at the same sizes: N real colocated DeepSpeed ranks, each
+standing for the 4 GPUs of a disaggregated N rollout + 3N learner run (1 + LEARNER_GPUS_PER_ROLLOUT_GPU),
+on the same 64 N rollouts a step; a rank's sampler sleeps its shard's generation split over its 4 GPUs
+and its update its rows' (UPDATE_S_ONE_GPU per rollout per GPU). Nothing is published. `modes` compares
+the two at every size measured in both: the measured ratio (time scale, tiny weights), and the same
+driver seconds next to unscaled compute with MMaDA-8B's 16 GB published (this run's object-store fit, or
+an NCCL broadcast at an assumed 25 GB/s), plus the idle share of each GPU group. N = 16 is the 64-GPU point.
+
 Part 2, weight publishing: payloads of 8 / 32 / 96 MB to N = 1, 4, 16 receiver actors on the same
 cluster, (a) one ray.put and N pulls (object store fan-out), (b) a gloo broadcast group (rank 0 the
 publisher, policy/weight_sync.py). A least-squares fit t = a + b * bytes + c * bytes * N per transport
 is the publish time model docs/scaling.md extrapolates from.
 
     .venv/bin/python benchmarks/scale.py [--steps 4] [--sizes 1,2,4,8,16] [--time-scale 0.025] [--nodes 4]
-    .venv/bin/python benchmarks/scale.py --smoke   # 2 nodes, N = 1, 2, 2 steps, 1-2 MB to 1-2 receivers
+    .venv/bin/python benchmarks/scale.py --smoke   # 2 nodes, N = 1, 2 (both modes), 2 steps, 1-2 MB to 1-2 receivers
 Ends with `RESULT {json}`.
 
 How long, on the shared 2-core machine (2026-12-03, load average 2-5 from other jobs): `--smoke` 45-88 s
@@ -52,9 +60,11 @@ ensure_local_ray_env()  # before ray is imported
 import numpy as np  # noqa: E402
 from _common import CONFIGS, add_smoke_flag, print_result, run_driver  # noqa: E402
 
+import rl.colocated  # noqa: E402
 import rollout.group  # noqa: E402
 import trainer.learner  # noqa: E402
 import trainer.learner_group  # noqa: E402
+from rl.colocated import ColocatedRank  # noqa: E402
 from rl.config import load_config  # noqa: E402
 from rollout.worker import RolloutWorker  # noqa: E402
 from trainer.learner import Learner  # noqa: E402
@@ -68,17 +78,23 @@ GEN_S_PER_SAMPLE = GEN * SEQ / FORWARD_TOKENS_PER_S / CACHE_SPEEDUP
 LEARNER_GPUS_PER_ROLLOUT_GPU = 3
 UPDATE_S_PER_ROLLOUT = (MU * SEQ / UPDATE_TOKENS_PER_S + MU * SEQ / FORWARD_TOKENS_PER_S) / LEARNER_GPUS_PER_ROLLOUT_GPU
 PROMPTS_PER_WORKER, G = 8, 8
-SMOKE_ARGS = {"steps": 2, "sizes": "1,2", "nodes": 2, "time_scale": 0.005, "publish_mb": "1,2",
-              "publish_receivers": "1,2"}
+# colocated: every GPU generates and trains; N simulated ranks stand for the 4N GPUs of a disaggregated
+# N rollout + 3N learner GPU run, on the same 64N rollouts per step
+GPUS_PER_COLOCATED_RANK = 1 + LEARNER_GPUS_PER_ROLLOUT_GPU
+UPDATE_S_ONE_GPU = UPDATE_S_PER_ROLLOUT * LEARNER_GPUS_PER_ROLLOUT_GPU
+WEIGHTS_GB = 16.2  # MMaDA-8B in bf16 (8.08B parameters)
+SMOKE_ARGS = {"steps": 2, "sizes": "1,2", "colocated_sizes": "1,2", "nodes": 2, "time_scale": 0.005,
+              "publish_mb": "1,2", "publish_receivers": "1,2"}
 
 
 class SleepyRolloutWorker(RolloutWorker):
     """The real worker (weights, records, versions) with generation replaced by a calibrated sleep."""
 
     time_scale = 0.025
+    gpus = 1  # GPUs this actor stands for (a simulated colocated rank stands for GPUS_PER_COLOCATED_RANK)
 
     def _generate_text(self, jobs, generator, text_config=None):
-        time.sleep(len(jobs) * GEN_S_PER_SAMPLE * self.time_scale)
+        time.sleep(len(jobs) * GEN_S_PER_SAMPLE / self.gpus * self.time_scale)
         rng = np.random.default_rng(int(torch_seed(generator)))
         records = []
         for prompt, g in jobs:
@@ -88,7 +104,7 @@ class SleepyRolloutWorker(RolloutWorker):
                 response_ids=list(rng.integers(0, 100, GEN)), suffix_ids=[], response_text=f"The answer is {answer}",
                 unmask_step=list(rng.integers(0, GEN, GEN)), confidence=list(rng.random(GEN)),
                 early_filled=[False] * GEN, num_forwards=GEN, sampler={"kind": "text", "sleep": True},
-                timings={"gen_s": len(jobs) * GEN_S_PER_SAMPLE * self.time_scale, "batch_size": len(jobs)}))
+                timings={"gen_s": len(jobs) * GEN_S_PER_SAMPLE / self.gpus * self.time_scale, "batch_size": len(jobs)}))
         return records
 
 
@@ -101,16 +117,36 @@ class SleepyLearner(Learner):
 
     time_scale = 0.025
 
-    def update(self, shard, masked, num_responses, tokens_per_iter, num_micro):
+    def update_seconds(self, rows: int, num_responses: int) -> float:
         # weak scaling: learner GPUs grow with the rollout GPUs (3 per rollout GPU), so each learner GPU's
         # share of the update is constant; this rank stands for its share of them:
         #   t = (rows on this rank / all rows) * (PROMPTS_PER_WORKER * G rollouts) * update_s_per_rollout
-        t = shard.num_rows / num_responses * PROMPTS_PER_WORKER * G * UPDATE_S_PER_ROLLOUT * self.time_scale
+        return rows / num_responses * PROMPTS_PER_WORKER * G * UPDATE_S_PER_ROLLOUT
+
+    def update(self, shard, masked, num_responses, tokens_per_iter, num_micro):
+        t = self.update_seconds(shard.num_rows, num_responses) * self.time_scale
         time.sleep(t)
         zeros = {k: 0.0 for k in trainer.learner.SUM_KEYS}
         zeros["token_count"] = float(masked.sum())
         return {**zeros, "ratio_max": 1.0, "grad_norm": [0.0] * self.ucfg.mu, "lr": [self.cfg.lr] * self.ucfg.mu,
                 "compute_s": t, "old_ref_s": 0.0, "skipped_steps": 0, "by_task": {}}
+
+
+class SleepyColocatedRank(SleepyLearner, ColocatedRank):
+    """A real colocated DeepSpeed rank (rl/colocated.py: shards, versions, no publishing) standing for
+    GPUS_PER_COLOCATED_RANK GPUs: its sampler sleeps for its shard split over them, and its update for its
+    rows on them (each GPU: UPDATE_S_ONE_GPU per rollout)."""
+
+    sampler_class = SleepyRolloutWorker
+
+    def setup(self, master_addr, master_port):
+        info = super().setup(master_addr, master_port)
+        self.sampler.gpus = GPUS_PER_COLOCATED_RANK
+        self.sampler.time_scale = self.time_scale
+        return info
+
+    def update_seconds(self, rows: int, num_responses: int) -> float:
+        return rows * UPDATE_S_ONE_GPU / GPUS_PER_COLOCATED_RANK
 
 
 def install_sleeps(time_scale: float) -> None:
@@ -119,7 +155,7 @@ def install_sleeps(time_scale: float) -> None:
 
     from policy.actor_group import ACTOR_MAX_RESTARTS
 
-    SleepyRolloutWorker.time_scale = SleepyLearner.time_scale = time_scale
+    SleepyRolloutWorker.time_scale = SleepyLearner.time_scale = SleepyColocatedRank.time_scale = time_scale
 
     def start(index, policy_path, text_config=None, image_config=None, num_gpus_per_worker=0,
               num_cpus_per_worker=1, max_restarts=ACTOR_MAX_RESTARTS, placement=None, **worker_kwargs):
@@ -131,22 +167,30 @@ def install_sleeps(time_scale: float) -> None:
     assert rollout.group.start_rollout_worker is not None
     rollout.group.start_rollout_worker = start
     trainer.learner_group.LearnerGroup.actor_class = ray.remote(SleepyLearner)
+    rl.colocated.ColocatedLearnerGroup.actor_class = ray.remote(SleepyColocatedRank)
 
 
-def measure_step(n: int, steps: int, root: Path, address: str) -> dict:
+def measure_step(n: int, steps: int, root: Path, address: str, colocated: bool = False) -> dict:
+    """One run at size n: n rollout workers (disaggregated) or n simulated colocated ranks standing for
+    GPUS_PER_COLOCATED_RANK GPUs each; either way PROMPTS_PER_WORKER x G x n rollouts per step."""
     # configs/tiny.yaml (toy task, no warm start, no eval set) with the tiny policy shrunk further: the
     # model is never run (sleeps stand in for it), only its weights travel
+    mode = ["placement.mode=colocated", f"learner.num_ranks={n}", "learner.placement.strategy=SPREAD"] if colocated \
+        else [f"rollout.num_workers={n}", "rollout.placement.strategy=SPREAD"]
     cfg = load_config(CONFIGS / "tiny.yaml", [
-        f"ray.address={address}", f"run.dir={root}", f"run.name=n{n}", f"run.steps={steps}", "run.plot=false",
-        "run.checkpoint_every=1000", "run.max_wall_s=null", f"rollout.num_workers={n}", f"rollout.group_size={G}",
-        f"data.prompts_per_step={PROMPTS_PER_WORKER * n}", "rollout.placement.strategy=SPREAD",
+        f"ray.address={address}", f"run.dir={root}", f"run.name={'c' if colocated else 'n'}{n}", f"run.steps={steps}",
+        "run.plot=false", "run.checkpoint_every=1000", "run.max_wall_s=null", f"rollout.group_size={G}",
+        f"data.prompts_per_step={PROMPTS_PER_WORKER * n}", *mode,
         f"rewards.num_workers={max(1, n // 8)}", f"unigrpo.mu={MU}",
         "model.tiny={d_model: 32, n_layers: 1, n_heads: 2, codebook_size: 16, seed: 0}",
     ])
     rows = run_driver(cfg)[1][1:]  # the first step warms every path
     step = statistics.mean(r["time/step_s"] for r in rows)
-    compute = statistics.mean(r["time/gen_compute_s"] + r["time/update_compute_s"] for r in rows)
+    gen = statistics.mean(r["time/gen_compute_s"] for r in rows)
+    update = statistics.mean(r["time/update_compute_s"] for r in rows)
+    compute = gen + update
     out = {
+        "mode": "colocated" if colocated else "disaggregated", "gen_compute_s": gen, "update_compute_s": update,
         "workers": n, "rollouts_per_step": rows[0]["rollouts"], "step_s": step, "model_compute_s": compute,
         "reward_compute_s": statistics.mean(r["time/reward_compute_s"] for r in rows),
         "driver_overhead_s": step - compute,
@@ -154,7 +198,7 @@ def measure_step(n: int, steps: int, root: Path, address: str) -> dict:
         "publish_s": statistics.mean(r["time/publish_s"] for r in rows),
         "phases": {k[5:-2]: statistics.mean(r[k] for r in rows) for k in rows[0] if k.startswith("time/")},
     }
-    print(f"N={n:>2}: {out['rollouts_per_s']:7.1f} rollouts/s  step {step:6.2f} s = model {compute:5.2f} s "
+    print(f"{out['mode'][:5]} N={n:>2}: {out['rollouts_per_s']:7.1f} rollouts/s  step {step:6.2f} s = model {compute:5.2f} s "
           f"+ overhead {out['driver_overhead_s']:5.2f} s (reward {out['reward_compute_s']:.2f} s, "
           f"publish {out['publish_s']:.3f} s)", flush=True)
     return out
@@ -248,10 +292,51 @@ def fit_publish(results: list[dict], transport: str) -> dict:
     return {"a_s": float(a), "s_per_gb": float(b) * 2**30, "s_per_gb_per_extra_receiver": float(c) * 2**30}
 
 
+def compare_modes(disaggregated: list[dict], colocated: list[dict], scale: float, store: dict) -> dict:
+    """Both modes at each size measured in both, and at the largest such size (16 = the 64-GPU point):
+    measured steps (sleeps at `scale`, the tiny policy's weights), and the same driver seconds next to
+    unscaled H200 compute with MMaDA-8B's 16 GB published by this run's object-store model (a + b S +
+    c S (N - 1)) or by an NCCL broadcast at 25 GB/s (assumed, rl/plan.py), plus the ZeRO-3 gather of the
+    inference copy at the same assumed speed. Idle share of each GPU group = 1 - its compute / step."""
+    by_n = {s["workers"]: s for s in disaggregated}
+    out = {}
+    for c in colocated:
+        d = by_n.get(c["workers"])
+        if d is None:
+            continue
+        n = c["workers"]
+        size = WEIGHTS_GB * 1e9 / 2**30  # the fit is per GiB
+        publish = {"object_store": store["a_s"] + store["s_per_gb"] * size
+                   + store["s_per_gb_per_extra_receiver"] * size * (n - 1),
+                   "nccl_assumed": WEIGHTS_GB * 1e9 / 25e9}
+        gen_d, upd_d = d["gen_compute_s"] / scale, d["update_compute_s"] / scale
+        gen_c, upd_c = c["gen_compute_s"] / scale, c["update_compute_s"] / scale
+        real_c = gen_c + upd_c + c["driver_overhead_s"] + WEIGHTS_GB * 1e9 / 25e9
+        row = {"gpus": 4 * n, "rollouts_per_step": c["rollouts_per_step"],
+               "measured_ratio": d["step_s"] / c["step_s"],
+               "colocated_real_step_s": real_c,
+               "idle_colocated": 1 - (gen_c + upd_c) / real_c}
+        for transport, pub in publish.items():
+            real_d = gen_d + upd_d + d["driver_overhead_s"] + pub
+            row[f"disaggregated_real_step_s_{transport}"] = real_d
+            row[f"ratio_real_{transport}"] = real_d / real_c
+            row[f"idle_rollout_{transport}"] = 1 - gen_d / real_d
+            row[f"idle_learner_{transport}"] = 1 - upd_d / real_d
+        out[str(4 * n)] = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+        print(f"{4 * n:>3} GPUs: colocated {real_c:.1f} s/step vs disaggregated "
+              f"{row['disaggregated_real_step_s_object_store']:.1f} s (object store) / "
+              f"{row['disaggregated_real_step_s_nccl_assumed']:.1f} s (NCCL): "
+              f"{row['ratio_real_object_store']:.2f}x / {row['ratio_real_nccl_assumed']:.2f}x "
+              f"(measured at time scale: {row['measured_ratio']:.2f}x)", flush=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--sizes", default="1,2,4,8,16")
+    parser.add_argument("--colocated-sizes", default="1,2,4,8,16",
+                        help="simulated colocated ranks (each standing for 4 GPUs); empty: skip")
     parser.add_argument("--time-scale", type=float, default=0.025)
     parser.add_argument("--publish-mb", default="8,32,96")
     parser.add_argument("--publish-receivers", default="1,4,16")
@@ -271,6 +356,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for n in [int(s) for s in args.sizes.split(",")]:
                 steps.append(measure_step(n, args.steps, Path(tmp), cluster.address))
+            colocated = [measure_step(n, args.steps, Path(tmp), cluster.address, colocated=True)
+                         for n in [int(s) for s in args.colocated_sizes.split(",") if s]]
         publish = measure_publish([int(s) for s in args.publish_mb.split(",")],
                                   [int(s) for s in args.publish_receivers.split(",")])
     finally:
@@ -296,6 +383,7 @@ def main() -> int:
         "update_s_per_rollout_real": round(UPDATE_S_PER_ROLLOUT, 4),
         "publish_model": {t: {k: round(v, 4) for k, v in m.items()} for t, m in model.items()},
         "publish": publish,
+        "modes": compare_modes(steps, colocated, scale, model["object_store"]),
     }
     print_result(out, args.smoke)
     return 0

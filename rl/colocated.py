@@ -51,6 +51,8 @@ OFFLOADED_WHILE_GENERATING = ("optim_states", "hp_params", "lp_grads", "contiguo
 class ColocatedRank(Learner):
     """A learner rank (one DeepSpeed rank, one GPU) that also samples its shard of every step's rollouts."""
 
+    sampler_class = RolloutWorker  # benchmarks/scale.py swaps in one whose sampling is a calibrated sleep
+
     def __init__(self, rank: int, world_size: int, policy_path: str, learner_cfg, unigrpo_cfg, ds_config: dict,
                  rollout: dict | None = None, inference_weights: str = "keep", offload_optimizer: bool = False) -> None:
         super().__init__(rank, world_size, policy_path, learner_cfg, unigrpo_cfg, ds_config)
@@ -67,7 +69,8 @@ class ColocatedRank(Learner):
                              "learner.deepspeed_config; stage 0 keeps plain torch optimizer states")
         tokenizer, layout = load_tokenizer_and_layout(self.policy_path)
         policy = Policy(model=self.engine.module, tokenizer=tokenizer, layout=layout)
-        self.sampler = RolloutWorker(self.policy_path, device=str(self.device), policy=policy, **self.rollout_settings)
+        self.sampler = self.sampler_class(self.policy_path, device=str(self.device), policy=policy,
+                                          **self.rollout_settings)
         return info
 
     # ---- the inference view ------------------------------------------------------------------------------

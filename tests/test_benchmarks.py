@@ -38,7 +38,7 @@ EXPECTED = {
     "sampler": {"speedup", "agreement", "point", "rule", "accuracy_plain", "spread", "plain_s", "points",
                 "total_s"},
     "scale": {"workers", "efficiency_at_n", "efficiency_real_at_n", "rollouts_per_s", "driver_overhead_s",
-              "publish_model", "publish"},
+              "publish_model", "publish", "modes"},
     "t2i_probe": {"settings", "runs", "ratio_min", "ratio_max", "seconds"},
     "zero3_load": {"model_mb", "full", "sliced", "ratio_load_peak_rss_mb", "ratio_read_fraction"},
 }
