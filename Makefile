@@ -38,7 +38,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 # Every benchmark at full size (see each script's docstring for what it measures and how long it takes);
-# gpu_8b.py needs a CUDA GPU with >= 80 GB and is skipped without one.
+# gpu_8b.py and gpu_e2e.py need a CUDA GPU with >= 80 / 100 GB and are skipped without one.
 bench: $(VENV)/.installed $(CHROMIUM)
 	$(PY) benchmarks/sampler.py
 	$(PY) benchmarks/learner.py
@@ -51,7 +51,7 @@ bench: $(VENV)/.installed $(CHROMIUM)
 	$(PY) benchmarks/t2i_probe.py
 	$(PY) benchmarks/ablate.py
 	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(PY) benchmarks/gpu_8b.py; \
-	else echo "bench: benchmarks/gpu_8b.py skipped (no CUDA GPU)"; fi
+	$(PY) benchmarks/gpu_e2e.py; else echo "bench: benchmarks/gpu_8b.py and gpu_e2e.py skipped (no CUDA GPU)"; fi
 
 # Every benchmark's --smoke mode (the same code path, shrunk to seconds; gpu_8b.py on CPU): fails if any
 # fails or prints no valid `RESULT {json}` line.

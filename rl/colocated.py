@@ -128,6 +128,12 @@ class ColocatedRank(Learner):
                 self._view = self._view_version = None
         return {"records": records, "gathered": gathered, "gather_s": gather_s, "offload_s": offload_s}
 
+    def reset_peak_memory(self) -> bool:
+        """Start a new peak (benchmarks/gpu_e2e.py reads the peak of each phase)."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        return True
+
     def memory(self) -> dict[str, int]:
         """Peak and current device memory of this rank (bytes; 0 on CPU)."""
         if self.device.type != "cuda":

@@ -163,7 +163,8 @@ def estimate(cfg, shape: ModelShape, learner_gpus: int, rollout_gpus: int = 0, m
         shape, cfg.learner.micro_batch_tokens, checkpointing, chunk), "reserved": RESERVED})
     if cfg.unigrpo.beta > 0:  # the frozen reference: bf16, partitioned like the parameters
         train.parts["reference (bf16)"] = 2 * shape.params // learner_gpus if stage == 3 else 2 * shape.params
-    host = states["fp32 grads, master, Adam"] if ds_offload else 0
+    p = shape.params
+    host = (16 * p if stage == 0 else 16 * p // learner_gpus) if ds_offload else 0  # DeepSpeed's offload
     if mode == "colocated":
         batch = min(SAMPLER_BATCH, max(1, -(-rollouts // learner_gpus)))
         gen = {k: v for k, v in train.parts.items() if not k.startswith("activations")}

@@ -2,7 +2,7 @@
 shrunk to seconds) runs in a subprocess and must end with a `RESULT {json}` line that parses as strict
 JSON and holds the keys its readers use (docs/benchmarks.md, the docstrings).
 
-The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, colocate, scale, ablate, zero3_load: 20-90 s
+The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, colocate, gpu_e2e, scale, ablate, zero3_load: 20-90 s
 each on the shared 2-core machine) are marked slow; the six others take 2-20 s each. Measured on
 2026-12-03: the whole file 209-266 s (load average 2-5 from other jobs), 49 s with `-m "not slow"`.
 `make bench-smoke` runs the same smoke modes outside pytest.
@@ -30,6 +30,7 @@ EXPECTED = {
     "e2e": {f"{k}_{c}" for k in ("overhead", "step_ms", "rollouts_per_s") for c in ("tiny", "small", "t2i", "mixed")}
     | {f"{k}_ms_{c}" for k in ("image_sampling", "decode", "clip_scoring", "update", "reward_transfer")
        for c in ("t2i", "mixed")},
+    "gpu_e2e": {"complete", "steps", "plan", "peak_gpu_gib", "device", "wall_s"},
     "gpu_8b": {"device", "params_b", "logits_at_max_abs_diff", "plain_tokens_per_s", "cache_tokens_per_s",
                "cache_speedup", "update_tokens_per_s", "update_mfu", "peak_mem_gb"},
     "learner": {"tokens_per_s", "mfu", "model_tflops_per_s", "peak_matmul_tflops", "update_s", "params_m"},
@@ -49,10 +50,11 @@ CHECKS = {
     "sampler": lambda r: r["points"]["early_stop"]["agreement"] == 1.0,  # exact by construction
     "math_reward": lambda r: r["cases"] > 0 and r["labelled"] > 0,
     # nothing is published when colocated; both modes ran every step
+    "gpu_e2e": lambda r: r["complete"] and len(r["steps"]) == 3 and all(s["publish"] == 0 for s in r["steps"]),
     "colocate": lambda r: r["runs"]["colocated"][0]["publish_bytes"] == 0 and r["runs"]["disaggregated"][0]["publish_bytes"] > 0
     and len(r["reward_curve"]["colocated"]) == len(r["reward_curve"]["disaggregated"]) == r["steps"],
 }
-SLOW = {"ablate", "colocate", "e2e", "scale", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
+SLOW = {"ablate", "colocate", "e2e", "gpu_e2e", "scale", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
 SMOKE_TIMEOUT_S = 900  # a loaded 2-core machine; the slowest smoke run takes ~90 s on a quiet one
 
 
