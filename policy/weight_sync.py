@@ -46,12 +46,16 @@ def numpy_to_tensor(a: np.ndarray, dtype_name: str | None = None) -> torch.Tenso
     return t
 
 
-def make_payload(version: int, state: Mapping[str, torch.Tensor]) -> dict:
-    return {
+def make_payload(version: int, state: Mapping[str, torch.Tensor], lora: dict | None = None) -> dict:
+    """lora: {"scale": s} when `state` holds LoRA adapters (policy/lora.py) instead of full weights."""
+    payload = {
         "version": int(version),
         "state": {k: tensor_to_numpy(v) for k, v in state.items()},
         "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in state.items()},
     }
+    if lora is not None:
+        payload["lora"] = lora
+    return payload
 
 
 @torch.no_grad()
@@ -130,11 +134,14 @@ def send_weights(
     version: int,
     entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
     tensors: Iterable[torch.Tensor],
+    lora: dict | None = None,
 ) -> None:
-    """Rank 0: announce (name, dtype, shape) of every entry, then stream the tensors in that order."""
+    """Rank 0: announce (name, dtype, shape) of every entry, then stream the tensors in that order.
+    lora: {"scale": s} when the entries are LoRA adapters (the header carries it)."""
     device = _device_of(pg)
     header = json.dumps(
-        {"version": int(version), "entries": [[n, str(d).removeprefix("torch."), list(s)] for n, d, s in entries]}
+        {"version": int(version), "entries": [[n, str(d).removeprefix("torch."), list(s)] for n, d, s in entries],
+         "lora": lora}
     ).encode()
     _broadcast(pg, torch.tensor([len(header)], dtype=torch.int64, device=device))
     _broadcast(pg, torch.frombuffer(bytearray(header), dtype=torch.uint8).to(device))
@@ -148,14 +155,17 @@ def send_weights(
         raise ValueError(f"announced {len(entries)} tensors, sent {count}")
 
 
-def receive_weights(pg: WeightGroup, sink) -> int:
-    """Ranks > 0: receive one publication; call sink(name, tensor) per entry; return the version."""
+def receive_weights(pg: WeightGroup, sink, header_out: dict | None = None) -> int:
+    """Ranks > 0: receive one publication; call sink(name, tensor) per entry; return the version.
+    header_out: filled with the header (version, entries, lora) before the first sink call."""
     device = _device_of(pg)
     length = torch.zeros(1, dtype=torch.int64, device=device)
     _broadcast(pg, length)
     raw = torch.empty(int(length.item()), dtype=torch.uint8, device=device)
     _broadcast(pg, raw)
     header = json.loads(bytes(raw.cpu().numpy()).decode())
+    if header_out is not None:
+        header_out.update(header)
     for name, dtype_name, shape in header["entries"]:
         dtype = _DTYPES[dtype_name]
         numel = int(np.prod(shape)) if shape else 1
@@ -180,13 +190,20 @@ class BroadcastReceiver:
         self.group = init_weight_group(host, port, rank, world_size, backend, timeout_s)
 
     @torch.no_grad()
-    def receive(self, model: torch.nn.Module, strict: bool = True) -> int:
+    def receive(self, model: torch.nn.Module, strict: bool = True, adapters=None) -> int:
+        """Full weights are copied into `model`; LoRA adapters (the header says so) are collected and handed
+        to `adapters.apply(model, state, scale)` (a policy.lora.AdapterApplier) after the last one."""
         targets = dict(model.named_parameters())
         seen: set[str] = set()
         problems: list[str] = []
+        header: dict = {}
+        adapter_state: dict[str, torch.Tensor] = {}
 
         def sink(name: str, tensor: torch.Tensor) -> None:
             # never raise mid-stream: the sender would be left waiting; report after the last tensor
+            if header.get("lora") is not None:
+                adapter_state[name] = tensor.clone()
+                return
             dst = targets.get(name)
             if dst is None:
                 problems.append(f"unknown weight {name!r}")
@@ -196,7 +213,12 @@ class BroadcastReceiver:
                 dst.copy_(tensor.to(device=dst.device, dtype=dst.dtype))
                 seen.add(name)
 
-        version = receive_weights(self.group, sink)
+        version = receive_weights(self.group, sink, header)
+        if header.get("lora") is not None:
+            if adapters is None:
+                raise KeyError(f"publication {version} holds LoRA adapters: pass an AdapterApplier")
+            adapters.apply(model, adapter_state, float(header["lora"]["scale"]))
+            return version
         missing = sorted(set(targets) - seen)
         if strict and (problems or missing):
             raise KeyError(f"publication {version}: {problems[:5]}, missing {missing[:5]}")

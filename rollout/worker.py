@@ -26,6 +26,7 @@ import torch
 
 from policy.actor_group import ACTOR_MAX_RESTARTS
 from policy.loading import Policy, load_policy
+from policy.lora import AdapterApplier
 from policy.prompts import (
     T2I_MAX_TEXT_LEN,
     chat_prompt_ids,
@@ -101,6 +102,7 @@ class RolloutWorker:
             image_decoder = image_tokenizer_decoder(load_image_tokenizer(image_tokenizer))
         self.image_decoder = image_decoder or code_grid_decoder(self.layout.codebook_size)
         self._version = 0
+        self._adapters = AdapterApplier()  # LoRA publications: merged into the kept base (policy/lora.py)
 
     # ---- control ------------------------------------------------------------------------------
     def ping(self) -> str:
@@ -112,8 +114,15 @@ class RolloutWorker:
     def load_weights(self, version: int, payload: dict) -> int:
         """Replace every weight by a full state dict: name -> array, or the learner's published payload
         {"version", "state": {name: array}, "dtypes"} (bf16 travels as uint16 bits). Names and shapes
-        must match exactly; nothing is loaded otherwise."""
+        must match exactly; nothing is loaded otherwise. A payload with "lora" holds adapters only: they are
+        merged into this worker's base weights (policy/lora.py)."""
         dtypes: dict[str, str] = {}
+        if payload.get("lora") is not None:
+            dtypes = payload.get("dtypes") or {}
+            state = {k: numpy_to_tensor(np.asarray(v), dtypes.get(k)) for k, v in payload["state"].items()}
+            self._adapters.apply(self.model, state, float(payload["lora"]["scale"]))
+            self._version = int(version)
+            return self._version
         if isinstance(payload.get("state"), dict):
             dtypes, payload = payload.get("dtypes") or {}, payload["state"]
         state = self.model.state_dict()
@@ -154,7 +163,7 @@ class RolloutWorker:
 
     def receive_weights(self) -> int:
         """Receive one broadcast of the full weights; returns the policy version it carried."""
-        self._version = int(self._receiver.receive(self.model))
+        self._version = int(self._receiver.receive(self.model, adapters=self._adapters))
         return self._version
 
     # ---- generation ---------------------------------------------------------------------------
