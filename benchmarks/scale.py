@@ -123,7 +123,7 @@ class SleepyLearner(Learner):
         #   t = (rows on this rank / all rows) * (PROMPTS_PER_WORKER * G rollouts) * update_s_per_rollout
         return rows / num_responses * PROMPTS_PER_WORKER * G * UPDATE_S_PER_ROLLOUT
 
-    def update(self, shard, masked, num_responses, tokens_per_iter, num_micro):
+    def update(self, shard, masked, num_responses, tokens_per_iter, num_micro, version=0):
         t = self.update_seconds(shard.num_rows, num_responses) * self.time_scale
         time.sleep(t)
         zeros = {k: 0.0 for k in trainer.learner.SUM_KEYS}

@@ -189,7 +189,8 @@ def unigrpo_config(cfg: RunConfig) -> UniGRPOConfig:
 def learner_config(cfg: RunConfig) -> LearnerConfig:
     bf16 = {"auto": "auto", "true": True, "false": False}[cfg.learner.bf16]
     return LearnerConfig(**runtime_kwargs(cfg.learner, LearnerConfig, bf16=bf16, seed=cfg.run.seed,
-                                          total_steps=cfg.run.steps * cfg.unigrpo.mu))
+                                          total_steps=cfg.run.steps * cfg.unigrpo.mu,
+                                          keep_versions=cfg.rollout.max_staleness))
 
 
 def build_learner_group(cfg: RunConfig, policy_path: Path, watchdog: Watchdog | None = None):

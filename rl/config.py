@@ -251,6 +251,9 @@ class ImageSamplerSection(Section):
 
 class RolloutSection(Section):
     num_workers: int = Field(1, ge=1)
+    max_staleness: int = Field(0, ge=0, description="K: 0 generates each step's batch after the previous update "
+                               "(synchronous); >= 1 generates the next batch while the learner updates, and trains "
+                               "on no record more than K policy versions old (docs/async.md)")
     num_shards: int | None = Field(None, ge=1, description="shards of each step's prompts (shard k: seed + 7919 k); "
                                    "None: one per worker. Fixed, the records do not depend on the number of workers")
     num_gpus_per_worker: float = Field(0.0, ge=0.0)
@@ -489,6 +492,9 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _colocated_shards(self):
+        if self.placement.mode == "colocated" and self.rollout.max_staleness > 0:
+            raise ValueError(f"rollout.max_staleness={self.rollout.max_staleness} with placement.mode=colocated: a "
+                             "colocated rank cannot generate while it trains; use placement.mode=disaggregated")
         shards, ranks = self.rollout.num_shards, self.learner.num_ranks
         if self.placement.mode == "colocated" and shards not in (None, ranks):
             raise ValueError(f"rollout.num_shards={shards} with placement.mode=colocated: each of the "

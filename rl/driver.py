@@ -37,6 +37,7 @@ from rl.data import MixtureDataset, PromptDataset, build_run_dataset
 from rl.evaluation import Evaluator, build_eval_prompts, eval_line, eval_summary
 from rl.loggers import MetricSinks
 from rl.metrics import MetricsLog, console_line, plot_rewards
+from rl.pipeline import RolloutPipeline, split_stale
 from rl.recovery import (
     GracefulStop,
     LearnerLost,
@@ -45,7 +46,7 @@ from rl.recovery import (
     TrainingDiverged,
     learner_calls,
 )
-from rl.scoring import ShardScorer, score_records
+from rl.scoring import score_records
 from rl.step_report import BusyMeter, StepTimer, late_calls, report_step, run_summary
 from rl.store import BackgroundWriter, RolloutStore
 from rl.tasks import get_task
@@ -91,6 +92,7 @@ class Driver:
         self.learner: LearnerGroup | None = None
         self.publisher: WeightPublisher | ColocatedPublisher | None = None
         self.evaluator: Evaluator | None = None
+        self.pipeline: RolloutPipeline | None = None  # where each step's batch comes from (rl/pipeline.py)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -111,6 +113,7 @@ class Driver:
         # placement.mode decides what these are (rl/builders.py: build_groups); the loop is the same
         self.rollout, self.reward_pool, self.learner, self.publisher = builders.build_groups(
             cfg, policy_path, self.run_dir, self.watchdog)
+        self.pipeline = RolloutPipeline(cfg, self.dataset, self.rollout, self.reward_pool, self.publisher)
         eval_prompts = build_eval_prompts(cfg)
         if eval_prompts:
             self.evaluator = Evaluator(cfg.eval, eval_prompts, self.rollout, self.reward_pool,
@@ -132,6 +135,8 @@ class Driver:
         """Held-out evaluation of the current policy (rl/evaluation.py), logged as eval/* at this step."""
         if self.evaluator is None or self._evaluated_at == self.step:
             return None
+        if self.pipeline is not None and self.pipeline.asynchronous:
+            self.pipeline.publish_if_behind()  # the batch in flight finishes; the workers get the current weights
         t0 = time.perf_counter()
         m = self.evaluator.run(self.step, step_seed(self.cfg.run.seed, self.step))
         m["time/eval_s"] = time.perf_counter() - t0
@@ -155,15 +160,17 @@ class Driver:
             if disk_full(err):  # the rollouts of this step could not be written: no checkpoint without them
                 raise self.checkpoints.out_of_space(err, self.step) from err
             raise
-        state = {"step": self.step, "run_id": self.run_id, "data_cursor": self.dataset.state_dict()}
+        state = {"step": self.step, "run_id": self.run_id, "data_cursor": self.pipeline.data_state()}
         path = self.checkpoints.save(self.step, self.learner, state)
         self.checkpoints.prune(path, self.cfg.run.keep_checkpoints, self.metrics)
         return path
 
     def _restore(self, ckpt: Path | None) -> None:
         """Learner, data cursor, metrics and store back to checkpoint `ckpt` (None: the start of the run)."""
+        self.pipeline.discard()  # a batch in flight belongs to the abandoned steps
         if ckpt is None:
             self.step, self.dataset = 0, build_run_dataset(self.cfg)
+            self.pipeline.dataset = self.dataset
         else:
             state = self.checkpoints.load(ckpt, self.learner)
             self.step, self.run_id = state["step"], state["run_id"]
@@ -200,29 +207,29 @@ class Driver:
 
         cfg, timer, step = self.cfg, StepTimer(), self.step + 1
         self.watchdog.step = step
-        prompts = self.dataset.next_batch(cfg.data.prompts_per_step)
-        scorer = ShardScorer(self.reward_pool)  # each shard scored as soon as it arrives (rl/scoring.py)
-        try:
-            with timer.time("generate"):
-                records = self.rollout.generate(prompts, cfg.rollout.group_size, seed=step_seed(cfg.run.seed, step),
-                                                on_shard=scorer.submit)
-            with timer.time("reward"):  # what is left to score after the last shard arrived
-                rewards = scorer.finish(records)
-        finally:
-            scorer.close()
+        scored = self.pipeline.take(step)  # generated now, or (max_staleness >= 1) during the last update
+        timer.phases.update(generate=scored.generate_s, reward=scored.reward_s)
+        records, rewards = scored.records, scored.rewards
+        published = self.pipeline.ahead(step + 1)  # async: the next batch generates during this update
+        fresh, staleness = split_stale(records, self.learner.policy_version, cfg.rollout.max_staleness)
         adv = group_normalise(rewards, np.array([r.group for r in records]), cfg.advantages.eps,
                               cfg.advantages.drop_zero_variance_groups)
         for r, a in zip(records, adv.values):
             r.advantage, r.step = float(a), step
-        kept = [i for i in range(len(records)) if adv.keep[i]]  # every row is the context the sampler saw
+        kept = [i for i in fresh if adv.keep[i]]  # every row is the context the sampler saw
+        versions = [records[i].policy_version for i in kept] if self.pipeline.asynchronous else None
         batch = batch_from_rollouts([records[i] for i in kept], adv.values[kept],
-                                    tasks=[task_kind(records[i].task) for i in kept]) if kept else None
+                                    tasks=[task_kind(records[i].task) for i in kept], versions=versions) if kept else None
         stats = {}
         with learner_calls():
             with timer.time("update"):
                 if batch is not None:
                     stats = self.learner.update(batch)
-            published = self.publisher.publish()
+            if not self.pipeline.asynchronous:
+                published = self.publisher.publish()
+            elif not published:  # nothing published this step: the workers' version, 0 bytes
+                published = {"publish/transport": "none", "publish/version": self.rollout.version,
+                             "publish/receivers": 0, "publish/bytes": 0, "time/publish_s": 0.0}
         # a NaN/inf loss or gradient norm: the learner skipped the update (weights unchanged); counted
         self.skipped_in_a_row = self.skipped_in_a_row + 1 if stats.get("skipped_steps", 0) else 0
         with timer.time("store"):
@@ -232,7 +239,10 @@ class Driver:
         self.step = step
         m = report_step(records, rewards, adv, stats, timer, published, rollout=self.rollout,
                         reward_pool=self.reward_pool, reward_busy=self._reward_busy, clip_busy=self._clip_busy,
-                        counters=self._counters(), has_images=any(task_kind(r.task) == "t2i" for r in records))
+                        counters=self._counters(), has_images=any(task_kind(r.task) == "t2i" for r in records),
+                        gen_timings=scored.gen_timings)
+        if self.pipeline.asynchronous:
+            m.update(staleness)
         m.update(late_calls(self.watchdog.take_events()))  # only in steps where an actor was late
         self.metrics.log(step, m)
         self.sinks.log(step, m)
@@ -316,6 +326,11 @@ class Driver:
         return summary
 
     def shutdown(self) -> None:
+        if self.pipeline is not None:
+            try:
+                self.pipeline.close()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
         if self.writer is not None:
             self.writer.close()
         if self.sinks is not None:

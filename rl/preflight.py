@@ -153,9 +153,13 @@ def check_deepspeed_config(cfg: RunConfig) -> None:
     if not path.is_file():
         raise ConfigError(f"{key}: {path} does not exist")
     try:
-        load_deepspeed_config(learner_config(cfg), cfg.learner.num_ranks, False)
+        ds = load_deepspeed_config(learner_config(cfg), cfg.learner.num_ranks, False)
     except (OSError, ValueError) as err:
         raise ConfigError(f"{key}: {err}") from None
+    if cfg.rollout.max_staleness > 0 and ds.get("zero_optimization", {}).get("stage", 0) == 3:
+        raise ConfigError(f"rollout.max_staleness={cfg.rollout.max_staleness} with ZeRO-3 ({key}={path}): the "
+                          "behaviour policies are kept as copies of each rank's full parameters (trainer/behaviour.py), "
+                          "which ZeRO-3 ranks do not hold; use ZeRO-1/2 or rollout.max_staleness=0")
 
 
 def check_writable(run_dir: Path) -> None:

@@ -48,14 +48,16 @@ class BusyMeter:
 
 def report_step(records, rewards, adv, stats: dict, timer: StepTimer, published: dict, *, rollout,
                 reward_pool, reward_busy: BusyMeter, clip_busy: BusyMeter, counters: dict[str, int],
-                has_images: bool) -> dict:
-    """One step's metrics row. `counters`: the driver's own (learner/driver restarts, skipped updates)."""
+                has_images: bool, gen_timings: dict | None = None) -> dict:
+    """One step's metrics row. `counters`: the driver's own (learner/driver restarts, skipped updates).
+    gen_timings: the model compute of this step's batch (default: the rollout group's last generation)."""
+    timings = gen_timings if gen_timings is not None else rollout.last_timings
     reward_compute_s = reward_busy.since_last(reward_pool.busy_seconds())
     clip_compute_s = clip_busy.since_last(reward_pool.busy_seconds("model"))
     m = step_metrics(records, rewards, adv, stats, timer.phases, published)
     if has_images:  # where an image step's time goes
-        m.update({"time/image_gen_compute_s": rollout.last_timings["image_gen_s"],
-                  "time/image_decode_s": rollout.last_timings["decode_s"],
+        m.update({"time/image_gen_compute_s": timings["image_gen_s"],
+                  "time/image_decode_s": timings["decode_s"],
                   "time/clip_compute_s": clip_compute_s})
     m.update({
         "restarts/rollout": rollout.restarts,
@@ -65,12 +67,16 @@ def report_step(records, rewards, adv, stats: dict, timer: StepTimer, published:
         "restarts/driver": counters["driver"],
         "learner/skipped_in_a_row": counters["skipped_in_a_row"],
         "time/step_s": timer.elapsed(),
-        "time/gen_compute_s": rollout.last_timings["gen_s"],
+        "time/gen_compute_s": timings["gen_s"],
         "time/reward_compute_s": reward_compute_s,
     })
-    if "gather_s" in rollout.last_timings:  # colocated (rl/colocated.py): inside the ranks' generation
-        m.update({"time/inference_gather_s": rollout.last_timings["gather_s"],
-                  "time/optimizer_offload_s": rollout.last_timings["offload_s"]})
+    if "gather_s" in timings:  # colocated (rl/colocated.py): inside the ranks' generation
+        m.update({"time/inference_gather_s": timings["gather_s"], "time/optimizer_offload_s": timings["offload_s"]})
+    # the share of the step each group was not computing (its own compute over the step's wall time)
+    step_s = max(m["time/step_s"], 1e-9)
+    m.update({"idle/rollout": max(0.0, 1 - timings["gen_s"] / step_s),
+              "idle/learner": max(0.0, 1 - stats.get("compute_s", 0.0) / step_s),
+              "idle/reward": max(0.0, 1 - reward_compute_s / step_s)})
     m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
     m["throughput/tokens_per_s"] = sum(len(r.response_ids) for r in records) / m["time/step_s"]
     m["time/unix"] = time.time()

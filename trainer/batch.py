@@ -42,6 +42,7 @@ class TrainBatch:
     attention_mask: np.ndarray | None = None
     group_ids: np.ndarray | None = None
     tasks: np.ndarray | None = None
+    versions: np.ndarray | None = None  # the policy version that sampled each row (asynchronous rollouts)
 
     def __post_init__(self) -> None:
         self.input_ids = np.asarray(self.input_ids, dtype=np.int64)
@@ -75,7 +76,7 @@ class TrainBatch:
             raise BatchError(f"response_mask has shape {self.response_mask.shape}, expected {(n, length)}")
         if self.attention_mask is not None and self.attention_mask.shape != (n, length):
             raise BatchError(f"attention_mask has shape {self.attention_mask.shape}, expected {(n, length)}")
-        for name in ("advantages", "is_image", "group_ids", "tasks"):
+        for name in ("advantages", "is_image", "group_ids", "tasks", "versions"):
             value = getattr(self, name)
             if value is not None and value.shape != (n,):
                 raise BatchError(f"{name} has shape {value.shape}, expected ({n},)")
@@ -119,7 +120,7 @@ class SampledRow(Protocol):
 
 
 def batch_from_rollouts(records: Sequence[SampledRow], advantages: np.ndarray,
-                        tasks: list[str] | None = None) -> TrainBatch:
+                        tasks: list[str] | None = None, versions: list[int] | None = None) -> TrainBatch:
     """Rows laid out as the sampler saw them (module doc). Prompts are left-padded to one width, so every
     response starts at the same column; a t2i row scores the image-code slice of the vocabulary."""
     if not records:
@@ -145,4 +146,5 @@ def batch_from_rollouts(records: Sequence[SampledRow], advantages: np.ndarray,
         is_image[row] = r.task == "t2i"
     return TrainBatch(input_ids=input_ids, attention_mask=attention, response_mask=response_mask,
                       advantages=np.asarray(advantages, dtype=np.float32), is_image=is_image,
-                      tasks=None if tasks is None else np.asarray(tasks, dtype=str))
+                      tasks=None if tasks is None else np.asarray(tasks, dtype=str),
+                      versions=None if versions is None else np.asarray(versions, dtype=np.int64))

@@ -40,6 +40,7 @@ class LearnerConfig:
     sliced_load: bool = True  # ZeRO-3: build under zero.Init, each rank reads only its slice (trainer/sharded_load.py)
     autocast_bf16: bool = False  # bf16 autocast of forward/backward on CPU (AVX-512 bf16); fp32 weights+optimizer
     seed: int = 0
+    keep_versions: int = 0  # rollout.max_staleness: weights of this many past versions kept (trainer/behaviour.py)
     deepspeed_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the JSON
 
     def __post_init__(self) -> None:

@@ -31,6 +31,7 @@ from policy.model import MMadaModelLM
 from policy.vocab import VocabLayout
 from policy.weight_sync import init_weight_group, make_payload, send_weights
 from trainer.batch import TrainBatch
+from trainer.behaviour import BehaviourWeights
 from trainer.engine import (
     LearnerConfig,
     build_reference,
@@ -115,6 +116,7 @@ class Learner:
         if ref is not None:
             self.ref = build_reference(ref, self.ds_config)
         self.steps = 0
+        self.behaviour = BehaviourWeights(self.cfg.keep_versions)  # asynchronous rollouts' behaviour policies
         return {"rank": self.rank, "zero_stage": self.zero_stage, "bf16": self.bf16,
                 "device": str(self.device), "eos_id": self.layout.eos_id, "checkpoint_elements_read": read}
 
@@ -126,10 +128,12 @@ class Learner:
                                          single_head_call=self.zero3, text_support=self.text_support)
 
     def update(self, shard: TrainBatch, masked: np.ndarray, num_responses: int, tokens_per_iter: list[int],
-               num_micro: int) -> dict[str, Any]:
-        """All mu iterations on this rank's shard. masked [mu, n, L]: this shard's masks.
-        Returns sums over this rank (the group adds them across ranks)."""
+               num_micro: int, version: int = 0) -> dict[str, Any]:
+        """All mu iterations on this rank's shard. masked [mu, n, L]: this shard's masks. version: the policy
+        version of the weights being updated (stale rows, shard.versions < version, are scored under their
+        own version's weights: trainer/behaviour.py). Returns sums over this rank (the group adds them)."""
         t_start = time.perf_counter()
+        self.behaviour.snapshot(self.engine.module, version)
         cfg, dev, mu = self.ucfg, self.device, self.ucfg.mu
         ids = torch.from_numpy(shard.input_ids).to(dev)
         attn = None if shard.attention_mask is None else torch.from_numpy(shard.attention_mask).to(dev)
@@ -149,14 +153,19 @@ class Learner:
             r = torch.from_numpy(rows).to(dev)
             return ids[r], None if attn is None else attn[r], masks[n][r], is_image[r], adv[r]
 
-        # 1. pi_old (and pi_ref) log-probs on every iteration's mask, before the first update
+        # 1. pi_old (and pi_ref) log-probs on every iteration's mask, before the first update; pi_old of a
+        #    stale row is its behaviour policy pi_{v(o)} (trainer/behaviour.py)
         old, ref = [[None] * len(micro) for _ in range(mu)], [[None] * len(micro) for _ in range(mu)]
+        row_versions = None if shard.versions is None else torch.from_numpy(shard.versions).to(dev)
         self.engine.eval()
         with torch.no_grad():
             for n in range(mu):
                 for j, (rows, _) in enumerate(micro):
                     x, a, m, img, _ = inputs(n, rows)
                     old[n][j] = self._logprobs(self.engine, x, a, m, img)[0]
+                    if row_versions is not None:
+                        old[n][j] = self._behaviour_logprobs(old[n][j], row_versions[torch.from_numpy(rows).to(dev)],
+                                                             version, x, a, m, img)
                     if self.ref is not None:
                         ref[n][j] = self._logprobs(self.ref, x, a, m, img)[0]
         self.engine.train()
@@ -164,6 +173,7 @@ class Learner:
 
         # 2. mu gradient updates, one per mask iteration
         totals = {k: 0.0 for k in SUM_KEYS}
+        importance = torch.zeros(3, dtype=torch.float64, device=dev)  # sum w, sum w^2, count (iteration 1)
         ratio_max, grad_norms, lrs, skipped = 0.0, [], [], 0
         for n in range(mu):
             for j, (rows, live) in enumerate(micro):
@@ -176,6 +186,9 @@ class Learner:
                                           token_groups=groups, num_groups=len(task_names))
                 # x world_size: DeepSpeed averages gradients over ranks; the weights already hold 1/N
                 self.engine.backward(loss * (live * self.world_size), scale_wrt_gas=False)
+                if live and n == 0:  # importance weights pi_theta / pi_old before any step (1 for fresh rows)
+                    iw = torch.exp(logp.detach() - old[n][j])
+                    importance += torch.stack([iw.sum(), (iw * iw).sum(), iw.new_tensor(float(iw.numel()))])
                 if live:
                     for k in SUM_KEYS[:-1]:
                         totals[k] += float(sums[k])
@@ -196,8 +209,22 @@ class Learner:
             grad_norms.append(norm)
         # wall time inside this rank: forward/backward/optimizer compute, for the overhead benchmark
         compute_s = time.perf_counter() - t_start
-        return {**totals, "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s,
+        return {**totals, "importance": importance.tolist(),
+                "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s,
                 "old_ref_s": old_ref_s, "skipped_steps": skipped, "by_task": by_task}
+
+    def _behaviour_logprobs(self, current: torch.Tensor, versions: torch.Tensor, version: int, x, a, m, img):
+        """Per masked token: log pi_{v(o)} of its row's version v(o); `current` holds log pi_version."""
+        stale = sorted({int(v) for v in versions.tolist()} - {version})
+        if not stale:
+            return current
+        token_version = versions[torch.nonzero(m)[:, 0]]
+        out = current.clone()
+        for v in stale:
+            with self.behaviour.weights_of(self.engine.module, v):
+                logp = self._logprobs(self.engine, x, a, m, img)[0]
+            out[token_version == v] = logp[token_version == v]
+        return out
 
     def _grad_norm_or_drop(self) -> float:
         """ZeRO stage 0 only: the norm over every rank's gradients; if it is NaN/inf, every rank drops

@@ -152,7 +152,8 @@ class LearnerGroup:
         bounds = [batch.shard_bounds(r, world) for r in range(world)]
         num_micro = num_micro_batches([b - a for a, b in bounds], batch.seq_len, self.cfg.micro_batch_tokens)
         results = self._all("update", [
-            actor.update.remote(batch.select(slice(a, b)), masked[:, a:b], batch.num_rows, tokens_per_iter, num_micro)
+            actor.update.remote(batch.select(slice(a, b)), masked[:, a:b], batch.num_rows, tokens_per_iter, num_micro,
+                                self.policy_version)
             for actor, (a, b) in zip(self.actors, bounds)
         ])
         self.num_updates += 1
@@ -237,6 +238,9 @@ def reduce_stats(results: list[dict], ratios: np.ndarray, mu: int, num_micro: in
     every masked token of every iteration."""
     tot = {k: sum(r[k] for r in results) for k in SUM_KEYS}
     tokens = max(tot["token_count"], 1.0)
+    # effective sample size of the first iteration's importance weights w = pi_theta / pi_old, as a share of
+    # the tokens: (sum w)^2 / (n sum w^2); 1 when every row is fresh (w = 1), lower the staler the rows
+    w_sum, w_sq, w_n = (sum(r.get("importance", [0.0, 0.0, 0.0])[i] for r in results) for i in range(3))
     grad_norms = results[0]["grad_norm"]
     return {**reduce_task_stats(results, mu),
         "loss": tot["loss"] / mu,
@@ -246,6 +250,7 @@ def reduce_stats(results: list[dict], ratios: np.ndarray, mu: int, num_micro: in
         "clip_frac_high": tot["clip_high_count"] / tokens,
         "clip_frac": (tot["clip_low_count"] + tot["clip_high_count"]) / tokens,
         "ratio_mean": tot["ratio_sum"] / tokens,
+        "ess_fraction": w_sum * w_sum / (w_n * w_sq) if w_n and w_sq else 1.0,
         "ratio_max": max(r["ratio_max"] for r in results),
         "entropy": tot["entropy_sum"] / tokens,
         "mask_ratio_mean": float(ratios.mean()),
