@@ -45,6 +45,7 @@ bench: $(VENV)/.installed $(CHROMIUM)
 	$(PY) benchmarks/math_reward.py
 	$(PY) benchmarks/e2e.py
 	$(PY) benchmarks/colocate.py
+	$(PY) benchmarks/staleness.py
 	$(PY) benchmarks/dashboard.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/zero3_load.py

@@ -2,7 +2,7 @@
 shrunk to seconds) runs in a subprocess and must end with a `RESULT {json}` line that parses as strict
 JSON and holds the keys its readers use (docs/benchmarks.md, the docstrings).
 
-The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, colocate, gpu_e2e, scale, ablate, zero3_load: 20-90 s
+The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, colocate, gpu_e2e, scale, staleness, ablate, zero3_load: 20-90 s
 each on the shared 2-core machine) are marked slow; the six others take 2-20 s each. Measured on
 2026-12-03: the whole file 209-266 s (load average 2-5 from other jobs), 49 s with `-m "not slow"`.
 `make bench-smoke` runs the same smoke modes outside pytest.
@@ -40,6 +40,7 @@ EXPECTED = {
                 "total_s"},
     "scale": {"workers", "efficiency_at_n", "efficiency_real_at_n", "rollouts_per_s", "driver_overhead_s",
               "publish_model", "publish", "modes"},
+    "staleness": {"steps", "seeds", "ks", "by_k", "goal_heldout_gap"},
     "t2i_probe": {"settings", "runs", "ratio_min", "ratio_max", "seconds"},
     "zero3_load": {"model_mb", "full", "sliced", "ratio_load_peak_rss_mb", "ratio_read_fraction"},
 }
@@ -51,10 +52,13 @@ CHECKS = {
     "math_reward": lambda r: r["cases"] > 0 and r["labelled"] > 0,
     # nothing is published when colocated; both modes ran every step
     "gpu_e2e": lambda r: r["complete"] and len(r["steps"]) == 3 and all(s["publish"] == 0 for s in r["steps"]),
+    # K = 1 trains on records one version behind from the second step on, none dropped
+    "staleness": lambda r: r["by_k"]["1"]["runs"]["0"]["lags"].get("lag_1", 0) > 0
+    and r["by_k"]["1"]["runs"]["0"]["dropped"] == 0 and not r["by_k"]["0"]["runs"]["0"]["lags"],
     "colocate": lambda r: r["runs"]["colocated"][0]["publish_bytes"] == 0 and r["runs"]["disaggregated"][0]["publish_bytes"] > 0
     and len(r["reward_curve"]["colocated"]) == len(r["reward_curve"]["disaggregated"]) == r["steps"],
 }
-SLOW = {"ablate", "colocate", "e2e", "gpu_e2e", "scale", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
+SLOW = {"ablate", "colocate", "e2e", "gpu_e2e", "scale", "staleness", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
 SMOKE_TIMEOUT_S = 900  # a loaded 2-core machine; the slowest smoke run takes ~90 s on a quiet one
 
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +163,11 @@ class Learner:
             for n in range(mu):
                 for j, (rows, _) in enumerate(micro):
                     x, a, m, img, _ = inputs(n, rows)
-                    old[n][j] = self._logprobs(self.engine, x, a, m, img)[0]
-                    if row_versions is not None:
-                        old[n][j] = self._behaviour_logprobs(old[n][j], row_versions[torch.from_numpy(rows).to(dev)],
-                                                             version, x, a, m, img)
+                    if row_versions is None:
+                        old[n][j] = self._logprobs(self.engine, x, a, m, img)[0]
+                    else:
+                        old[n][j] = self._behaviour_logprobs(row_versions[torch.from_numpy(rows).to(dev)], version,
+                                                             x, a, m, img)
                     if self.ref is not None:
                         ref[n][j] = self._logprobs(self.ref, x, a, m, img)[0]
         self.engine.train()
@@ -213,17 +215,18 @@ class Learner:
                 "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s,
                 "old_ref_s": old_ref_s, "skipped_steps": skipped, "by_task": by_task}
 
-    def _behaviour_logprobs(self, current: torch.Tensor, versions: torch.Tensor, version: int, x, a, m, img):
-        """Per masked token: log pi_{v(o)} of its row's version v(o); `current` holds log pi_version."""
-        stale = sorted({int(v) for v in versions.tolist()} - {version})
-        if not stale:
-            return current
+    def _behaviour_logprobs(self, versions: torch.Tensor, version: int, x, a, m, img) -> torch.Tensor:
+        """Per masked token: log pi_{v(o)}, v(o) its row's version: one no-grad pass per version present (the
+        current weights for rows of `version`, a kept copy for older ones)."""
         token_version = versions[torch.nonzero(m)[:, 0]]
-        out = current.clone()
-        for v in stale:
-            with self.behaviour.weights_of(self.engine.module, v):
+        out = None
+        for v in sorted({int(v) for v in versions.tolist()}):
+            with nullcontext() if v == version else self.behaviour.weights_of(self.engine.module, v):
                 logp = self._logprobs(self.engine, x, a, m, img)[0]
-            out[token_version == v] = logp[token_version == v]
+            if out is None:
+                out = logp
+            else:
+                out[token_version == v] = logp[token_version == v]
         return out
 
     def _grad_norm_or_drop(self) -> float:
