@@ -61,9 +61,12 @@ class Prediction:
     driver_s: float
     memory: GpuMemory
     gpu_memory_gb: float
+    overlapped: bool = False  # asynchronous: generation overlaps the update and the publish
 
     @property
     def step_s(self) -> float:
+        if self.overlapped:
+            return max(self.generate_s, self.update_s + self.publish_s) + self.driver_s
         return self.generate_s + self.update_s + self.publish_s + self.gather_s + self.driver_s
 
     @property
@@ -116,6 +119,25 @@ def per_rollout(cfg, params: float, c: Constants) -> tuple[float, float, int]:
     return gen, upd, round(seq)
 
 
+def adapter_bytes(config, rank: int) -> int:
+    """bf16 bytes of rank-r LoRA adapters on every block projection (A: r x d_in, B: d_out x r), from the
+    shapes on the meta device (policy/lora.py BLOCK_PROJECTIONS; the embedding and LM head are not adapted)."""
+    import torch
+
+    from policy.model import MMadaModelLM
+
+    with torch.device("meta"):
+        model = MMadaModelLM(config)
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".blocks." in f".{name}" and name.rsplit(".", 1)[-1] in PROJECTIONS:
+            total += rank * (module.in_features + module.out_features)
+    return 2 * total
+
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")  # of every block
+
+
 def phase_times(rollouts: int, gen_s: float, update_s: float, rollout_gpus: int, learner_gpus: int,
                 colocated: bool) -> tuple[float, float]:
     """(generate, update) seconds of one step: each phase's rollouts split evenly over the GPUs doing it
@@ -123,12 +145,16 @@ def phase_times(rollouts: int, gen_s: float, update_s: float, rollout_gpus: int,
     return rollouts * gen_s / (learner_gpus if colocated else rollout_gpus), rollouts * update_s / learner_gpus
 
 
-def predict(cfg, gpus: int, mode: str, rollout_gpus: int = 0, c: Constants = H200, shape=None) -> Prediction:
+def predict(cfg, gpus: int, mode: str, rollout_gpus: int = 0, c: Constants = H200, shape=None,
+            asynchronous: bool = False, weight_bytes: float | None = None) -> Prediction:
+    """One mode's step. asynchronous (disaggregated): the next batch generates during the update and publish
+    (docs/async.md), so the step is max(generate, update + publish) + driver. weight_bytes: what one
+    publication moves (default the bf16 weights, 2P; LoRA: the adapters, `adapter_bytes`)."""
     shape = shape or model_shape(cfg)
     rollouts = cfg.data.prompts_per_step * cfg.rollout.group_size
     gen, upd, _ = per_rollout(cfg, shape.params, c)
     driver = c.driver_base_s + c.driver_s_per_rollout * max(0, rollouts - 64)
-    weight_bytes = 2 * shape.params
+    weight_bytes = 2 * shape.params if weight_bytes is None else weight_bytes
     stage, _ = zero_settings(cfg)
     if mode == "colocated":
         gather = weight_bytes / c.gather_bytes_per_s if stage == 3 else 0.0
@@ -140,15 +166,18 @@ def predict(cfg, gpus: int, mode: str, rollout_gpus: int = 0, c: Constants = H20
         publish = weight_bytes / c.nccl_bytes_per_s
     else:
         publish = c.store_a_s + c.store_b_s_per_gb * size_gb + c.store_c_s_per_gb * size_gb * (rollout_gpus - 1)
-    return Prediction(mode, rollout_gpus, learners, *phase_times(rollouts, gen, upd, rollout_gpus, learners, False),
-                      publish, 0.0, driver, estimate(cfg, shape, learners, rollout_gpus, mode="disaggregated"),
-                      cfg.placement.gpu_memory_gb)
+    prediction = Prediction(mode, rollout_gpus, learners, *phase_times(rollouts, gen, upd, rollout_gpus, learners, False),
+                            publish, 0.0, driver, estimate(cfg, shape, learners, rollout_gpus, mode="disaggregated"),
+                            cfg.placement.gpu_memory_gb)
+    prediction.overlapped = asynchronous
+    return prediction
 
 
-def best_disaggregated(cfg, gpus: int, c: Constants = H200, shape=None) -> Prediction | None:
+def best_disaggregated(cfg, gpus: int, c: Constants = H200, shape=None, asynchronous: bool = False,
+                       weight_bytes: float | None = None) -> Prediction | None:
     """The rollout/learner split with the shortest predicted step among those that fit (None: none fits)."""
     shape = shape or model_shape(cfg)
-    options = [predict(cfg, gpus, "disaggregated", r, c, shape) for r in range(1, gpus)]
+    options = [predict(cfg, gpus, "disaggregated", r, c, shape, asynchronous, weight_bytes) for r in range(1, gpus)]
     fitting = [p for p in options if p.fits]
     return min(fitting, key=lambda p: p.step_s) if fitting else None
 
@@ -186,6 +215,23 @@ def plan(cfg, gpus: int, c: Constants = H200) -> dict:
             "constants": asdict(c)}
 
 
+def compare_shapes(cfg, gpus: int, lora_rank: int = 64, c: Constants = H200) -> dict:
+    """Colocated against the best disaggregated split, synchronous and asynchronous, publishing the full bf16
+    weights or rank-`lora_rank` adapters (docs/scaling.md, "Which shape wins where")."""
+    from policy.config import MMadaConfig
+
+    shape = model_shape(cfg)
+    config = MMadaConfig.from_pretrained(cfg.model.path) if cfg.model.path else MMadaConfig()
+    lora = adapter_bytes(config, lora_rank)
+    out = {"colocated": predict(cfg, gpus, "colocated", c=c, shape=shape).to_dict(),
+           "adapter_bytes": lora, "full_bytes": 2 * shape.params, "lora_rank": lora_rank}
+    for name, asynchronous, size in (("sync_full", False, None), ("async_full", True, None),
+                                     ("sync_lora", False, lora), ("async_lora", True, lora)):
+        best = best_disaggregated(cfg, gpus, c, shape, asynchronous, size)
+        out[name] = best.to_dict() if best else None
+    return out
+
+
 def format_plan(result: dict) -> str:
     rows = [("colocated", result["colocated"]), ("best disaggregated", result["best_disaggregated"]),
             ("config's split", result["configured_split"])]
@@ -217,12 +263,28 @@ def plan_main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides key=value")
     parser.add_argument("--gpus", type=int, required=True, help="GPUs for the whole job")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--shapes", action="store_true", help="also compare synchronous / asynchronous and full / "
+                        "LoRA publishing at the best disaggregated split with colocated")
+    parser.add_argument("--lora-rank", type=int, default=64, help="adapter rank for --shapes (default 64)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides, planning=True)
         result = plan(cfg, args.gpus)
+        if args.shapes:
+            result["shapes"] = compare_shapes(cfg, args.gpus, args.lora_rank)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"unigrpo plan: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2) if args.json else format_plan(result))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(format_plan(result))
+    if args.shapes:
+        shapes = result["shapes"]
+        print(f"shapes (LoRA rank {shapes['lora_rank']}: {shapes['adapter_bytes'] / 1e6:.0f} MB published instead of "
+              f"{shapes['full_bytes'] / 1e9:.1f} GB):")
+        for name in ("colocated", "sync_full", "async_full", "sync_lora", "async_lora"):
+            p = shapes[name]
+            split = "" if p is None or p["mode"] == "colocated" else f" ({p['rollout_gpus']} + {p['learner_gpus']})"
+            print(f"  {name:<12} {'no split fits' if p is None else format(p['step_s'], '.1f') + ' s/step'}{split}")
     return 0
