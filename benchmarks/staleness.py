@@ -7,7 +7,7 @@ runs interleaved (seed by seed, K = 0, 1, 2) so machine load falls on all alike.
 training steps after `--warmup`:
 
     steps/s       1 / mean step wall time (time/step_s)
-    idle share    mean idle/rollout, idle/learner (1 - the group's compute / step wall time)
+    idle share    mean time/idle/rollout, time/idle/learner (1 - the group's compute / step wall time)
     staleness     records per lag (async/lag_k), dropped records, mean learner/ess_fraction
     learning      held-out accuracy (greedy, all 168 questions) at steps 0, --eval-every, ..., --steps
 
@@ -69,7 +69,7 @@ def summarise(rows: list[dict], warmup: int) -> dict:
     evals = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
     return {"steps_per_s": 1 / mean("time/step_s"), "step_s": mean("time/step_s"),
             "update_s": mean("time/update_s"), "generate_wait_s": mean("time/generate_s"),
-            "idle_rollout": mean("idle/rollout"), "idle_learner": mean("idle/learner"),
+            "idle_rollout": mean("time/idle/rollout"), "idle_learner": mean("time/idle/learner"),
             "ess_fraction": mean("learner/ess_fraction", 1.0), "lags": lags,
             "dropped": sum(r.get("async/dropped", 0) for r in train), "heldout": evals,
             "final_heldout": evals[max(evals)] if evals else None}

@@ -74,9 +74,9 @@ def report_step(records, rewards, adv, stats: dict, timer: StepTimer, published:
         m.update({"time/inference_gather_s": timings["gather_s"], "time/optimizer_offload_s": timings["offload_s"]})
     # the share of the step each group was not computing (its own compute over the step's wall time)
     step_s = max(m["time/step_s"], 1e-9)
-    m.update({"idle/rollout": max(0.0, 1 - timings["gen_s"] / step_s),
-              "idle/learner": max(0.0, 1 - stats.get("compute_s", 0.0) / step_s),
-              "idle/reward": max(0.0, 1 - reward_compute_s / step_s)})
+    m.update({"time/idle/rollout": max(0.0, 1 - timings["gen_s"] / step_s),
+              "time/idle/learner": max(0.0, 1 - stats.get("compute_s", 0.0) / step_s),
+              "time/idle/reward": max(0.0, 1 - reward_compute_s / step_s)})
     m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
     m["throughput/tokens_per_s"] = sum(len(r.response_ids) for r in records) / m["time/step_s"]
     m["time/unix"] = time.time()

@@ -114,5 +114,5 @@ def test_one_batch_ahead_in_the_real_loop(ray_cluster, tmp_path):
         # the previous update moved the weights (a non-zero advantage) -> behaviour != current: ESS < 1
         moved = prev.get("learner/grad_norm", 0.0) > 0
         assert (r["learner/ess_fraction"] < 1.0) == moved, (prev.get("learner/grad_norm"), r["learner/ess_fraction"])
-    assert all(0.0 <= r["idle/rollout"] <= 1.0 for r in rows)
+    assert all(0.0 <= r["time/idle/rollout"] <= 1.0 for r in rows)
     assert (tmp_path / "async" / "checkpoints" / "step_4").is_dir()
