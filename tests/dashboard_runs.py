@@ -86,6 +86,9 @@ def metrics(step: int, recs: list[dict]) -> dict:
         "time/generate_s": 0.5, "time/reward_s": 0.2, "time/update_s": 1.0, "time/publish_s": 0.1, "time/store_s": 0.01,
         "time/step_s": 1.9, "time/gen_compute_s": 0.4, "time/reward_compute_s": 0.1, "time/update_compute_s": 0.9,
         "throughput/rollouts_per_s": len(recs) / 1.9,
+        # as an asynchronous run logs them (rl/pipeline.py): one batch ahead from the second step
+        "time/idle/rollout": 0.79, "time/idle/learner": 0.53, "time/idle/reward": 0.95,
+        f"async/lag_{min(step - 1, 1)}": len(recs), "async/dropped": 0, "learner/ess_fraction": 1.0 if step == 1 else 0.9,
     }
 
 

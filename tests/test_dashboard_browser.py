@@ -108,7 +108,9 @@ def test_overview_renders_charts_with_hover_and_controls(server, page):
     titles = page.locator(".chart-title").all_text_contents()
     for want in ("reward (mean ± std) and components", "math: reward status per step", "accuracy",
                  "learner loss", "KL to reference", "clip fraction (low / high)", "entropy", "response length",
-                 "throughput", "policy version"):
+                 "throughput", "policy version", "idle share of each actor group (1 - its compute / step wall time)",
+                 "asynchronous rollouts: records per staleness (versions behind the learner), dropped",
+                 "effective sample size of the importance weights (share of tokens)"):
         assert want in titles, titles
     assert any(t.startswith("step time") for t in titles)
     assert page.locator(".chart-box path.band").count() >= 1          # the reward std band

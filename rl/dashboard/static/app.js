@@ -177,6 +177,21 @@ function overviewCharts(data, opts) {
                             ...line("time/step_s", "step wall", { dash: false, color: "#000" })] });
     use(...phases, ...Object.keys(S).filter((k) => k.startsWith("time/")));
   }
+  // where each actor group waits (1 - its compute / the step's wall time), and asynchronous rollouts' staleness
+  const groups = ["rollout", "learner", "reward"];
+  const idle = groups.flatMap((g) => line(`time/idle/${g}`, `${g} idle share`));
+  if (idle.length) charts.push({ title: "idle share of each actor group (1 - its compute / step wall time)", kind: "line",
+                                 series: idle, canLog: false, raw: true });
+  use(...groups.map((g) => `time/idle/${g}`));
+  const lags = Object.keys(S).filter((k) => /^async\/lag_\d+$/.test(k)).sort();
+  if (lags.length) {
+    charts.push({ title: "asynchronous rollouts: records per staleness (versions behind the learner), dropped", kind: "stack-bar",
+                  series: [...lags.map((k) => ({ label: `${k.slice(10)} behind`, x: xs, y: S[k].map((v) => v ?? 0) })),
+                           ...line("async/dropped", "dropped", { color: STATUS_COLORS.error })] });
+    charts.push({ title: "effective sample size of the importance weights (share of tokens)", kind: "line",
+                  series: line("learner/ess_fraction", "ESS / tokens"), canLog: false, raw: true });
+    use(...lags, "async/dropped", "learner/ess_fraction");
+  }
   const tput = [...line("throughput/rollouts_per_s", "rollouts/s"), ...line("throughput/tokens_per_s", "tokens/s")];
   if (!has("throughput/tokens_per_s") && tokX && has("time/step_s")) {
     const stepTime = new Map(data.step.map((s, i) => [s, S["time/step_s"][i]]));
