@@ -60,6 +60,12 @@ def train_rows(rows: list[dict]) -> list[dict]:
 def run_driver(cfg) -> tuple[float, list[dict]]:
     """The real driver loop on a loaded config: setup, train, shutdown. Returns the setup seconds and the
     training steps' metric rows, in order."""
+    setup_s, rows = run_driver_all_rows(cfg)
+    return setup_s, train_rows(rows)
+
+
+def run_driver_all_rows(cfg) -> tuple[float, list[dict]]:
+    """`run_driver`, with every row of metrics.jsonl (training steps and held-out evaluations)."""
     from rl.driver import Driver
 
     driver = Driver(cfg, console=False)
@@ -70,7 +76,7 @@ def run_driver(cfg) -> tuple[float, list[dict]]:
         driver.train()
     finally:
         driver.shutdown()
-    return setup_s, train_rows(driver.metrics.read())
+    return setup_s, driver.metrics.read()
 
 
 def benchmark_names() -> list[str]:

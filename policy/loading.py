@@ -13,6 +13,7 @@ from policy.config import MMadaConfig
 from policy.model import MMadaModelLM
 from policy.vocab import VocabLayout
 
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".index.json")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -88,3 +89,20 @@ def load_policy(path: str | Path, dtype: str | torch.dtype = "float32", device: 
     model = load_model_to_device(path, resolve_dtype(dtype), device)
     model.eval()
     return Policy(model=model, tokenizer=tokenizer, layout=layout)
+
+
+def save_policy(directory: str | Path, config: MMadaConfig, state: dict[str, torch.Tensor], source: str | Path) -> Path:
+    """A `load_policy`-loadable directory: config.json, model.safetensors (`state`, MMaDA names) and the
+    tokenizer files of the policy directory `source` (every file there but config and weights)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(out)
+    save_file({k: v.contiguous() for k, v in state.items()}, out / "model.safetensors", metadata={"format": "pt"})
+    for f in Path(source).iterdir():
+        if f.is_file() and f.name != "config.json" and not f.name.endswith(WEIGHT_FILES):
+            shutil.copy2(f, out / f.name)
+    return out

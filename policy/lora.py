@@ -74,6 +74,19 @@ class LoraSettings:
         return r".*\.blocks\.\d+\.(" + "|".join(map(re.escape, self.target_modules)) + r")"
 
 
+def projection_shapes(config) -> dict[str, tuple[int, int]]:
+    """(d_out, d_in) of each block projection of an MMaDA config (policy/model.py's LLaDABlock)."""
+    d, kv, h = config.d_model, config.n_kv_heads * config.head_dim, config.mlp_hidden_size
+    return {"q_proj": (d, d), "k_proj": (kv, d), "v_proj": (kv, d), "attn_out": (d, d),
+            "ff_proj": (h, d), "up_proj": (h, d), "ff_out": (d, h)}
+
+
+def adapter_numel(config, settings: LoraSettings) -> int:
+    """Numbers in one set of adapters, from shapes: n_layers * sum over targets of r * (d_in + d_out)."""
+    shapes = projection_shapes(config)
+    return config.n_layers * sum(settings.rank * sum(shapes[t]) for t in settings.target_modules)
+
+
 # ---- training side -------------------------------------------------------------------------------------
 def wrap(model: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Module:
     """The peft model: base frozen, adapters trainable. A's random init is drawn from `seed` (every rank

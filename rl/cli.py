@@ -6,6 +6,7 @@
     unigrpo eval CHECKPOINT_OR_POLICY_DIR --data FILE  held-out evaluation of a saved policy, no training
     unigrpo dashboard RUN_DIR [RUN_DIR ...]            live web view of runs (http://127.0.0.1:8300)
     unigrpo plan CONFIG.yaml --gpus N [key=value ...]  predicted step time of colocated vs disaggregated, memory
+    unigrpo export RUN_OR_CHECKPOINT OUT               a merged from_pretrained policy directory (LoRA runs too)
 
 Exit codes: 0 finished; 2 bad config, data or arguments (nothing was started); 1 the run failed;
 130 stopped by SIGINT/SIGTERM after checkpointing (resume with --resume).
@@ -217,7 +218,7 @@ def _say_resumable(run_dir: Path, store_cls) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: unigrpo {train,eval,rewards check,dashboard,plan} ...  (unigrpo train --help)"
+    usage = "usage: unigrpo {train,eval,rewards check,dashboard,plan,export} ...  (unigrpo train --help)"
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() if argv else usage)
         return EXIT_OK if argv else EXIT_USAGE
@@ -234,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         from rl.plan import plan_main
 
         return plan_main(rest)
+    if command == "export":
+        from rl.export import export_main
+
+        return export_main(rest)
     if command == "dashboard":
         from rl.dashboard.server import main as dashboard_main
 

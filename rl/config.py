@@ -32,6 +32,7 @@ from pydantic import (
 
 from policy.actor_group import PLACEMENT_TIMEOUT_S
 from policy.deadlines import DeadlinePolicy
+from policy.lora import BLOCK_PROJECTIONS, LoraSettings
 from policy.prompts import T2I_MAX_TEXT_LEN
 from rewards.api import DEFAULT_MAX_ABS
 from rl.tasks import TEXT_TASKS
@@ -356,6 +357,16 @@ class AdvantageSection(Section):
     drop_zero_variance_groups: bool = False
 
 
+class LoraSection(Section):
+    """`learner.lora`: train low-rank adapters on the block projections only (docs/lora.md)."""
+
+    rank: int = Field(default(LoraSettings, "rank"), ge=1)
+    alpha: float = Field(default(LoraSettings, "alpha"), gt=0, description="scale s = alpha / rank")
+    dropout: float = Field(default(LoraSettings, "dropout"), ge=0.0, lt=1.0)
+    target_modules: list[Literal[BLOCK_PROJECTIONS]] = Field(  # type: ignore[valid-type]
+        list(default(LoraSettings, "target_modules")), min_length=1, description="block projections to adapt")
+
+
 class LearnerSection(Section):
     num_ranks: int = Field(1, ge=1)
     num_gpus_per_rank: float = Field(0.0, ge=0.0)
@@ -370,6 +381,8 @@ class LearnerSection(Section):
     sliced_load: bool = Field(default(LearnerConfig, "sliced_load"), description="ZeRO-3: each rank reads only "
                               "its slice of the checkpoint under deepspeed.zero.Init (false: a full load per rank)")
     bf16: Literal["auto", "true", "false"] = str(default(LearnerConfig, "bf16")).lower()
+    lora: LoraSection | None = Field(None, description="adapters only (rank, alpha, dropout, target_modules); "
+                                     "null = full fine-tuning (docs/lora.md)")
     max_skipped_updates: int = Field(3, ge=1, description="stop the run after this many updates in a row were "
                                      "skipped for a NaN/inf loss or gradient norm")
     placement: PlacementSection = Field(default_factory=PlacementSection)

@@ -160,6 +160,11 @@ def check_deepspeed_config(cfg: RunConfig) -> None:
         raise ConfigError(f"rollout.max_staleness={cfg.rollout.max_staleness} with ZeRO-3 ({key}={path}): the "
                           "behaviour policies are kept as copies of each rank's full parameters (trainer/behaviour.py), "
                           "which ZeRO-3 ranks do not hold; use ZeRO-1/2 or rollout.max_staleness=0")
+    if cfg.learner.lora is not None and ds.get("zero_optimization", {}).get("stage", 0) == 3:
+        raise ConfigError(f"learner.lora with ZeRO-3 ({key}={path}): not supported (wrapping a model partitioned "
+                          "under zero.Init and merging partitioned base weights for publishing and export are not "
+                          "built; docs/lora.md); the frozen base has no optimizer state to shard, so ZeRO-2 "
+                          "(configs/deepspeed/zero2.json) keeps most of ZeRO-3's saving")
 
 
 def check_writable(run_dir: Path) -> None:

@@ -69,11 +69,10 @@ def test_three_steps_two_learner_ranks(ray_cluster, tmp_path):
         {k: v["value"] for k, v in json.loads(r["reward_components"]).items()} for r in rows]
 
 
-@pytest.mark.slow  # three drivers
-def test_resume_continues_exactly(ray_cluster, tmp_path):
-    common = ["run.checkpoint_every=1", "learner.num_ranks=1"]
-    run(tmp_path, "whole", common + ["run.steps=3"])
-    run(tmp_path, "split", common + ["run.steps=2"])
+def whole_and_resumed(tmp_path, common) -> tuple[list[dict], list[dict]]:
+    """metrics.jsonl of 3 steps in one run ("whole") and of 2 steps + a resumed third ("split")."""
+    run(tmp_path, "whole", common + ["run.checkpoint_every=1", "run.steps=3"])
+    run(tmp_path, "split", common + ["run.checkpoint_every=1", "run.steps=2"])
     resumed = load_config(tmp_path / "split" / "config.yaml", ["run.steps=3"])
     driver = Driver(resumed, run_dir=tmp_path / "split", resume=True, console=False)
     try:
@@ -82,7 +81,12 @@ def test_resume_continues_exactly(ray_cluster, tmp_path):
         driver.train()
     finally:
         driver.shutdown()
-    whole, split = metrics(tmp_path / "whole"), metrics(tmp_path / "split")
+    return metrics(tmp_path / "whole"), metrics(tmp_path / "split")
+
+
+@pytest.mark.slow  # three drivers
+def test_resume_continues_exactly(ray_cluster, tmp_path):
+    whole, split = whole_and_resumed(tmp_path, ["learner.num_ranks=1"])
     assert [r["step"] for r in split] == [1, 2, 3]
     assert comparable(split[2]) == comparable(whole[2])
 

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from policy.lora import LoraSettings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -42,6 +44,7 @@ class LearnerConfig:
     seed: int = 0
     keep_versions: int = 0  # rollout.max_staleness: weights of this many past versions kept (trainer/behaviour.py)
     deepspeed_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the JSON
+    lora: LoraSettings | None = None  # adapters only (policy/lora.py, docs/lora.md); None = full fine-tuning
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
@@ -51,6 +54,8 @@ class LearnerConfig:
         if self.bf16 not in ("auto", True, False):
             raise ValueError(f"bf16={self.bf16!r}: expected 'auto', True or False")
         self.betas = tuple(self.betas)
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**self.lora)
 
 
 # ---- DeepSpeed import and config ---------------------------------------------------------------

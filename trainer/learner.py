@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import shutil
 import socket
 import time
 from contextlib import nullcontext
@@ -28,6 +27,8 @@ import numpy as np
 import ray
 import torch
 
+from policy import lora
+from policy.loading import save_policy
 from policy.model import MMadaModelLM
 from policy.vocab import VocabLayout
 from policy.weight_sync import init_weight_group, make_payload, send_weights
@@ -57,7 +58,6 @@ __all__ = ["Learner", "LearnerActor", "LearnerConfig", "UniGRPOConfig"]
 
 SUM_KEYS = ("loss", "policy_loss", "kl", "clip_low_count", "clip_high_count", "ratio_sum", "token_count",
             "entropy_sum")
-WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".index.json")
 
 
 def free_port() -> int:
@@ -104,18 +104,23 @@ class Learner:
         else:
             model = MMadaModelLM.from_pretrained(self.policy_path, dtype=torch.float32).to(self.device)
             read = sum(p.numel() for p in model.parameters())
-            ref = copy.deepcopy(model) if self.ucfg.beta > 0 else None  # frozen pi_ref = initial policy
+            # frozen pi_ref = initial policy; with LoRA it is the same model with its adapters off (no copy)
+            ref = copy.deepcopy(model) if self.ucfg.beta > 0 and self.cfg.lora is None else None
             if ref is not None and self.bf16:
                 ref = ref.to(torch.bfloat16)
         self.layout = VocabLayout.from_model_config(model.config)
         self.text_support = text_support(self.ucfg, self.layout.text_vocab_size, self.layout.mask_id)
         if self.cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if self.cfg.lora is not None:  # frozen base, trainable adapters: the optimizer sees the adapters only
+            model = lora.wrap(model, self.cfg.lora, seed=self.cfg.seed)
         model.train()
         self.engine, self.scheduler = build_train_engine(model, self.cfg, self.ds_config)
         self.ref = None
         if ref is not None:
             self.ref = build_reference(ref, self.ds_config)
+        elif self.cfg.lora is not None and self.ucfg.beta > 0:
+            self.ref = lora.base_view(self.engine.module)
         self.steps = 0
         self.behaviour = BehaviourWeights(self.cfg.keep_versions)  # asynchronous rollouts' behaviour policies
         return {"rank": self.rank, "zero_stage": self.zero_stage, "bf16": self.bf16,
@@ -247,11 +252,27 @@ class Learner:
 
     # ---- full weights (collective under ZeRO-3: every rank calls these) --------------------------------
     def _param_entries(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+        """(name, dtype, shape) of what one publication sends: the adapters with LoRA, every weight otherwise."""
+        if self.cfg.lora is not None:
+            return lora.adapter_entries(self.engine.module)
         return [(name, p.dtype, tuple(getattr(p, "ds_shape", p.shape)))
                 for name, p in self.engine.module.named_parameters()]
 
+    def _iter_published(self):
+        """(name, CPU tensor) of what one publication sends, on rank 0 (None elsewhere)."""
+        if self.cfg.lora is None:
+            yield from self._iter_full_params()
+        else:
+            for name, t in lora.adapter_tensors(self.engine.module):
+                yield name, t if self.rank == 0 else None
+
     def _iter_full_params(self):
-        """(name, full CPU tensor) per parameter on rank 0 (None elsewhere), one parameter at a time."""
+        """(name, full CPU tensor) per parameter on rank 0 (None elsewhere), one parameter at a time; with LoRA
+        the merged policy in the reference layout (policy/lora.py; ZeRO-3 is refused with LoRA)."""
+        if self.cfg.lora is not None:
+            for name, t in lora.merged_tensors(self.engine.module):
+                yield name, t if self.rank == 0 else None
+            return
         deepspeed = import_deepspeed()
         for name, p in self.engine.module.named_parameters():
             if self.zero3:
@@ -265,8 +286,11 @@ class Learner:
                    for _, dtype, shape in self._param_entries())
 
     def full_state(self, version: int) -> dict | None:
-        state = dict(self._iter_full_params())
-        return make_payload(version, state) if self.rank == 0 else None
+        """The object-store payload (policy/weight_sync.py): full weights, or the adapters and their scale."""
+        state = dict(self._iter_published())
+        if self.rank != 0:
+            return None
+        return make_payload(version, state, lora=None if self.cfg.lora is None else {"scale": self.cfg.lora.scale})
 
     def init_broadcast(self, host: str, port: int, world_size: int, backend: str) -> bool:
         """Rank 0 joins (and hosts) the weight-broadcast group with the rollout workers."""
@@ -278,21 +302,27 @@ class Learner:
         if self.rank == 0:
             if self.weight_group is None:
                 raise RuntimeError("init_broadcast was not called")
-            tensors = (t.to(self.device) for _, t in self._iter_full_params())
-            send_weights(self.weight_group, version, self._param_entries(), tensors)
+            tensors = (t.to(self.device) for _, t in self._iter_published())
+            send_weights(self.weight_group, version, self._param_entries(), tensors,
+                         lora=None if self.cfg.lora is None else {"scale": self.cfg.lora.scale})
         else:
-            for _ in self._iter_full_params():
+            for _ in self._iter_published():
                 pass
         return True
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self, directory: str, client_state: dict) -> bool:
-        self.engine.save_checkpoint(directory, tag="engine", client_state={"unigrpo": client_state})
+        adapted = self.cfg.lora is not None  # then the frozen base stays out: it is the run's initial policy
+        self.engine.save_checkpoint(directory, tag="engine", client_state={"unigrpo": client_state},
+                                    exclude_frozen_parameters=adapted)
+        if adapted and self.rank == 0:  # the adapters also as a peft adapter directory (`unigrpo export` reads it)
+            lora.save_adapter(self.engine.module, Path(directory) / lora.ADAPTER_DIR, self.policy_path)
         torch.save({"rng": rng_state(), "steps": self.steps}, Path(directory) / f"rank{self.rank}_state.pt")
         return True
 
     def load_checkpoint(self, directory: str) -> dict:
-        path, client_state = self.engine.load_checkpoint(directory, tag="engine")
+        path, client_state = self.engine.load_checkpoint(directory, tag="engine",
+                                                         load_module_strict=self.cfg.lora is None)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}")
         own = torch.load(Path(directory) / f"rank{self.rank}_state.pt", weights_only=False)
@@ -302,19 +332,10 @@ class Learner:
 
     def export_policy(self, directory: str) -> str | None:
         """A from_pretrained-loadable directory: config, model.safetensors, the source's tokenizer files."""
-        from safetensors.torch import save_file
-
         state = dict(self._iter_full_params())
         if self.rank != 0:
             return None
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        self.engine.module.config.save_pretrained(out)
-        save_file({k: v.contiguous() for k, v in state.items()}, out / "model.safetensors", metadata={"format": "pt"})
-        for f in Path(self.policy_path).iterdir():
-            if f.is_file() and f.name != "config.json" and not f.name.endswith(WEIGHT_FILES):
-                shutil.copy2(f, out / f.name)
-        return str(out)
+        return str(save_policy(directory, self.engine.module.config, state, self.policy_path))
 
 
 LearnerActor = ray.remote(Learner)
