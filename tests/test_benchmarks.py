@@ -2,7 +2,7 @@
 shrunk to seconds) runs in a subprocess and must end with a `RESULT {json}` line that parses as strict
 JSON and holds the keys its readers use (docs/benchmarks.md, the docstrings).
 
-The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, colocate, gpu_e2e, scale, staleness, ablate, zero3_load: 20-90 s
+The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, colocate, gpu_e2e, lora, scale, staleness, ablate, zero3_load: 20-90 s
 each on the shared 2-core machine) are marked slow; the six others take 2-20 s each. Measured on
 2026-12-03: the whole file 209-266 s (load average 2-5 from other jobs), 49 s with `-m "not slow"`.
 `make bench-smoke` runs the same smoke modes outside pytest.
@@ -33,6 +33,8 @@ EXPECTED = {
     "gpu_e2e": {"complete", "steps", "plan", "peak_gpu_gib", "device", "wall_s"},
     "gpu_8b": {"device", "params_b", "logits_at_max_abs_diff", "plain_tokens_per_s", "cache_tokens_per_s",
                "cache_speedup", "update_tokens_per_s", "update_mfu", "peak_mem_gb"},
+    "lora": {"heldout_accuracy", "step_time_ratio_lora_over_full", "publish_bytes_ratio_lora_over_full", "mmada_8b",
+             "lora_lr", "runs"},
     "learner": {"tokens_per_s", "mfu", "model_tflops_per_s", "peak_matmul_tflops", "update_s", "params_m"},
     "math_reward": {"accuracy", "precision", "recall", "math_verify_accuracy", "cases_per_s",
                     "math_verify_cases_per_s", "speedup", "per_source", "per_style"},
@@ -55,10 +57,13 @@ CHECKS = {
     # K = 1 trains on records one version behind from the second step on, none dropped
     "staleness": lambda r: r["by_k"]["1"]["runs"]["0"]["lags"].get("lag_1", 0) > 0
     and r["by_k"]["1"]["runs"]["0"]["dropped"] == 0 and not r["by_k"]["0"]["runs"]["0"]["lags"],
+    # adapters only on the wire: fewer bytes than the full weights, measured and at MMaDA-8B shapes
+    "lora": lambda r: 0 < r["publish_bytes"]["lora"] < r["publish_bytes"]["full"]
+    and r["mmada_8b"]["r16_all_projections_bytes"] < r["mmada_8b"]["full_bytes"],
     "colocate": lambda r: r["runs"]["colocated"][0]["publish_bytes"] == 0 and r["runs"]["disaggregated"][0]["publish_bytes"] > 0
     and len(r["reward_curve"]["colocated"]) == len(r["reward_curve"]["disaggregated"]) == r["steps"],
 }
-SLOW = {"ablate", "colocate", "e2e", "gpu_e2e", "scale", "staleness", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
+SLOW = {"ablate", "colocate", "e2e", "gpu_e2e", "lora", "scale", "staleness", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
 SMOKE_TIMEOUT_S = 900  # a loaded 2-core machine; the slowest smoke run takes ~90 s on a quiet one
 
 
