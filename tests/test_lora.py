@@ -48,6 +48,24 @@ def adapted(policy_dir, seed=0):
     return model
 
 
+# ---- config ------------------------------------------------------------------------------------------------
+def test_config_full_fine_tuning_by_default_and_bad_lora_refused():
+    from rl.builders import learner_config
+    from rl.config import ConfigError, load_config
+    from rl.preflight import check_deepspeed_config
+
+    assert learner_config(load_config(None)).lora is None
+    assert learner_config(load_config(None, ["learner.lora={}"])).lora == lora.LoraSettings()
+    with pytest.raises(ConfigError, match="learner.lora.target_modules"):
+        load_config(None, ["learner.lora={target_modules: [lm_head]}"])
+    with pytest.raises(ConfigError, match="learner.lora.rank"):
+        load_config(None, ["learner.lora={rank: 0}"])
+    zero3 = load_config(None, ["learner.lora={}", "learner.deepspeed_config=configs/deepspeed/zero3.json"])
+    with pytest.raises(ConfigError, match="learner.lora with ZeRO-3"):
+        check_deepspeed_config(zero3)
+    check_deepspeed_config(load_config(None, ["learner.lora={}"]))  # ZeRO-2 (the tiny config's) is fine
+
+
 # ---- policy/lora.py, no actors ---------------------------------------------------------------------------
 def test_wrap_trains_adapters_only_and_names_stay_the_reference_layout(policy_dir):
     plain = load_policy(policy_dir).model
