@@ -23,6 +23,7 @@ SINGLE_HOMES = {
     "Ray actor max_restarts": ("policy/actor_group.py", r"max_restarts\s*(?::\s*int\s*)?=\s*\d"),
     "warm-start lr": ("rl/config.py", r"\b3(?:\.0)?e-3\b"),
     "warm-start batch_size (SFT)": ("rl/config.py", r"batch_size\s*(?::\s*int\s*)?=\s*(?:Field\()?\s*32\b|, 32, "),
+    "LoRA rank / alpha": ("policy/lora.py", r"\b(?:rank|alpha)\s*(?::\s*(?:int|float)\s*)?=\s*(?:Field\()?\s*(?:16|32(?:\.0)?)\b"),
     "reward weight": ("rewards/api.py", r"\bweight\s*(?::\s*float\s*)?=\s*(?:Field\()?\s*(?:0\.5|1\.0|2\.0)\b"),
 }
 
