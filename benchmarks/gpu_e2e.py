@@ -8,29 +8,39 @@ has. It is prepared to run once, unattended, on whatever GPUs are visible (one H
     .venv/bin/python benchmarks/gpu_e2e.py --plan     # print the plan (sizes, memory, time budget), run nothing
     .venv/bin/python benchmarks/gpu_e2e.py --smoke    # the same code path on CPU with a tiny policy (CI)
 
-What runs: a random-init policy directory with MMaDA-8B's layer shapes (d 4096, MLP 12288, 32 heads) and
-its 134,656-row embedding and LM head (the test tokenizer of policy/tiny.py fills the first rows: the
-vocabulary's size, not its words, is what costs), written in bf16 and loaded by the learner ranks through
-the project's from_pretrained path; `placement.mode=colocated`, one learner rank per visible GPU
-(`learner.num_gpus_per_rank=1`, ZeRO-2, bf16, torch AdamW, gradient checkpointing, beta = 0, mu = 1), the
-math reward in its Ray actor, the arithmetic task, 3 steps of `Driver.run_step` (no checkpoint).
+What runs: a random-init policy directory with MMaDA-8B's shapes (32 layers, d 4096, MLP 12288, 32 heads)
+and its 134,656-row embedding and LM head (the test tokenizer of policy/tiny.py fills the first rows: the
+vocabulary's size, not its words, is what costs): 8.08B parameters, written in bf16 (16 GB) and loaded by the
+learner ranks through the project's from_pretrained path; `placement.mode=colocated`, one learner rank per
+visible GPU (`learner.num_gpus_per_rank=1`, ZeRO-2, bf16, torch AdamW, gradient checkpointing, beta = 0 so
+no reference copy, mu = 1), the math reward in its Ray actor, the arithmetic task, 3 steps of
+`Driver.run_step` (no checkpoint).
 
-Depth: all 32 layers (8.08B parameters) when they fit; on one GPU they do not. Training 8B with Adam
-needs ~20 bytes per parameter (bf16 params and grads, fp32 grads, master and moments: 161 GB), and
-DeepSpeed's optimizer offload would put 129 GB of it in host memory, which the lent machine (128 GiB)
-does not have. So `--layers auto` takes the deepest model of MMaDA-8B's width that rl/memory.py says fits
-80% of the GPU with these settings (19 of 32 layers, 5.25B parameters, on one 141 GB H200: 101 GiB
-estimated) and says so in the RESULT; per-layer time and memory are what the full depth would have, the
-rest is linear in depth. With 8 or more GPUs ZeRO-2 partitions the optimizer and all 32 layers fit.
+Memory: how 8B trains on one 141 GB GPU. Mixed precision with fp32 master weights and Adam needs ~20 bytes
+per parameter (bf16 params 2 + bf16 grads 2 + fp32 grads, master, m, v 16): 161 GB, more than the GPU.
+DeepSpeed's optimizer offload (CPU Adam) would move the 16 bytes, 129 GB, into host memory, which the
+lent machine (128 GiB, with Ray, the rank and the load copy beside it) does not have; NVMe offload would
+not fit its 64 GiB disk. So the run uses configs/deepspeed/zero2_bf16_states.json: DeepSpeed's
+`bf16_master_weights_and_grads` + `bf16_optimizer_states` keep master weights, gradients and Adam's
+moments in bf16 on the GPU (12 bytes per parameter: 97 GB, 90 GiB; plus torch AdamW's one bf16 temporary
+of the size of the parameters during the step, ~15 GiB, and activations of one 4,096-token micro-batch
+with checkpointing, ~2 GiB; generation adds a 1.5 GiB K/V cache). No CPU Adam, so no JIT-compiled op and no
+compiler needed. Numerically this is not production training (with lr 1e-6 most bf16 master updates
+round away); the compute and the memory traffic of the step are the real ones, which is what is measured.
+With 8 or more GPUs the fp32 config (zero2.json) partitions 16P/N and fits. `--layers N` runs fewer layers
+of the same width (`--layers auto` takes the deepest that rl/memory.py puts under 80% of the GPU: 32 on an
+H200).
 
-Time budget on one H200 (the gpu_8b.py figures: 7,857 update tokens/s at 8B, 3x that for a forward,
-prefix cache 2.7x), 8 minutes in all:
-    build + write the bf16 policy (~10 GB)   ~40-60 s (random init on the GPU, safetensors to local disk)
-    start Ray, load (fp32 copy, to GPU)      ~60-120 s
-    DeepSpeed init                           ~20-40 s
-    per step: 16 rollouts of 64 + 128 tokens, 64 denoising forwards with the cache (~5-10 s);
-    16 x 192 tokens updated once (~1 s) and one AdamW step on the GPU (<1 s)      ~10-15 s  x 3
-    total ~3-5 minutes; a watchdog ends the run at --deadline-s (default 450 s) with what it measured.
+Time budget on one H200, 8 minutes in all (the gpu_8b.py figures: update 7,857 tokens/s at 8B, a
+no-grad forward ~3x that, the prefix cache 2.7x the plain sampler):
+    build (random init on the GPU) + write 16 GB of bf16 safetensors   ~30-60 s
+    timed from_pretrained of it to host fp32 in the same child (warm)  ~20-40 s
+    start Ray, the rank's load (fp32 on host, to GPU), DeepSpeed init  ~60-120 s
+    per step: 16 rollouts (4 prompts x G 4) of 128 tokens, 64 denoising forwards with the prefix cache,
+      batch 16 x ~192 tokens: ~64 x 0.1 s = ~5-10 s; update 16 x 192 = 3,072 tokens: 3,072 / 7,857 =
+      0.4 s with backward, + the pi_old pass ~0.15 s, + one AdamW step over 8B bf16 (~0.5 s)  ~10-15 s x 3
+    total ~3-5 minutes; a watchdog ends the run at --deadline-s (default 450 s after start) with what it
+    measured.
 
 Reported (RESULT, last line): per step generate / reward / update / publish / store seconds, generation
 tokens/s, the update's model FLOPs over its wall time (6 P per token forward+backward, 2 P for the no-grad
@@ -55,7 +65,8 @@ from pathlib import Path
 
 from _common import CONFIGS, ROOT, add_smoke_flag, print_result
 
-H200_BF16_DENSE_FLOPS = 989e12
+H200_BF16_DENSE_FLOPS = 989e12  # NVIDIA's H200 SXM dense BF16 tensor-core peak (1,979 with sparsity)
+DS_JSON = "configs/deepspeed/zero2_bf16_states.json"  # bf16 master weights, grads and Adam states on the GPU
 STEPS = 3
 START = time.monotonic()
 RESULT: dict = {"complete": False, "phase": "start", "steps": []}
@@ -77,12 +88,12 @@ def finish(smoke: bool) -> None:
 
 def watchdog(deadline_s: float, smoke: bool) -> None:
     def fire():
-        say(f"deadline of {deadline_s:.0f} s reached during phase {RESULT['phase']!r}: stopping with what was measured")
+        say(f"deadline of {deadline_s:.0f} s after start reached during phase {RESULT['phase']!r}: stopping with what was measured")
         RESULT["stopped_by_deadline"] = True
         finish(smoke)
         os._exit(3)
 
-    timer = threading.Timer(deadline_s, fire)
+    timer = threading.Timer(max(1.0, deadline_s - (time.monotonic() - START)), fire)
     timer.daemon = True
     timer.start()
 
@@ -130,8 +141,15 @@ def build_policy(directory: Path, smoke: bool, layers: int) -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.02, generator=gen)
+    t0 = time.monotonic()
     model.save_pretrained(directory, safe_serialization=True, max_shard_size="100GB")
     tokenizer.save_pretrained(directory)
+    write_s = time.monotonic() - t0
+    del model
+    t0 = time.monotonic()  # the learner rank's call (trainer/learner.py), timed here: the run's setup mixes it
+    MMadaModelLM.from_pretrained(directory, dtype=torch.float32)  # with Ray and DeepSpeed start-up
+    (directory / "timings.json").write_text(json.dumps({"write_s": round(write_s, 1),
+                                                         "load_s": round(time.monotonic() - t0, 1)}))
 
 
 def plan(smoke: bool, gpus: int, layers: int) -> dict:
@@ -147,6 +165,7 @@ def plan(smoke: bool, gpus: int, layers: int) -> dict:
             "gpus": gpus, "rollouts_per_step": 16,
             "gen_length": cfg.rollout.text.gen_length, "denoising_steps": cfg.rollout.text.steps,
             "estimated_peak_gib": gib(peak), "estimated_peak_phase": f"{role} {phase}",
+            "adamw_step_temporary_gib": gib(2 * shape.params),  # torch AdamW's sqrt(v), bf16: not in the estimate
             "estimated_host_optimizer_gib": gib(mem.host_optimizer_bytes),
             "deepspeed_config": cfg.learner.deepspeed_config}
 
@@ -161,13 +180,12 @@ def run_config(policy: Path, run_dir: Path, smoke: bool, gpus: int, planning: bo
         "unigrpo.mu=1", "unigrpo.beta=0.0", "learner.gradient_checkpointing=true", "learner.micro_batch_tokens=4096",
         f"run.dir={run_dir}", "run.name=gpu_e2e", f"run.steps={STEPS}", "run.plot=false", "run.max_wall_s=null",
         "run.checkpoint_every=1000", "eval.num_prompts=1",
+        f"learner.deepspeed_config={DS_JSON}", "learner.bf16=true", "model.dtype=bfloat16",  # smoke too: bf16 on CPU
     ]
     if smoke:
-        overrides += ["rollout.text.gen_length=8", "rollout.text.steps=4", "rollout.text.block_length=4",
-                      "model.dtype=float32"]
+        overrides += ["rollout.text.gen_length=8", "rollout.text.steps=4", "rollout.text.block_length=4"]
     else:
-        overrides += ["learner.num_gpus_per_rank=1", "learner.bf16=true", "model.dtype=bfloat16",
-                      "learner.deepspeed_config=configs/deepspeed/zero2.json",
+        overrides += ["learner.num_gpus_per_rank=1",
                       f"placement.gpu_memory_gb={gpu_memory_gib() or 131:.0f}"]  # without a GPU: an H200's 131 GiB
     return load_config(CONFIGS / "tiny.yaml", overrides, planning=planning)
 
@@ -192,8 +210,10 @@ def preconditions(smoke: bool, info: dict) -> str | None:
         return "no CUDA GPU is visible (use --smoke on CPU)"
     if gpu_memory_gib() < 100:
         return f"the GPU has {gpu_memory_gib():.0f} GiB; an 8B model needs >= 100 GiB on one GPU with optimizer offload"
-    if host_memory_gib() < 2.2 * info["params_b"] * 4 + 8:  # the fp32 copy from_pretrained builds while loading
-        return f"host memory {host_memory_gib():.0f} GiB cannot hold the {info['params_b']}B model's fp32 load copy"
+    need = 2.2 * info["params_b"] * 4 + 8 + info["estimated_host_optimizer_gib"]  # fp32 load copy (+ offload)
+    if host_memory_gib() < need:
+        return (f"host memory {host_memory_gib():.0f} GiB cannot hold the {info['params_b']}B model's fp32 load copy "
+                f"and {info['estimated_host_optimizer_gib']} GiB of offloaded optimizer ({need:.0f} GiB needed)")
     free_disk = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
     if free_disk < 20:
         return f"{free_disk:.0f} GiB free on {tempfile.gettempdir()}; the bf16 policy needs 16 GiB"
@@ -263,7 +283,10 @@ def main() -> int:
                        + (["--smoke"] if args.smoke else []), check=True, cwd=ROOT)
         RESULT["build_and_write_s"] = round(time.monotonic() - t0, 1)
         RESULT["policy_bytes"] = sum(f.stat().st_size for f in policy.iterdir())
-        say(f"policy written: {RESULT['policy_bytes'] / 2**30:.1f} GiB in {RESULT['build_and_write_s']} s")
+        RESULT.update(json.loads((policy / "timings.json").read_text()))  # write_s, load_s (from_pretrained, fp32)
+        RESULT["build_and_write_s"] = round(RESULT["build_and_write_s"] - RESULT["load_s"], 1)
+        say(f"policy built and written: {RESULT['policy_bytes'] / 2**30:.1f} GiB in {RESULT['build_and_write_s']} s "
+            f"(write {RESULT['write_s']} s; from_pretrained of it to host fp32 {RESULT['load_s']} s)")
         return run(policy, run_dir, args.smoke, gpus)
 
 
@@ -318,6 +341,7 @@ def step_row(m: dict, cfg, smoke: bool) -> dict:
         "step_s": round(m["time/step_s"], 2),
         **{p: round(m.get(f"time/{p}_s", 0.0), 2) for p in ("generate", "reward", "update", "publish", "store")},
         "gen_compute_s": round(m.get("time/gen_compute_s", 0.0), 2),
+        "gather_s": round(m.get("time/inference_gather_s", 0.0), 2), "offload_s": round(m.get("time/optimizer_offload_s", 0.0), 2),
         "gen_tokens_per_s": round(gen_tokens / max(m.get("time/gen_compute_s", 0.0), 1e-9), 1),
         "update_compute_s": round(compute_s, 2), "masked_tokens": tokens,
         "update_model_tflops_per_s": round(flops / max(compute_s, 1e-9) / 1e12, 2),

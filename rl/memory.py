@@ -13,6 +13,8 @@ train in bf16 with fp32 master weights and Adam; ZeRO partitions over the N lear
                                                         18P/N estimate; grads are reduce-scattered straight
                                                         into the fp32 partitions)
     DeepSpeed offload_optimizer to CPU: the 16P part lives in host memory instead.
+    bf16 master weights and Adam states (the JSON's bf16 bf16_master_weights_and_grads and
+    bf16_optimizer_states, configs/deepspeed/zero2_bf16_states.json): bf16 grads + master + Adam, 8P for 16P.
 
 Activations of one micro-batch of T = learner.micro_batch_tokens tokens, bf16, attention by SDPA (no
 T x T scores kept): 34 T d bytes per layer (Korthikanti et al. 2022, without the attention-score term);
@@ -90,6 +92,14 @@ def zero_settings(cfg) -> tuple[int, bool]:
     return int(zero.get("stage", 0)), offload
 
 
+def optimizer_bytes_per_param(cfg) -> int:
+    """16 (fp32 grads, master, Adam m, v), or 8 with DeepSpeed's bf16 master weights and optimizer states."""
+    from trainer.engine import resolve_path
+
+    bf16 = json.loads(Path(resolve_path(cfg.learner.deepspeed_config)).read_text()).get("bf16", {})
+    return 8 if bf16.get("bf16_master_weights_and_grads") and bf16.get("bf16_optimizer_states") else 16
+
+
 @dataclass
 class PhaseMemory:
     """Bytes on one GPU in one phase, by component."""
@@ -101,12 +111,12 @@ class PhaseMemory:
         return sum(self.parts.values())
 
 
-def model_states(shape: ModelShape, stage: int, n: int, ds_offload: bool) -> dict[str, int]:
+def model_states(shape: ModelShape, stage: int, n: int, ds_offload: bool, opt_bytes: int = 16) -> dict[str, int]:
     """bf16 params, bf16 grads, and fp32 grads + master + Adam on one of n learner GPUs (table above)."""
     p = shape.params
     params = 2 * p // n + 4 * shape.largest_tensor if stage == 3 else 2 * p
     grads = 0 if stage == 3 else 2 * p // n if stage == 2 else 2 * p
-    optimizer = 0 if ds_offload else (16 * p if stage == 0 else 16 * p // n)
+    optimizer = 0 if ds_offload else (opt_bytes * p if stage == 0 else opt_bytes * p // n)
     return {"bf16 params": params, "bf16 grads": grads, "fp32 grads, master, Adam": optimizer}
 
 
@@ -157,14 +167,15 @@ def estimate(cfg, shape: ModelShape, learner_gpus: int, rollout_gpus: int = 0, m
     text = cfg.rollout.text
     rollouts = cfg.data.prompts_per_step * cfg.rollout.group_size
     seq = PROMPT_TOKENS + text.gen_length
-    states = model_states(shape, stage, learner_gpus, ds_offload)
+    opt_bytes = optimizer_bytes_per_param(cfg)
+    states = model_states(shape, stage, learner_gpus, ds_offload, opt_bytes)
     chunk = UniGRPOConfig().logprob_chunk_size  # not a config key: the objective's own default
     train = PhaseMemory({**states, "activations (one micro-batch)": activations(
         shape, cfg.learner.micro_batch_tokens, checkpointing, chunk), "reserved": RESERVED})
     if cfg.unigrpo.beta > 0:  # the frozen reference: bf16, partitioned like the parameters
         train.parts["reference (bf16)"] = 2 * shape.params // learner_gpus if stage == 3 else 2 * shape.params
     p = shape.params
-    host = (16 * p if stage == 0 else 16 * p // learner_gpus) if ds_offload else 0  # DeepSpeed's offload
+    host = (opt_bytes * p if stage == 0 else opt_bytes * p // learner_gpus) if ds_offload else 0  # DeepSpeed's offload
     if mode == "colocated":
         batch = min(SAMPLER_BATCH, max(1, -(-rollouts // learner_gpus)))
         gen = {k: v for k, v in train.parts.items() if not k.startswith("activations")}
