@@ -144,6 +144,7 @@ def build_rollout_group(cfg: RunConfig, policy_path: Path, watchdog: Watchdog | 
         strategy=section.placement.strategy, bundle_resources=section.placement.resources,
         placement_timeout_s=cfg.ray.placement_timeout_s, device="cuda" if on_gpu else "cpu",
         dtype=rollout_dtype(cfg.model, on_gpu), watchdog=watchdog, num_shards=section.num_shards,
+        max_workers=section.max_workers,
         **sampler_settings(cfg),
     )
 

@@ -252,6 +252,9 @@ class ImageSamplerSection(Section):
 
 class RolloutSection(Section):
     num_workers: int = Field(1, ge=1)
+    max_workers: int | None = Field(None, ge=1, description="elastic fleet: up to this many workers, the ones beyond "
+                                    "num_workers started when a node with room joins and dropped when it leaves "
+                                    "(docs/elastic.md); None: a fixed fleet of num_workers")
     max_staleness: int = Field(0, ge=0, description="K: 0 generates each step's batch after the previous update "
                                "(synchronous); >= 1 generates the next batch while the learner updates, and trains "
                                "on no record more than K policy versions old (docs/async.md)")
@@ -508,6 +511,12 @@ class RunConfig(Section):
         if self.placement.mode == "colocated" and self.rollout.max_staleness > 0:
             raise ValueError(f"rollout.max_staleness={self.rollout.max_staleness} with placement.mode=colocated: a "
                              "colocated rank cannot generate while it trains; use placement.mode=disaggregated")
+        if self.rollout.max_workers is not None and self.rollout.max_workers < self.rollout.num_workers:
+            raise ValueError(f"rollout.max_workers={self.rollout.max_workers} is below rollout.num_workers="
+                             f"{self.rollout.num_workers}: the fleet never shrinks below its placement group")
+        if self.placement.mode == "colocated" and self.rollout.max_workers is not None:
+            raise ValueError("rollout.max_workers with placement.mode=colocated: the learner ranks generate, there "
+                             "are no rollout workers to add; use placement.mode=disaggregated")
         shards, ranks = self.rollout.num_shards, self.learner.num_ranks
         if self.placement.mode == "colocated" and shards not in (None, ranks):
             raise ValueError(f"rollout.num_shards={shards} with placement.mode=colocated: each of the "

@@ -77,6 +77,7 @@ def report_step(records, rewards, adv, stats: dict, timer: StepTimer, published:
     m.update({"time/idle/rollout": max(0.0, 1 - timings["gen_s"] / step_s),
               "time/idle/learner": max(0.0, 1 - stats.get("compute_s", 0.0) / step_s),
               "time/idle/reward": max(0.0, 1 - reward_compute_s / step_s)})
+    m.update(getattr(rollout, "fleet_metrics", dict)())  # an elastic fleet's size, joins and leaves
     m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
     m["throughput/tokens_per_s"] = sum(len(r.response_ids) for r in records) / m["time/step_s"]
     m["time/unix"] = time.time()

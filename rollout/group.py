@@ -16,6 +16,9 @@ The group owns its placement group (one bundle per worker) and hides failures fr
     shard's records are kept only from the one call that succeeded.
   * a worker past its deadline (policy/deadlines.py: learned from the run's own timings) is frozen: it
     is killed (Ray restarts it) and handled as a lost worker.
+  * elastic (`max_workers` > N; rollout/elastic.py): at the start of every call the group asks Ray for the
+    missing workers without waiting; one that has started (a node with room joined) gets the current
+    weights and then shards; one whose actor died (its node left) is retired, its shard re-run elsewhere.
   * a lost worker rejoins at the start of a later call once Ray has restarted it, after being given the
     current weights (`weight_source()`: the latest (version, payload ref)). A worker Ray gave up on is
     replaced by a new actor in the same bundle. Every wait is bounded: when no worker is live, the group
@@ -31,6 +34,7 @@ from typing import Any
 from policy.actor_group import ACTOR_MAX_RESTARTS, PLACEMENT_TIMEOUT_S, ActorGroup
 from policy.deadlines import Watchdog
 from policy.placement import bundles
+from rollout.elastic import ElasticFleet
 from rollout.record import Prompt, RolloutRecord
 from rollout.worker import start_rollout_worker
 
@@ -48,14 +52,18 @@ class RolloutGroup:
         self.weight_source: Callable[[], tuple[int, Any]] | None = None  # -> (version, payload ref)
         self._lost: dict[int, Any] = {}  # worker index -> ping ref (answers once Ray has restarted it)
         self.last_timings: dict[str, float] = {}  # model compute of the last generate, per phase
+        self.fleet: ElasticFleet | None = None  # workers beyond the bundles' (rollout.max_workers), if any
+        self._base = len(workers)  # workers 0..N-1 own a bundle; the ones after are elastic
+        self._retired: set[int] = set()  # elastic workers whose actor died (their slot is reused)
 
     @classmethod
     def create(cls, num_workers: int, policy_path: str, num_gpus_per_worker: float = 0.0,
                num_cpus_per_worker: float = 1.0, strategy: str = "PACK", bundle_resources: dict | None = None,
                placement_timeout_s: float = PLACEMENT_TIMEOUT_S, max_restarts: int = ACTOR_MAX_RESTARTS,
-               watchdog: Watchdog | None = None, num_shards: int | None = None, **worker_kwargs) -> RolloutGroup:
+               watchdog: Watchdog | None = None, num_shards: int | None = None, max_workers: int | None = None,
+               **worker_kwargs) -> RolloutGroup:
         """Reserve the placement group (fails fast if the cluster cannot hold it), start the workers,
-        and wait until every one has loaded its model."""
+        and wait until every one has loaded its model. max_workers > num_workers: elastic extras."""
         import ray
 
         def start(index: int, placement: dict):
@@ -67,6 +75,11 @@ class RolloutGroup:
                                                          bundle_resources), strategy, placement_timeout_s)
         group = cls(workers, watchdog, num_shards=num_shards)
         ray.get([w.ping.remote() for w in group.workers])
+        if max_workers is not None and max_workers > num_workers:
+            one = bundles(1, num_cpus_per_worker, num_gpus_per_worker, bundle_resources)[0]
+            group.fleet = ElasticFleet(lambda options: start_rollout_worker(
+                -1, policy_path, num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=num_cpus_per_worker,
+                max_restarts=0, placement=options, **worker_kwargs), max_workers - num_workers, one)
         return group
 
     @property
@@ -79,7 +92,34 @@ class RolloutGroup:
         return len(self.workers)
 
     def live(self) -> list[int]:
-        return [i for i in range(self.size) if i not in self._lost]
+        return [i for i in range(self.size) if i not in self._lost and i not in self._retired]
+
+    @property
+    def active(self) -> int:
+        """Workers in the fleet (live or coming back), not counting retired elastic ones."""
+        return self.size - len(self._retired)
+
+    def fleet_metrics(self) -> dict:
+        """fleet/* of an elastic fleet (nothing for a fixed one)."""
+        if self.fleet is None:
+            return {}
+        return {"fleet/workers": len(self.live()), "fleet/joined": self.fleet.joined,
+                "fleet/left": self.fleet.left, "fleet/requested": self.fleet.pending}
+
+    def _grow(self) -> None:
+        """Elastic: ask for missing workers (never waits); an arrived one gets the current weights first."""
+        if self.fleet is None:
+            return
+        self.fleet.request(self.active - self._base)
+        for actor in self.fleet.arrived():
+            if self._retired:
+                i = min(self._retired)
+                self._retired.discard(i)
+                self.workers.actors[i] = actor
+            else:
+                i = len(self.workers.actors)
+                self.workers.actors.append(actor)
+            self._give_current_weights(i)  # on failure it is lost (then retired) before any shard
 
     # ---- weights ------------------------------------------------------------------------------------
     def load_weights(self, version: int, payload) -> None:
@@ -133,8 +173,13 @@ class RolloutGroup:
             for i, ref in [(i, r) for i, r in self._lost.items() if r in ready]:
                 try:
                     ray.get(ref)
-                except ray.exceptions.RayActorError:  # dead for good: a new actor in the same bundle
-                    self._lost[i] = self.workers.replace(i).ping.remote()
+                except ray.exceptions.RayActorError:  # dead for good
+                    if i >= self._base:  # an elastic worker: its node left; retired (requested again)
+                        del self._lost[i]
+                        self._retired.add(i)
+                        self.fleet.left += 1
+                        continue
+                    self._lost[i] = self.workers.replace(i).ping.remote()  # a new actor in the same bundle
                     continue
                 if self._give_current_weights(i):
                     del self._lost[i]
@@ -151,6 +196,9 @@ class RolloutGroup:
         if self.version == 0 or self.weight_source is None:
             return True  # the initial weights are what a restarted actor loads anyway
         version, payload = self.weight_source()
+        if version != self.version:  # the learner is ahead of this group's publication (asynchronous runs):
+            self._lost[i] = self.workers[i].ping.remote()  # rejoin after the next one, not with refused records
+            return False
         try:
             ray.get(self.workers[i].load_weights.remote(version, payload), timeout=self.watchdog.deadline("load_weights"))
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
@@ -168,7 +216,8 @@ class RolloutGroup:
         import ray
 
         self._heal(block=not self.live())
-        shards = shard_prompts(prompts, self.num_shards or self.size)
+        self._grow()
+        shards = shard_prompts(prompts, self.num_shards or self.active)
         results: dict[int, list[RolloutRecord]] = {}
         pending: dict[Any, tuple[int, int]] = {}  # ref -> (shard, worker)
         failures = dict.fromkeys(shards, 0)
@@ -228,6 +277,8 @@ class RolloutGroup:
         return [self.workers[i].receive_weights.remote() for i in members]
 
     def shutdown(self) -> None:
+        if self.fleet is not None:
+            self.fleet.shutdown()
         self.workers.shutdown()
 
 
