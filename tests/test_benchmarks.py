@@ -30,7 +30,7 @@ EXPECTED = {
     "e2e": {f"{k}_{c}" for k in ("overhead", "step_ms", "rollouts_per_s") for c in ("tiny", "small", "t2i", "mixed")}
     | {f"{k}_ms_{c}" for k in ("image_sampling", "decode", "clip_scoring", "update", "reward_transfer")
        for c in ("t2i", "mixed")},
-    "gpu_e2e": {"complete", "steps", "plan", "peak_gpu_gib", "device", "wall_s"},
+    "gpu_e2e": {"complete", "steps", "plan", "peak_gpu_gib", "device", "wall_s", "write_s", "load_s"},
     "gpu_8b": {"device", "params_b", "logits_at_max_abs_diff", "plain_tokens_per_s", "cache_tokens_per_s",
                "cache_speedup", "update_tokens_per_s", "update_mfu", "peak_mem_gb"},
     "lora": {"heldout_accuracy", "step_time_ratio_lora_over_full", "publish_bytes_ratio_lora_over_full", "mmada_8b",
