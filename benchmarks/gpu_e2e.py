@@ -44,7 +44,8 @@ no-grad forward ~3x that, the prefix cache 2.7x the plain sampler):
 
 Reported (RESULT, last line): per step generate / reward / update / publish / store seconds, generation
 tokens/s, the update's model FLOPs over its wall time (6 P per token forward+backward, 2 P for the no-grad
-pi_old pass) against the H200's dense bf16 peak (989 TFLOP/s) as MFU (the host optimizer step is inside
+pi_old pass; tokens = rows x padded length of the batch the learner got) against the H200's dense bf16 peak
+(989 TFLOP/s, times the number of GPUs) as MFU (the host optimizer step is inside
 that time, so this MFU is a floor), and each rank's peak GPU memory while generating and while updating
 (torch.cuda.max_memory_allocated, reset between phases). "complete": false when a phase failed or the
 deadline came first; whatever was measured is still in the RESULT.
@@ -70,6 +71,7 @@ DS_JSON = "configs/deepspeed/zero2_bf16_states.json"  # bf16 master weights, gra
 STEPS = 3
 START = time.monotonic()
 RESULT: dict = {"complete": False, "phase": "start", "steps": []}
+UPDATE_TOKENS: list[int] = []  # per step, from the batch the learner group was given
 
 
 def say(line: str) -> None:
@@ -241,6 +243,7 @@ def instrument(driver) -> dict:
         return out
 
     def update_measured(batch):
+        UPDATE_TOKENS.append(int(batch.input_ids.size))  # rows x padded length: the tokens the model reads
         reset()
         RESULT["phase"] = f"step {driver.step + 1}: update"
         out = update(batch)
@@ -329,11 +332,11 @@ def run(policy: Path, run_dir: Path, smoke: bool, gpus: int) -> int:
 
 def step_row(m: dict, cfg, smoke: bool) -> dict:
     """One step's split, generation speed and the update's MFU."""
-    from rl.memory import PROMPT_TOKENS, model_shape
+    from rl.memory import model_shape
 
     params = model_shape(cfg).params
     tokens = m.get("learner/masked_tokens", 0)  # masked tokens per iteration; the model reads whole rows
-    rows_tokens = m["rollouts"] * (PROMPT_TOKENS + cfg.rollout.text.gen_length)  # prompt length estimated
+    rows_tokens = UPDATE_TOKENS[-1] if UPDATE_TOKENS else 0
     compute_s = m.get("learner/compute_s", 0.0)
     flops = (6 + 2) * params * rows_tokens * cfg.unigrpo.mu  # forward+backward, plus the no-grad pi_old pass
     gen_tokens = m["rollouts"] * cfg.rollout.text.gen_length
@@ -343,9 +346,9 @@ def step_row(m: dict, cfg, smoke: bool) -> dict:
         "gen_compute_s": round(m.get("time/gen_compute_s", 0.0), 2),
         "gather_s": round(m.get("time/inference_gather_s", 0.0), 2), "offload_s": round(m.get("time/optimizer_offload_s", 0.0), 2),
         "gen_tokens_per_s": round(gen_tokens / max(m.get("time/gen_compute_s", 0.0), 1e-9), 1),
-        "update_compute_s": round(compute_s, 2), "masked_tokens": tokens,
+        "update_compute_s": round(compute_s, 2), "masked_tokens": tokens, "update_tokens": rows_tokens,
         "update_model_tflops_per_s": round(flops / max(compute_s, 1e-9) / 1e12, 2),
-        "mfu": None if smoke else round(flops / max(compute_s, 1e-9) / H200_BF16_DENSE_FLOPS, 4),
+        "mfu": None if smoke else round(flops / max(compute_s, 1e-9) / (H200_BF16_DENSE_FLOPS * cfg.learner.num_ranks), 4),
         "reward_mean": m.get("reward/mean"), "loss": m.get("learner/loss"),
     }
 
