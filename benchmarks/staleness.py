@@ -82,6 +82,8 @@ def main() -> int:
     parser.add_argument("--eval-every", type=int, default=30)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--ks", default="0,1,2")
+    parser.add_argument("--policy", type=Path, help="a warm-started demo policy to start every run from (default: "
+                        "built here first; pass one to reuse it across invocations)")
     add_smoke_flag(parser, "3 steps, seed 0, K = 0 and 1, 16 held-out prompts")
     args = parser.parse_args()
     extra = []
@@ -97,7 +99,7 @@ def main() -> int:
     runs: dict[int, dict[int, dict]] = {k: {} for k in ks}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        policy = warm_policy(root, ["model.warm_start.steps=5"] if args.smoke else [])
+        policy = args.policy or warm_policy(root, ["model.warm_start.steps=5"] if args.smoke else [])
         for seed in seeds:
             for k in ks:
                 s = runs[k][seed] = summarise(run(policy, root, k, seed, args.steps, args.eval_every, extra), args.warmup)
