@@ -8,6 +8,12 @@ has. It is prepared to run once, unattended, on whatever GPUs are visible (one H
     .venv/bin/python benchmarks/gpu_e2e.py --plan     # print the plan (sizes, memory, time budget), run nothing
     .venv/bin/python benchmarks/gpu_e2e.py --smoke    # the same code path on CPU with a tiny policy (CI)
 
+On the lent device machine (no Ray or DeepSpeed in its image, nothing fetchable): first, here,
+`.venv/bin/python benchmarks/_gpu_deps.py` (packs them, 32 MiB, into .gpu_deps/site.tar.xz), then one run
+with carry [".gpu_deps"], timeout_s 600 and the command
+    mkdir -p /tmp/site && tar xJf .gpu_deps/site.tar.xz -C /tmp/site && PYTHONPATH=/tmp/site:. \
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_e2e.py
+
 What runs: a random-init policy directory with MMaDA-8B's shapes (32 layers, d 4096, MLP 12288, 32 heads)
 and its 134,656-row embedding and LM head (the test tokenizer of policy/tiny.py fills the first rows: the
 vocabulary's size, not its words, is what costs): 8.08B parameters, written in bf16 (16 GB) and loaded by the
@@ -283,7 +289,8 @@ def main() -> int:
         t0 = time.monotonic()
         # in a child process: the driver must hold no GPU memory when the learner rank starts
         subprocess.run([sys.executable, __file__, "--build-only", str(policy), str(layers)]
-                       + (["--smoke"] if args.smoke else []), check=True, cwd=ROOT)
+                       + (["--smoke"] if args.smoke else []), check=True, cwd=ROOT,
+                       timeout=max(10.0, args.deadline_s - (time.monotonic() - START) - 5))  # killed, not orphaned
         RESULT["build_and_write_s"] = round(time.monotonic() - t0, 1)
         RESULT["policy_bytes"] = sum(f.stat().st_size for f in policy.iterdir())
         RESULT.update(json.loads((policy / "timings.json").read_text()))  # write_s, load_s (from_pretrained, fp32)
