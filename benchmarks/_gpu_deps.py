@@ -12,7 +12,7 @@ Ray, DeepSpeed, pydantic, omegaconf, hjson, jsonschema or latex2sympy2_extended.
 
 On the device machine (one command; `carry: [".gpu_deps"]`):
     mkdir -p /tmp/site && tar xJf .gpu_deps/site.tar.xz -C /tmp/site && \
-    PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu_e2e.py
+    PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 benchmarks/gpu_e2e.py
 Ray's workers inherit PYTHONPATH from the driver's environment. Checked here with a bare Python 3.12 (the
 bundle's Ray starts a local cluster, a task sees PYTHONPATH and imports pydantic); with the image's torch
 (2.11, not the pinned 2.13) and transformers (5.17) it has not been tried.

@@ -11,7 +11,7 @@ has. It is prepared to run once, unattended, on whatever GPUs are visible (one H
 On the lent device machine (no Ray or DeepSpeed in its image, nothing fetchable): first, here,
 `.venv/bin/python benchmarks/_gpu_deps.py` (packs them, 32 MiB, into .gpu_deps/site.tar.xz), then one run
 with carry [".gpu_deps"], timeout_s 600 and the command
-    mkdir -p /tmp/site && tar xJf .gpu_deps/site.tar.xz -C /tmp/site && PYTHONPATH=/tmp/site:. \
+    mkdir -p /tmp/site && tar xJf .gpu_deps/site.tar.xz -C /tmp/site && PYTHONPATH=/tmp/site:$PWD \
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_e2e.py
 
 What runs: a random-init policy directory with MMaDA-8B's shapes (32 layers, d 4096, MLP 12288, 32 heads)
