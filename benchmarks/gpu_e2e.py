@@ -307,6 +307,7 @@ def run(policy: Path, run_dir: Path, smoke: bool, gpus: int) -> int:
     from rl.driver import Driver
     from rl.preflight import check_gpu_memory
 
+    RESULT["phase"] = "fit check, start Ray"
     cfg = run_config(policy, run_dir, smoke, gpus)
     check_gpu_memory(cfg)  # the project's own fit check, before any actor starts
     ensure_local_ray_env()
