@@ -283,21 +283,27 @@ def main() -> int:
         finish(args.smoke)
         return 2 if why else 0
     watchdog(args.deadline_s, args.smoke)
-    with tempfile.TemporaryDirectory(prefix="gpu_e2e_") as tmp:
-        policy, run_dir = Path(tmp) / "policy", Path(tmp) / "runs"
-        RESULT["phase"] = "build policy"
-        t0 = time.monotonic()
-        # in a child process: the driver must hold no GPU memory when the learner rank starts
-        subprocess.run([sys.executable, __file__, "--build-only", str(policy), str(layers)]
-                       + (["--smoke"] if args.smoke else []), check=True, cwd=ROOT,
-                       timeout=max(10.0, args.deadline_s - (time.monotonic() - START) - 5))  # killed, not orphaned
-        RESULT["build_and_write_s"] = round(time.monotonic() - t0, 1)
-        RESULT["policy_bytes"] = sum(f.stat().st_size for f in policy.iterdir())
-        RESULT.update(json.loads((policy / "timings.json").read_text()))  # write_s, load_s (from_pretrained, fp32)
-        RESULT["build_and_write_s"] = round(RESULT["build_and_write_s"] - RESULT["load_s"], 1)
-        say(f"policy built and written: {RESULT['policy_bytes'] / 2**30:.1f} GiB in {RESULT['build_and_write_s']} s "
-            f"(write {RESULT['write_s']} s; from_pretrained of it to host fp32 {RESULT['load_s']} s)")
-        return run(policy, run_dir, args.smoke, gpus)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gpu_e2e_") as tmp:
+            policy, run_dir = Path(tmp) / "policy", Path(tmp) / "runs"
+            RESULT["phase"] = "build policy"
+            t0 = time.monotonic()
+            # in a child process: the driver must hold no GPU memory when the learner rank starts
+            subprocess.run([sys.executable, __file__, "--build-only", str(policy), str(layers)]
+                           + (["--smoke"] if args.smoke else []), check=True, cwd=ROOT,
+                           timeout=max(10.0, args.deadline_s - (time.monotonic() - START) - 5))  # killed, not orphaned
+            RESULT["build_and_write_s"] = round(time.monotonic() - t0, 1)
+            RESULT["policy_bytes"] = sum(f.stat().st_size for f in policy.iterdir())
+            RESULT.update(json.loads((policy / "timings.json").read_text()))  # write_s, load_s (from_pretrained, fp32)
+            RESULT["build_and_write_s"] = round(RESULT["build_and_write_s"] - RESULT["load_s"], 1)
+            say(f"policy built and written: {RESULT['policy_bytes'] / 2**30:.1f} GiB in {RESULT['build_and_write_s']} s "
+                f"(write {RESULT['write_s']} s; from_pretrained of it to host fp32 {RESULT['load_s']} s)")
+            return run(policy, run_dir, args.smoke, gpus)
+    except Exception as err:  # noqa: BLE001 - building, the fit check or Ray's start failed: still a RESULT
+        RESULT["error"] = f"{type(err).__name__}: {str(err)[:2000]}"
+        say(f"failed in phase {RESULT['phase']!r}: {RESULT['error']}")
+        finish(args.smoke)
+        return 1
 
 
 def run(policy: Path, run_dir: Path, smoke: bool, gpus: int) -> int:
