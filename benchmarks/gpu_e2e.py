@@ -31,7 +31,8 @@ not fit its 64 GiB disk. So the run uses configs/deepspeed/zero2_bf16_states.jso
 moments in bf16 on the GPU (12 bytes per parameter: 97 GB, 90 GiB; plus torch AdamW's one bf16 temporary
 of the size of the parameters during the step, ~15 GiB, and activations of one 4,096-token micro-batch
 with checkpointing, ~2 GiB; generation adds a 1.5 GiB K/V cache). No CPU Adam, so no JIT-compiled op and no
-compiler needed. Numerically this is not production training (with lr 1e-6 most bf16 master updates
+compiler needed (the deepspeed 0.19.8 installed here and carried by _gpu_deps.py ships no prebuilt ops:
+cpu_adam would JIT-compile with ninja, which the device image has, and a host C++ compiler, not checked). Numerically this is not production training (with lr 1e-6 most bf16 master updates
 round away); the compute and the memory traffic of the step are the real ones, which is what is measured.
 With 8 or more GPUs the fp32 config (zero2.json) partitions 16P/N and fits. `--layers N` runs fewer layers
 of the same width (`--layers auto` takes the deepest that rl/memory.py puts under 80% of the GPU: 32 on an
@@ -162,7 +163,7 @@ def build_policy(directory: Path, smoke: bool, layers: int) -> None:
 
 def plan(smoke: bool, gpus: int, layers: int) -> dict:
     """Sizes, parameter count and the memory estimate of rl/memory.py for this run."""
-    from rl.memory import ModelShape, estimate, gib
+    from rl.memory import ModelShape, estimate, gib, optimizer_bytes_per_param
 
     config, _ = model_config(smoke, layers)
     cfg = run_config(Path("/nonexistent"), Path("/tmp"), smoke, max(gpus, 1), planning=True)
@@ -175,7 +176,8 @@ def plan(smoke: bool, gpus: int, layers: int) -> dict:
             "estimated_peak_gib": gib(peak), "estimated_peak_phase": f"{role} {phase}",
             "adamw_step_temporary_gib": gib(2 * shape.params),  # torch AdamW's sqrt(v), bf16: not in the estimate
             "estimated_host_optimizer_gib": gib(mem.host_optimizer_bytes),
-            "deepspeed_config": cfg.learner.deepspeed_config}
+            "deepspeed_config": cfg.learner.deepspeed_config,
+            "optimizer_bytes_per_param": optimizer_bytes_per_param(cfg)}  # 8: bf16 master, grads, Adam moments
 
 
 def run_config(policy: Path, run_dir: Path, smoke: bool, gpus: int, planning: bool = False):
