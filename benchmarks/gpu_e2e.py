@@ -32,9 +32,11 @@ moments in bf16 on the GPU (12 bytes per parameter: 97 GB, 90 GiB; plus torch Ad
 of the size of the parameters during the step, ~15 GiB, and activations of one 4,096-token micro-batch
 with checkpointing, ~2 GiB; generation adds a 1.5 GiB K/V cache). No CPU Adam, so no JIT-compiled op and no
 compiler needed (the deepspeed 0.19.8 installed here and carried by _gpu_deps.py ships no prebuilt ops:
-cpu_adam would JIT-compile with ninja, which the device image has, and a host C++ compiler, not checked). Numerically this is not production training (with lr 1e-6 most bf16 master updates
-round away); the compute and the memory traffic of the step are the real ones, which is what is measured.
-With 8 or more GPUs the fp32 config (zero2.json) partitions 16P/N and fits. `--layers N` runs fewer layers
+cpu_adam would JIT-compile with ninja, which the device image has, and a host C++ compiler, not checked).
+Numerically this is not production training (a bf16 master weight drops updates below ~1/256 of itself:
+at MMaDA's real learning rates most would vanish), and a random model scores 0 on arithmetic, so the
+advantages and gradients are zero; the compute and memory traffic of the step are the real ones, which is
+what is measured. With 8 or more GPUs the fp32 config (zero2.json) partitions 16P/N and fits. `--layers N` runs fewer layers
 of the same width (`--layers auto` takes the deepest that rl/memory.py puts under 80% of the GPU: 32 on an
 H200).
 
@@ -52,8 +54,8 @@ no-grad forward ~3x that, the prefix cache 2.7x the plain sampler):
 Reported (RESULT, last line): per step generate / reward / update / publish / store seconds, generation
 tokens/s, the update's model FLOPs over its wall time (6 P per token forward+backward, 2 P for the no-grad
 pi_old pass; tokens = rows x padded length of the batch the learner got) against the H200's dense bf16 peak
-(989 TFLOP/s, times the number of GPUs) as MFU (the host optimizer step is inside
-that time, so this MFU is a floor), and each rank's peak GPU memory while generating and while updating
+(989 TFLOP/s, times the number of GPUs) as MFU (the optimizer step is inside that time, so this MFU is a
+floor), and each rank's peak GPU memory while generating and while updating
 (torch.cuda.max_memory_allocated, reset between phases). "complete": false when a phase failed or the
 deadline came first; whatever was measured is still in the RESULT.
 """
