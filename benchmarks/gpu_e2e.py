@@ -36,9 +36,9 @@ cpu_adam would JIT-compile with ninja, which the device image has, and a host C+
 Numerically this is not production training (a bf16 master weight drops updates below ~1/256 of itself:
 at MMaDA's real learning rates most would vanish), and a random model scores 0 on arithmetic, so the
 advantages and gradients are zero; the compute and memory traffic of the step are the real ones, which is
-what is measured. With 8 or more GPUs the fp32 config (zero2.json) partitions 16P/N and fits. `--layers N` runs fewer layers
-of the same width (`--layers auto` takes the deepest that rl/memory.py puts under 80% of the GPU: 32 on an
-H200).
+what is measured. With 8 or more GPUs the fp32 config (zero2.json) partitions 16P/N and fits. `--layers N`
+runs fewer layers of the same width (`--layers auto` takes the deepest that rl/memory.py puts under 80% of
+the GPU: 32 on an H200).
 
 Time budget on one H200, 8 minutes in all (the gpu_8b.py figures: update 7,857 tokens/s at 8B, a
 no-grad forward ~3x that, the prefix cache 2.7x the plain sampler):
