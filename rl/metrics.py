@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from rewards.api import STATUSES
+from rl.checkpoints import human_bytes
 
 
 class MetricsLog:
@@ -108,7 +109,7 @@ def console_line(step: int, total: int, m: dict, score: tuple[str, str] | None =
         f"{learner}  zero-var {m['adv/zero_variance_groups']}"
         f"/{m['adv/groups']}  {m['time/step_s']:.2f}s (gen {m['time/generate_s']:.2f} rew {m['time/reward_s']:.2f}"
         f"{update} pub {m['time/publish_s']:.2f} {m.get('publish/transport', '')} "
-        f"{m.get('publish/bytes', 0) / 1e6:.1f}MB)"
+        f"{human_bytes(m.get('publish/bytes', 0))})"
         + (f"  restarts {' '.join(f'{k}={v}' for k, v in restarts.items())}" if restarts else "")
     )
 
