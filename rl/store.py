@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from rl.dashboard.flags import flags_table
 from rollout.record import RolloutRecord, arrow_schema
 
 
@@ -22,6 +23,7 @@ class RolloutStore:
     def __init__(self, run_dir: Path, kind: str = "rollouts") -> None:
         self.root = Path(run_dir) / kind  # "rollouts", or "evals" for held-out evaluations
         self.root.mkdir(parents=True, exist_ok=True)
+        self.flags_root = Path(run_dir) / f"{kind}_flags"  # rl/dashboard/flags.py: one row per rollout
 
     def append(self, step: int, records: list[RolloutRecord]) -> Path:
         part = self.root / f"step={step}"
@@ -32,7 +34,18 @@ class RolloutStore:
         tmp = out.with_suffix(".tmp")
         pq.write_table(table, tmp, compression="zstd")
         tmp.replace(out)  # a reader never sees a half-written partition
+        self._write_flags(step, records)
         return out
+
+    def _write_flags(self, step: int, records: list[RolloutRecord]) -> None:
+        part = self.flags_root / f"step={step}"
+        part.mkdir(parents=True, exist_ok=True)
+        tmp = part / "part-0.tmp"
+        pq.write_table(flags_table(step, records), tmp, compression="zstd")
+        tmp.replace(part / "part-0.parquet")
+
+    def read_flags(self, step: int) -> list[dict]:
+        return pq.read_table(self.flags_root / f"step={step}" / "part-0.parquet").to_pylist()
 
     def read_step(self, step: int) -> list[dict]:
         """The rows of one step as dicts (JSON fields as text); RolloutRecord.from_row makes records."""
@@ -45,7 +58,7 @@ class RolloutStore:
 
     def truncate_after(self, step: int) -> None:
         """On resume, forget partitions the interrupted run wrote after its last checkpoint."""
-        for part in self.root.glob("step=*"):
+        for part in [*self.root.glob("step=*"), *self.flags_root.glob("step=*")]:
             if int(part.name.split("=", 1)[1]) > step:
                 for f in part.iterdir():
                     f.unlink()
