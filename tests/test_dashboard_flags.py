@@ -28,3 +28,31 @@ def test_flags_written_per_step_and_truncated(tmp_path):
     store.append(2, [clean])
     store.truncate_after(1)
     assert not (store.flags_root / "step=2").exists() and (store.flags_root / "step=1").exists()
+
+
+def test_flags_per_step_served(tmp_path):
+    """The flagged share per step, from the store's flag files through /api/run/<id>/flags."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from rl.dashboard.runs import RunRegistry
+    from rl.dashboard.server import build_app
+
+    run = tmp_path / "run1"
+    store = RolloutStore(run)
+    store.append(1, [_rec(0, "a fine answer here", [1]), _rec(1, "x x x x x x x x", [2])])
+    store.append(2, [_rec(0, "a fine answer here", [1])])
+    (run / "metrics.jsonl").write_text("")
+    registry = RunRegistry([run])
+    (run_id,) = registry.runs
+
+    async def fetch():
+        async with TestClient(TestServer(build_app(registry, hosts=frozenset({"127.0.0.1"})))) as client:
+            resp = await client.get(f"/api/run/{run_id}/flags", headers={"Host": "127.0.0.1"})
+            return resp.status, await resp.json()
+
+    status, body = asyncio.run(fetch())
+    assert status == 200
+    assert [(s["step"], s["rollouts"], s["flagged_share"]) for s in body["steps"]] == [(1, 2, 0.5), (2, 1, 0.0)]
+    assert body["steps"][0]["nfe"] == 7

@@ -15,9 +15,12 @@ Rows are written beside the rollout store by `rl.store.RolloutStore.append` (run
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 REPETITION_LIMIT = 0.5
 NONPRINTABLE_LIMIT = 0.05
@@ -60,3 +63,20 @@ def flag_row(step: int, rec: Any) -> dict[str, Any]:
 
 def flags_table(step: int, records: list) -> pa.Table:
     return pa.Table.from_pylist([flag_row(step, r) for r in records], schema=SCHEMA)
+
+
+def per_step(run_dir, kind: str = "rollouts") -> list[dict]:
+    """Per stored step: rollouts, flagged share, mean repetition and non-printable share, mean NFE and
+    tokens (the data of the flagged-share chart; /api/run/<id>/flags). Steps without flags are absent."""
+    root = Path(run_dir) / f"{kind}_flags"
+    if not any(root.glob("step=*/part-0.parquet")):
+        return []
+    t = ds.dataset(root, format="parquet", exclude_invalid_files=True).to_table(
+        columns=["step", "flagged", "repetition", "nonprintable", "num_forwards", "tokens"])
+    t = t.append_column("flagged_f", pc.cast(t["flagged"], pa.float64()))
+    g = t.group_by("step").aggregate([("flagged_f", "mean"), ("repetition", "mean"), ("nonprintable", "mean"),
+                                      ("num_forwards", "mean"), ("tokens", "mean"), ("step", "count")])
+    g = g.sort_by("step")
+    return [{"step": r["step"], "rollouts": r["step_count"], "flagged_share": r["flagged_f_mean"],
+             "repetition": r["repetition_mean"], "nonprintable": r["nonprintable_mean"],
+             "nfe": r["num_forwards_mean"], "tokens": r["tokens_mean"]} for r in g.to_pylist()]

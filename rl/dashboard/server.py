@@ -36,6 +36,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.log import server_logger
 
+from rl.dashboard import flags
 from rl.dashboard.guard import LOOPBACK_NAMES, QuietServerLog, allowed_names, middlewares
 from rl.dashboard.rollouts import QueryError
 from rl.dashboard.runs import RunRegistry
@@ -233,6 +234,11 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
         q = request.query
         return _json(await blocking(run.rollouts.failures, _filters(q), _int(q, "offset", 0), _int(q, "limit", 50)))
 
+    async def api_flags(request):
+        """Garbled-output flags per step (rl/dashboard/flags.py)."""
+        run = run_of(request)
+        return _json({"steps": await blocking(flags.per_step, run.path)})
+
     async def api_prompt(request):
         """One prompt's groups in every run asked for (`runs=a,b`), for the compare page."""
         q = request.query
@@ -257,7 +263,7 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
     app.router.add_get("/api/prompt", api_prompt)
     for name, handler in (("info", api_info), ("metrics", api_metrics), ("rollouts", api_rollouts),
                           ("group", api_group), ("replay", api_replay), ("image", api_image),
-                          ("images", api_images), ("failures", api_failures)):
+                          ("images", api_images), ("failures", api_failures), ("flags", api_flags)):
         app.router.add_get(f"/api/run/{{run_id}}/{name}", handler)
 
     async def refresher(app):
