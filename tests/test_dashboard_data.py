@@ -94,6 +94,8 @@ def test_queries_filter_sort_page_and_search(tmp_path):
     assert t["total"] == 2 and all(x["components"]["math"]["status"] == "timeout" for x in t["rows"])
     s = idx.rollouts({"q": "JAVASCRIPT:", "step_max": 3}, "step", True, 0, 50)
     assert s["rows"] and all("javascript:" in x["response"] and x["step"] <= 3 for x in s["rows"])
+    v = idx.rollouts({"version": 2}, "step", True, 0, 50)  # make_run samples step s at version s - 1
+    assert v["total"] == 8 and {x["step"] for x in v["rows"]} == {3}
     g = idx.group(2, 1)
     assert len(g["responses"]) == 4 and g["gold"] == "7"
     assert all(resp["extracted"] for resp in g["responses"])

@@ -325,6 +325,8 @@ class RolloutIndex:
             conds.append(pc.less_equal(t.column("reward"), float(f["reward_max"])))
         if f.get("prompt_id"):
             conds.append(pc.equal(t.column("prompt_id"), str(f["prompt_id"])))
+        if f.get("version") is not None:  # the policy_version the rollout was sampled with
+            conds.append(pc.equal(t.column("version"), int(f["version"])))
         if f.get("image"):
             conds.append(t.column("image"))
         status = f.get("status")

@@ -113,7 +113,7 @@ def _filters(q) -> dict:
         "step_min": _int(q, "step_min"), "step_max": _int(q, "step_max"), "task": q.get("task") or None,
         "reward_min": _float(q, "reward_min"), "reward_max": _float(q, "reward_max"),
         "status": q.get("status") or None, "q": q.get("q") or None, "before_step": _int(q, "before_step"),
-        "prompt_id": q.get("prompt_id") or None,
+        "prompt_id": q.get("prompt_id") or None, "version": _int(q, "version"),
     }
 
 
