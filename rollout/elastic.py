@@ -8,7 +8,7 @@ and dropped when their node goes (`rollout.max_workers`; docs/elastic.md).
 
 The rollout group (rollout/group.py) calls both at the start of every generate: it gives an arrived worker
 the current weights before its first shard, and retires a worker whose actor died (an elastic worker is
-started with max_restarts=0: a lost node takes it away for good; its shard is re-run on a live worker, and
+started without restarts in place (EXTRA_RESTARTS): a lost node takes it away for good; its shard is re-run on a live worker, and
 the slot is requested again, so the fleet refills when capacity comes back). The base workers keep their
 placement-group bundles and their restart-in-place path; only the extras come and go.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+EXTRA_RESTARTS = 0  # an elastic worker is never restarted in place by Ray: its slot is requested anew
 
 
 class ElasticFleet:

@@ -34,7 +34,7 @@ from typing import Any
 from policy.actor_group import ACTOR_MAX_RESTARTS, PLACEMENT_TIMEOUT_S, ActorGroup
 from policy.deadlines import Watchdog
 from policy.placement import bundles
-from rollout.elastic import ElasticFleet
+from rollout.elastic import EXTRA_RESTARTS, ElasticFleet
 from rollout.record import Prompt, RolloutRecord
 from rollout.worker import start_rollout_worker
 
@@ -79,7 +79,7 @@ class RolloutGroup:
             one = bundles(1, num_cpus_per_worker, num_gpus_per_worker, bundle_resources)[0]
             group.fleet = ElasticFleet(lambda options: start_rollout_worker(
                 -1, policy_path, num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=num_cpus_per_worker,
-                max_restarts=0, placement=options, **worker_kwargs), max_workers - num_workers, one)
+                max_restarts=EXTRA_RESTARTS, placement=options, **worker_kwargs), max_workers - num_workers, one)
         return group
 
     @property
