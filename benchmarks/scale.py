@@ -66,12 +66,13 @@ import trainer.learner  # noqa: E402
 import trainer.learner_group  # noqa: E402
 from rl.colocated import ColocatedRank  # noqa: E402
 from rl.config import load_config  # noqa: E402
+from rl.plan import H200  # noqa: E402  (the calibrated constants, defined once there)
 from rollout.worker import RolloutWorker  # noqa: E402
 from trainer.learner import Learner  # noqa: E402
 
-UPDATE_TOKENS_PER_S = 7857.0  # benchmarks/gpu_8b.py on one H200 (docs/benchmarks.md)
-FORWARD_TOKENS_PER_S = 3 * UPDATE_TOKENS_PER_S
-CACHE_SPEEDUP = 2.7
+UPDATE_TOKENS_PER_S = H200.update_tps  # benchmarks/gpu_8b.py on one H200 (docs/benchmarks.md)
+FORWARD_TOKENS_PER_S = H200.forward_tps
+CACHE_SPEEDUP = H200.cache_speedup
 PROMPT, GEN, MU = 64, 256, 4
 SEQ = PROMPT + GEN
 GEN_S_PER_SAMPLE = GEN * SEQ / FORWARD_TOKENS_PER_S / CACHE_SPEEDUP
