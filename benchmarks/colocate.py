@@ -38,7 +38,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import CONFIGS, add_smoke_flag, print_result
+from _common import CONFIGS, add_smoke_flag, print_result, run_driver_all_rows
 
 from policy.placement import ensure_local_ray_env
 from rl.config import load_config
@@ -64,18 +64,10 @@ def warm_policy(root: Path, extra: list[str]) -> Path:
 
 def run_mode(mode: str, policy: Path, root: Path, name: str, steps: int, eval_every: int, extra: list[str]) -> list[dict]:
     """One run of the real loop; its metrics.jsonl rows (training steps and held-out evaluations)."""
-    from rl.driver import Driver
-
     cfg = load_config(DEMO, MODES[mode] + [f"model.path={policy}", f"run.steps={steps}", f"eval.every={eval_every}",
                                            f"run.dir={root}", f"run.name={name}", "run.max_wall_s=null",
                                            "run.plot=false", f"run.checkpoint_every={steps}", *extra])
-    driver = Driver(cfg, console=False)
-    try:
-        driver.setup()
-        driver.train()
-    finally:
-        driver.shutdown()
-    return driver.metrics.read()
+    return run_driver_all_rows(cfg)[1]
 
 
 def summarise(rows: list[dict], mode: str, warmup: int) -> dict:

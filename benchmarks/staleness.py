@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import CONFIGS, add_smoke_flag, print_result
+from _common import CONFIGS, add_smoke_flag, print_result, run_driver_all_rows
 from colocate import warm_policy
 
 from policy.placement import ensure_local_ray_env
@@ -39,19 +39,11 @@ DEMO = CONFIGS / "demo.yaml"
 
 
 def run(policy: Path, root: Path, k: int, seed: int, steps: int, eval_every: int, extra: list[str]) -> list[dict]:
-    from rl.driver import Driver
-
     cfg = load_config(DEMO, [f"model.path={policy}", f"rollout.max_staleness={k}", f"run.seed={seed}",
                              f"run.steps={steps}", f"eval.every={eval_every}", f"run.dir={root}",
                              f"run.name=k{k}-s{seed}", "run.max_wall_s=null", "run.plot=false",
                              f"run.checkpoint_every={steps}", *extra])
-    driver = Driver(cfg, console=False)
-    try:
-        driver.setup()
-        driver.train()
-    finally:
-        driver.shutdown()
-    return driver.metrics.read()
+    return run_driver_all_rows(cfg)[1]
 
 
 def summarise(rows: list[dict], warmup: int) -> dict:
