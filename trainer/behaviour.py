@@ -13,7 +13,7 @@ and scores stale rows with the copy of their version (the parameters are swapped
 the same module, the current parameters are put back bit for bit). Fresh rows take the usual path, so
 K = 0 (no copies) is the synchronous objective exactly.
 
-Memory: K copies of the rank's parameters (ZeRO-0/1/2 ranks hold the full parameters; ZeRO-3 is refused
+Memory: K copies of the rank's trainable parameters (with LoRA, the adapters only) (ZeRO-0/1/2 ranks hold the full parameters; ZeRO-3 is refused
 by the config check). Compute: one extra no-grad forward per stale version present per micro-batch and
 inner iteration, the pi_old pass the synchronous step does anyway for fresh rows.
 """
@@ -34,7 +34,7 @@ class BehaviourWeights:
         """Keep the parameters of `version` (call before the update that moves past it); drop older than K."""
         if self.keep <= 0:
             return
-        self._copies[version] = [p.detach().clone() for p in module.parameters()]
+        self._copies[version] = [p.detach().clone() for p in trainable(module)]
         for old in [v for v in self._copies if v < version - self.keep]:  # rows of version - K still come
             del self._copies[old]
 
@@ -47,7 +47,7 @@ class BehaviourWeights:
         if version not in self._copies:
             raise RuntimeError(f"no copy of policy version {version} on this rank (kept: {self.versions()}); "
                                f"rows older than rollout.max_staleness={self.keep} must be dropped before the update")
-        params = list(module.parameters())
+        params = trainable(module)
         current = [p.detach().clone() for p in params]
         with torch.no_grad():
             for p, w in zip(params, self._copies[version]):
@@ -61,3 +61,9 @@ class BehaviourWeights:
 
     def clear(self) -> None:
         self._copies.clear()
+
+
+def trainable(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The parameters an update changes: all of them, or with LoRA the adapters only (the frozen base is the
+    same in every version, so a copy of it would only cost memory)."""
+    return [p for p in module.parameters() if p.requires_grad]
