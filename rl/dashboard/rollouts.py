@@ -31,6 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from rl.dashboard.index_cache import IndexCache
+
 STATUSES = ("ok", "timeout", "error", "unparsable")
 STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
 BAD_BIT = {"timeout": 1, "error": 2, "unparsable": 4}
@@ -38,6 +40,7 @@ TEXT_PREVIEW = 240        # characters of prompt / response shown in a table row
 TEXT_FULL = 20_000        # characters of one response shown in the group view (model output is unbounded)
 SEARCH_BUDGET_S = 0.2     # a text search stops scanning older partitions after this long
 PAGE_MAX = 200
+INDEX_BATCH = 16      # partitions indexed in parallel between two checks of the refresh budget
 _READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard-read")
 
 
@@ -201,6 +204,16 @@ class Snapshot:
 EMPTY = Snapshot(pa.table({}), [], np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
+def _indexed(item: tuple[int, Path, tuple[int, int]]) -> Partition:
+    step, path, key = item
+    part = Partition(path=path, key=key, step=step)
+    try:
+        part.index, part.stats = _index_partition(path, step)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, never fatal
+        part.problem = f"{path.parent.name}/{path.name}: unreadable ({_describe(exc)})"
+    return part
+
+
 class RolloutIndex:
     def __init__(self, run_dir: Path) -> None:
         self.root = Path(run_dir) / "rollouts"
@@ -210,6 +223,8 @@ class RolloutIndex:
         self._summary: tuple[int, dict] | None = None
         self.version = 0
         self.pending = 0  # partitions seen but not yet indexed (first scan of a large store)
+        self.cache = IndexCache(run_dir, self.root)  # the index kept on disk, outside the run (index_cache.py)
+        self._cache_read = False
 
     # ------------------------------------------------------------------ refresh
     def _scan(self) -> dict[Path, tuple[int, tuple[int, int]]]:
@@ -237,10 +252,17 @@ class RolloutIndex:
 
     def refresh(self, budget_s: float | None = None) -> bool:
         """Index new or changed partitions; returns True when the index changed. With a budget, stops
-        after that long and leaves the rest for the next call (the first scan of a large store)."""
+        after that long and leaves the rest for the next call (the first scan of a large store).
+        The first call starts from the on-disk cache: only partitions it lacks, or whose size or mtime
+        changed, are read. Partitions are read INDEX_BATCH at a time in parallel (pyarrow releases the
+        GIL while it reads, decompresses and parses the reward JSON)."""
         with self._lock:
+            if not self._cache_read:
+                self._cache_read = True
+                for path, (key, step, stats, table) in self.cache.load().items():
+                    self._parts[path] = Partition(path=path, key=key, step=step, index=table, stats=stats)
             found = self._scan()
-            changed = False
+            changed = bool(self._parts) and self.version == 0  # the cache's partitions, not yet served
             for path in [p for p in self._parts if p not in found]:
                 del self._parts[path]
                 changed = True
@@ -249,20 +271,20 @@ class RolloutIndex:
             todo.sort(key=lambda x: x[0])
             t0 = time.perf_counter()
             done = 0
-            for step, path, key in todo:
-                part = Partition(path=path, key=key, step=step)
-                try:
-                    part.index, part.stats = _index_partition(path, step)
-                except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, never fatal
-                    part.problem = f"{path.parent.name}/{path.name}: unreadable ({_describe(exc)})"
-                self._parts[path] = part
+            while done < len(todo):
+                batch = todo[done : done + INDEX_BATCH]
+                for part in _READERS.map(_indexed, batch):
+                    self._parts[part.path] = part
                 changed = True
-                done += 1
+                done += len(batch)
                 if budget_s is not None and time.perf_counter() - t0 > budget_s:
                     break
             self.pending = len(todo) - done
             if changed:
                 self._rebuild()
+            if not self.pending:
+                self.cache.maybe_save({p.path: (p.key, p.step, p.stats, p.index) for p in self._parts.values()
+                                       if p.index is not None})
             return changed
 
     def _rebuild(self) -> None:
