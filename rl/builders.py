@@ -52,6 +52,16 @@ def build_policy(cfg: RunConfig, run_dir: Path) -> Path:
     return path
 
 
+def token_ranges(policy_path: str | Path):
+    """The policy's EOS id and text / image token ranges (its VocabLayout), for the rollout store's
+    cut-at-the-length-limit and odd-token-id flags (rl/dashboard/flags.py)."""
+    from policy.config import MMadaConfig
+    from policy.vocab import VocabLayout
+    from rl.dashboard.flags import TokenRanges
+
+    return TokenRanges.from_layout(VocabLayout.from_model_config(MMadaConfig.from_pretrained(policy_path)))
+
+
 def rollout_dtype(model: ModelSection, on_gpu: bool) -> str:
     return model.dtype if model.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
 

@@ -70,7 +70,7 @@ class ColocatedRank(Learner):
         tokenizer, layout = load_tokenizer_and_layout(self.policy_path)
         policy = Policy(model=self.engine.module, tokenizer=tokenizer, layout=layout)
         self.sampler = self.sampler_class(self.policy_path, device=str(self.device), policy=policy,
-                                          **self.rollout_settings)
+                                          name=f"rank-{self.rank}", **self.rollout_settings)
         return info
 
     # ---- the inference view ------------------------------------------------------------------------------

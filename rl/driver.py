@@ -105,6 +105,7 @@ class Driver:
         self.writer = BackgroundWriter(self.store)
         self.dataset = build_run_dataset(cfg)  # bad rows fail here, before any actor starts
         policy_path = builders.build_policy(cfg, self.run_dir)
+        self.store.ranges = builders.token_ranges(policy_path)  # the store's cut and odd-token-id flags
         self.checkpoints = RunCheckpoints(self.run_dir, cfg.run.checkpoint_margin_gb,
                                           estimate_checkpoint_bytes(policy_path))
         if cfg.model.warm_start is not None and cfg.model.path is None:
@@ -117,7 +118,7 @@ class Driver:
         eval_prompts = build_eval_prompts(cfg)
         if eval_prompts:
             self.evaluator = Evaluator(cfg.eval, eval_prompts, self.rollout, self.reward_pool,
-                                       RolloutStore(self.run_dir, "evals"), self._score)
+                                       RolloutStore(self.run_dir, "evals", self.store.ranges), self._score)
         if self.resume:
             self._restore(self.checkpoints.latest(required=True))
 

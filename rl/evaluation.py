@@ -99,7 +99,7 @@ def evaluate_policy(cfg, prompts: list, out_dir=None) -> dict:
     from rl.store import RolloutStore
 
     c = cfg
-    from rl.builders import build_reward_pool, build_rollout_group, start_ray
+    from rl.builders import build_reward_pool, build_rollout_group, start_ray, token_ranges
 
     start_ray(c, learner=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +108,7 @@ def evaluate_policy(cfg, prompts: list, out_dir=None) -> dict:
         rollout = build_rollout_group(c, Path(c.model.path))
         pool = build_reward_pool(c, run_dir)
         try:
-            store = RolloutStore(run_dir, "evals") if out_dir else _NoStore()
+            store = RolloutStore(run_dir, "evals", token_ranges(c.model.path)) if out_dir else _NoStore()
             evaluator = Evaluator(c.eval, prompts, rollout, pool, store, lambda recs: score_records(pool, recs))
             return {"policy": str(c.model.path), **evaluator.run(0, c.run.seed)}
         finally:

@@ -15,15 +15,16 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from rl.dashboard.flags import flags_table
+from rl.dashboard.flags import TokenRanges, flags_table
 from rollout.record import RolloutRecord, arrow_schema
 
 
 class RolloutStore:
-    def __init__(self, run_dir: Path, kind: str = "rollouts") -> None:
+    def __init__(self, run_dir: Path, kind: str = "rollouts", ranges: TokenRanges | None = None) -> None:
         self.root = Path(run_dir) / kind  # "rollouts", or "evals" for held-out evaluations
         self.root.mkdir(parents=True, exist_ok=True)
         self.flags_root = Path(run_dir) / f"{kind}_flags"  # rl/dashboard/flags.py: one row per rollout
+        self.ranges = ranges  # the policy's EOS id and token ranges: the cut and odd-id flags need them
 
     def append(self, step: int, records: list[RolloutRecord]) -> Path:
         part = self.root / f"step={step}"
@@ -41,7 +42,7 @@ class RolloutStore:
         part = self.flags_root / f"step={step}"
         part.mkdir(parents=True, exist_ok=True)
         tmp = part / "part-0.tmp"
-        pq.write_table(flags_table(step, records), tmp, compression="zstd")
+        pq.write_table(flags_table(step, records, self.ranges), tmp, compression="zstd")
         tmp.replace(part / "part-0.parquet")
 
     def read_flags(self, step: int) -> list[dict]:

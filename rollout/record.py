@@ -28,6 +28,8 @@ follow from this one definition.
     unmask_step, confidence, early_filled   the denoising trajectory, one value per response position
     num_forwards    model forwards this sample took part in
     sampler         the sampler settings (a dict, stored as JSON); timings: {"gen_s", "batch_size"}
+    worker          who sampled it: "rollout-K" (the K-th rollout worker), "elastic-XXXXXX" (an elastic extra),
+                    "rank-K" (a colocated learner rank); "" in stores written before the field existed
     question, gold  the prompt text and the reference answer (rewards read them)
     step, reward, reward_components, advantage   filled by the driver after scoring
 """
@@ -85,6 +87,7 @@ class RolloutRecord:
     num_forwards: int = 0
     sampler: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    worker: str = ""
     question: str = ""
     gold: str | None = None
     step: int = 0

@@ -84,9 +84,11 @@ class RolloutWorker:
         image_decoder: ImageDecoder | None = None,
         image_tokenizer: str | None = None,
         policy: Policy | None = None,
+        name: str = "",
     ) -> None:
         """policy: sample with this model (and tokenizer) instead of loading `policy_path` (a colocated
-        learner rank passes its own training model: rl/colocated.py)."""
+        learner rank passes its own training model: rl/colocated.py). name: written into every record as
+        `worker` (the dashboard filters and groups by it)."""
         policy = policy or load_policy(policy_path, dtype=dtype, device=device)
         self.model, self.tokenizer, self.layout = policy.model, policy.tokenizer, policy.layout
         self.text_config = text_config or TextSamplerConfig()
@@ -101,6 +103,7 @@ class RolloutWorker:
 
             image_decoder = image_tokenizer_decoder(load_image_tokenizer(image_tokenizer))
         self.image_decoder = image_decoder or code_grid_decoder(self.layout.codebook_size)
+        self.name = name
         self._version = 0
         self._adapters = AdapterApplier()  # LoRA publications: merged into the kept base (policy/lora.py)
 
@@ -198,7 +201,7 @@ class RolloutWorker:
 
     def _record(self, prompt: Prompt, group_index: int, **fields) -> RolloutRecord:
         return RolloutRecord(prompt_id=prompt.prompt_id, group_index=group_index, task=prompt.task,
-                             policy_version=self._version, **fields)
+                             policy_version=self._version, worker=self.name, **fields)
 
     def _generate_text(self, jobs, generator, text_config: TextSamplerConfig) -> list[RolloutRecord]:
         # G jobs share each prompt: tokenise each distinct prompt once (the tokenizer call, not the
@@ -298,8 +301,13 @@ def start_rollout_worker(index: int, policy_path: str | Path, text_config: TextS
     """One RolloutWorker actor (`placement`: the options that pin it to its placement-group bundle, from
     policy/actor_group.py). A crashed actor is restarted by Ray from its constructor (initial weights); its
     RolloutGroup then sends it the current weights. On GPU clusters pass num_gpus_per_worker=1 and
-    device="cuda"; Ray sets CUDA_VISIBLE_DEVICES per actor."""
+    device="cuda"; Ray sets CUDA_VISIBLE_DEVICES per actor. Its records name it "rollout-<index>", or
+    "elastic-<6 hex>" for an elastic extra (index -1); a restart in place keeps the name."""
+    import uuid
+
     import ray
+
+    worker_kwargs.setdefault("name", f"rollout-{index}" if index >= 0 else f"elastic-{uuid.uuid4().hex[:6]}")
 
     return ray.remote(RolloutWorker).options(
         num_gpus=num_gpus_per_worker, num_cpus=num_cpus_per_worker, max_restarts=max_restarts, **(placement or {}),

@@ -20,10 +20,10 @@ FAST_MM = ["model.warm_start=null", "data.prompts_per_step=5", "rollout.group_si
 
 
 def records_as_dicts(records) -> list[dict]:
-    """Every field but the wall-clock timings (the sampler settings and the outputs included)."""
+    """Every field but the wall-clock timings and who sampled it (`worker`: a rollout worker or a rank)."""
     out = []
     for r in records:
-        d = {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name != "timings"}
+        d = {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name not in ("timings", "worker")}
         d["image"] = None if d["image"] is None else np.asarray(d["image"]).tobytes()
         out.append(d)
     return out

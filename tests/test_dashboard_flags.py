@@ -56,3 +56,43 @@ def test_flags_per_step_served(tmp_path):
     assert status == 200
     assert [(s["step"], s["rollouts"], s["flagged_share"]) for s in body["steps"]] == [(1, 2, 0.5), (2, 1, 0.0)]
     assert body["steps"][0]["nfe"] == 7
+
+
+def test_cut_and_odd_token_ids_need_the_layout(tmp_path):
+    """Text: cut = no EOS among the ids, odd = ids before the EOS outside the text vocabulary or [MASK];
+    image: odd = ids outside the image-token range. Without the layout neither is known (null)."""
+    from rl.dashboard.flags import TokenRanges, per_step
+
+    ranges = TokenRanges(eos_id=2, mask_id=99, text_end=100, image_lo=100, image_hi=116)
+    ended = _rec(0, "the answer is 4", [5, 9, 2, 2])            # EOS at 2: length 2, fine
+    cut = _rec(1, "the answer is", [5, 9, 11, 12])              # no EOS: ran into the length limit
+    odd = _rec(2, "the answer", [5, 99, 100, 2])                # [MASK] and an image id in a text answer
+    late = _rec(3, "fine", [5, 2, 500, 99])                     # ids after the EOS are padding: not odd
+    image_ok = _rec(4, "", [100, 115, 107])
+    image_odd = _rec(5, "", [100, 7, 116])
+    for r in (image_ok, image_odd):
+        r.task = "t2i"
+    store = RolloutStore(tmp_path, ranges=ranges)
+    store.append(1, [ended, cut, odd, late, image_ok, image_odd])
+    rows = {r["prompt_id"]: r for r in store.read_flags(1)}
+    got = {p: (rows[p]["length"], rows[p]["cut"], rows[p]["odd_ids"], rows[p]["flagged"]) for p in rows}
+    assert got == {"p0": (2, False, 0, False), "p1": (4, True, 0, True), "p2": (3, False, 2, True),
+                   "p3": (1, False, 0, False), "p4": (3, False, 0, False), "p5": (3, False, 2, True)}
+    (step,) = per_step(tmp_path)
+    assert step["flagged_share"] == 3 / 6 and step["cut_share"] == 1 / 6 and step["odd_ids_share"] == 2 / 6
+    RolloutStore(tmp_path / "old").append(1, [cut, odd])       # no layout: unknown, and nothing flagged
+    assert [(r["cut"], r["odd_ids"], r["flagged"]) for r in RolloutStore(tmp_path / "old").read_flags(1)] == \
+        [(None, None, False), (None, None, False)]
+
+
+def test_token_ranges_from_a_policy_directory(tmp_path):
+    from policy.config import MMadaConfig
+    from policy.tiny import build_tiny_policy
+    from policy.vocab import VocabLayout
+    from rl.builders import token_ranges
+
+    path = build_tiny_policy(tmp_path / "tiny", codebook_size=16, seed=0)
+    ranges = token_ranges(path)
+    layout = VocabLayout.from_model_config(MMadaConfig.from_pretrained(path))
+    assert (ranges.eos_id, ranges.text_end, ranges.image_lo, ranges.image_hi) == (
+        layout.eos_id, layout.text_vocab_size, layout.image_offset, layout.image_offset + 16)

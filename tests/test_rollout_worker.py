@@ -51,6 +51,7 @@ def test_generate_records(worker):
     for r in records:
         assert FIELDS <= set(asdict(r))
         assert r.seed == 0 and r.policy_version == 0 and r.timings["gen_s"] > 0
+        assert r.worker == ""  # a worker constructed without a name (start_rollout_worker names its actors)
         assert len(r.unmask_step) == len(r.confidence) == len(r.response_ids)
         assert layout.mask_id not in r.response_ids
         if r.task == "t2i":
@@ -119,6 +120,7 @@ def test_ray_actor(policy_dir, monkeypatch):
         assert ray.get(actor.ping.remote()) == "pong"
         records = ray.get(actor.generate.remote(PROMPTS[1:], 2, 3), timeout=120)
         assert len(records) == 4 and records[-1].image_png is not None
+        assert {r.worker for r in records} == {"rollout-0"}  # the dashboard's worker filter reads this
         local = RolloutWorker(policy_dir, TEXT, IMAGE, **WORKER_KW).generate(PROMPTS[1:], 2, 3)
         assert [r.response_ids for r in records] == [r.response_ids for r in local]
     finally:

@@ -5,25 +5,35 @@ Per response (issue #21):
 
     repetition   = 1 - |distinct word 3-grams| / |word 3-grams|     (0 for fewer than 3 words)
     nonprintable = #(chars that are neither printable nor whitespace, or U+FFFD) / #chars
-    flagged      = repetition > REPETITION_LIMIT or nonprintable > NONPRINTABLE_LIMIT
+    length       = text: ids before the first EOS; image: all N ids
+    cut          = text: no EOS among the gen_length ids (the output ran into the length limit)
+    odd_ids      = #ids outside the task's range: text ids >= the text vocabulary or == [MASK] (before the
+                   EOS); image ids outside [image_offset, image_offset + codebook_size)
+    flagged      = repetition > REPETITION_LIMIT or nonprintable > NONPRINTABLE_LIMIT or cut or odd_ids > 0
 
-and the sampler's cost: forwards (NFE = num_forwards), response tokens, the denoising step at which the
-last position was unmasked (unmask_step max; the early-stop position), and gen_s where measured.
-Also min/max response token id (an id range far from the task's usual one is a hint; no flag yet).
-Rows are written beside the rollout store by `rl.store.RolloutStore.append` (runs/<name>/flags/step=N/).
+length, cut and odd_ids need the vocabulary layout (the driver passes it to rl/store.py as
+`TokenRanges`); without one they are null and do not flag. Also the sampler's cost: forwards (NFE =
+num_forwards), response tokens, the denoising step at which the last position was unmasked (unmask_step
+max; the early-stop position), and gen_s where measured.
+Rows are written beside the rollout store by `rl.store.RolloutStore.append` (runs/<name>/<kind>_flags/step=N/).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from rollout.record import task_kind
 
 REPETITION_LIMIT = 0.5
 NONPRINTABLE_LIMIT = 0.05
+# the reasons a rollout is flagged, as bits of the dashboard index's `flags` column (rl/dashboard/rollouts.py)
+REASONS = {"repetition": 1, "nonprintable": 2, "odd_ids": 4, "cut": 8}
 
 SCHEMA = pa.schema(
     [
@@ -31,9 +41,33 @@ SCHEMA = pa.schema(
         ("group_index", pa.int64()), ("repetition", pa.float64()), ("nonprintable", pa.float64()),
         ("min_token_id", pa.int64()), ("max_token_id", pa.int64()), ("flagged", pa.bool_()),
         ("num_forwards", pa.int64()), ("tokens", pa.int64()), ("last_unmask_step", pa.int64()),
-        ("gen_s", pa.float64()),
+        ("gen_s", pa.float64()), ("length", pa.int64()), ("cut", pa.bool_()), ("odd_ids", pa.int64()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class TokenRanges:
+    """Where a response's ids should lie, from the policy's `policy.vocab.VocabLayout`."""
+
+    eos_id: int
+    mask_id: int
+    text_end: int  # text ids are [0, text_end)
+    image_lo: int  # image ids are [image_lo, image_hi)
+    image_hi: int
+
+    @classmethod
+    def from_layout(cls, layout) -> TokenRanges:
+        return cls(eos_id=layout.eos_id, mask_id=layout.mask_id, text_end=layout.text_vocab_size,
+                   image_lo=layout.image_offset, image_hi=layout.image_offset + layout.codebook_size)
+
+    def check(self, task: str, ids: list[int]) -> tuple[int, bool, int]:
+        """(length, cut, odd_ids) of one response."""
+        if task_kind(task) == "t2i":
+            return len(ids), False, sum(1 for i in ids if not self.image_lo <= i < self.image_hi)
+        length = ids.index(self.eos_id) if self.eos_id in ids else len(ids)
+        odd = sum(1 for i in ids[:length] if i < 0 or i >= self.text_end or i == self.mask_id)
+        return length, self.eos_id not in ids and bool(ids), odd
 
 
 def repetition(text: str, n: int = 3) -> float:
@@ -47,36 +81,59 @@ def nonprintable(text: str) -> float:
     return bad / len(text) if text else 0.0
 
 
-def flag_row(step: int, rec: Any) -> dict[str, Any]:
+def flag_row(step: int, rec: Any, ranges: TokenRanges | None = None) -> dict[str, Any]:
     rep, nonp = repetition(rec.response_text), nonprintable(rec.response_text)
     ids = rec.response_ids
+    length, cut, odd = ranges.check(rec.task, ids) if ranges is not None else (None, None, None)
     return {
         "step": step, "prompt_id": rec.prompt_id, "group": rec.group, "group_index": rec.group_index,
         "repetition": rep, "nonprintable": nonp,
         "min_token_id": min(ids) if ids else None, "max_token_id": max(ids) if ids else None,
-        "flagged": rep > REPETITION_LIMIT or nonp > NONPRINTABLE_LIMIT,
+        "flagged": rep > REPETITION_LIMIT or nonp > NONPRINTABLE_LIMIT or bool(cut) or bool(odd),
         "num_forwards": rec.num_forwards, "tokens": len(ids),
         "last_unmask_step": max(rec.unmask_step) if rec.unmask_step else None,
-        "gen_s": rec.timings.get("gen_s"),
+        "gen_s": rec.timings.get("gen_s"), "length": length, "cut": cut, "odd_ids": odd,
     }
 
 
-def flags_table(step: int, records: list) -> pa.Table:
-    return pa.Table.from_pylist([flag_row(step, r) for r in records], schema=SCHEMA)
+def flags_table(step: int, records: list, ranges: TokenRanges | None = None) -> pa.Table:
+    return pa.Table.from_pylist([flag_row(step, r, ranges) for r in records], schema=SCHEMA)
+
+
+def reason_bits(t: pa.Table) -> pa.Array:
+    """The REASONS bits of every row of a flag table (files written before `cut` / `odd_ids` existed
+    have neither: those bits stay 0)."""
+    n = t.num_rows
+    bits = pa.array([0] * n, pa.int8())
+    tests = {"repetition": lambda c: pc.greater(c, REPETITION_LIMIT),
+             "nonprintable": lambda c: pc.greater(c, NONPRINTABLE_LIMIT),
+             "odd_ids": lambda c: pc.greater(c, 0), "cut": lambda c: c}
+    for name, bit in REASONS.items():
+        if name in t.column_names:
+            hit = pc.fill_null(tests[name](t.column(name)), False)
+            bits = pc.if_else(hit, pc.bit_wise_or(bits, pa.scalar(bit, pa.int8())), bits)
+    return bits
 
 
 def per_step(run_dir, kind: str = "rollouts") -> list[dict]:
-    """Per stored step: rollouts, flagged share, mean repetition and non-printable share, mean NFE and
-    tokens (the data of the flagged-share chart; /api/run/<id>/flags). Steps without flags are absent."""
-    root = Path(run_dir) / f"{kind}_flags"
-    if not any(root.glob("step=*/part-0.parquet")):
-        return []
-    t = ds.dataset(root, format="parquet", exclude_invalid_files=True).to_table(
-        columns=["step", "flagged", "repetition", "nonprintable", "num_forwards", "tokens"])
-    t = t.append_column("flagged_f", pc.cast(t["flagged"], pa.float64()))
-    g = t.group_by("step").aggregate([("flagged_f", "mean"), ("repetition", "mean"), ("nonprintable", "mean"),
-                                      ("num_forwards", "mean"), ("tokens", "mean"), ("step", "count")])
-    g = g.sort_by("step")
-    return [{"step": r["step"], "rollouts": r["step_count"], "flagged_share": r["flagged_f_mean"],
-             "repetition": r["repetition_mean"], "nonprintable": r["nonprintable_mean"],
-             "nfe": r["num_forwards_mean"], "tokens": r["tokens_mean"]} for r in g.to_pylist()]
+    """Per stored step: rollouts, flagged share and the share of each reason, mean repetition and
+    non-printable share, mean NFE and tokens (/api/run/<id>/flags). Steps without flags are absent."""
+    out = []
+    parts = sorted(Path(run_dir, f"{kind}_flags").glob("step=*/part-0.parquet"),
+                   key=lambda p: int(p.parent.name.split("=", 1)[1]))
+    for path in parts:
+        try:
+            t = pq.read_table(path)
+        except (OSError, pa.ArrowInvalid):
+            continue  # half-written or removed by a resume: the next request sees it
+        if not t.num_rows:
+            continue
+        bits = reason_bits(t).to_numpy(zero_copy_only=False)
+        row = {"step": int(path.parent.name.split("=", 1)[1]), "rollouts": t.num_rows,
+               "flagged_share": float((bits > 0).mean())}
+        row |= {f"{name}_share": float(((bits & bit) > 0).mean()) for name, bit in REASONS.items()}
+        for key, col in (("repetition", "repetition"), ("nonprintable", "nonprintable"), ("nfe", "num_forwards"),
+                         ("tokens", "tokens")):
+            row[key] = pc.mean(t.column(col)).as_py()
+        out.append(row)
+    return out
