@@ -104,7 +104,7 @@ def page(browser):
 
 def test_overview_renders_charts_with_hover_and_controls(server, page):
     page.goto(f"{server}/run/fx")
-    page.wait_for_selector(".chart-box svg path.line", state="attached")
+    page.wait_for_selector("#charts[data-drawn]", state="attached")  # every chart (drawn in chunks)
     titles = page.locator(".chart-title").all_text_contents()
     for want in ("reward (mean ± std) and components", "math: reward status per step", "accuracy",
                  "learner loss", "KL to reference", "clip fraction (low / high)", "entropy", "response length",
@@ -122,6 +122,31 @@ def test_overview_renders_charts_with_hover_and_controls(server, page):
     page.select_option("#xmode", "wall")
     assert "x=wall" in page.url
     page.locator(".logy input").first.check()                         # log-y re-renders without error
+
+
+def test_the_first_chart_is_painted_before_the_others_are_drawn(server, page):
+    """The reward chart is drawn and painted alone (the `unigrpo:first-chart` mark, which
+    benchmarks/dashboard.py reads), the others follow in chunks; a redraw while chunks are pending
+    (the smoothing slider) leaves one chart per spec, none empty and none twice."""
+    page.add_init_script("""(() => { const mark = performance.mark.bind(performance);
+      performance.mark = (name, o) => { if (name === 'unigrpo:first-chart')
+        window.__drawnAtMark = document.querySelectorAll('#charts .chart-box svg').length; return mark(name, o); }; })()""")
+    page.goto(f"{server}/run/fx")
+    page.wait_for_selector("#charts[data-drawn]", state="attached")
+    first = page.evaluate("performance.getEntriesByName('unigrpo:first-chart').map((m) => m.startTime)")
+    assert len(first) == 1 and 0 < first[0] < 60_000
+    assert page.evaluate("window.__drawnAtMark") == 1
+    boxes = page.locator("#charts .chart-box")
+    n = boxes.count()
+    assert n >= 10 and page.locator("#charts .chart-box svg").count() == n
+    assert page.locator(".chart-title").first.text_content() == "reward (mean ± std) and components"
+    page.evaluate("""() => { const s = document.getElementById('smooth');
+      for (const v of ['0.1', '0.2', '0.3']) { s.value = v; s.dispatchEvent(new Event('input')); } }""")
+    page.wait_for_selector("#charts[data-drawn]", state="attached")
+    assert "smooth=0.3" in page.url
+    assert boxes.count() == n and page.locator("#charts .chart-box svg").count() == n
+    assert len(set(page.locator("#charts .chart-title").all_text_contents())) == n
+    assert page.evaluate("performance.getEntriesByName('unigrpo:first-chart').length") == 1
 
 
 def test_a_folder_of_runs_is_picked_and_compared_in_the_page(server, page):
@@ -346,7 +371,7 @@ def test_real_tiny_run_started_with_its_dashboard_shows_on_every_page(tmp_path, 
     try:
         base = url.rstrip("/")
         page.goto(f"{base}/run/tiny")
-        page.wait_for_selector(".chart-box svg path.line", state="attached")
+        page.wait_for_selector("#charts[data-drawn]", state="attached")
         titles = page.locator(".chart-title").all_text_contents()
         assert "reward (mean ± std) and components" in titles and "throughput" in titles
         assert page.locator(".chart-box svg path.line").count() >= 15

@@ -113,6 +113,15 @@ function liveInfo(runId, onChange) {
 }
 
 // ------------------------------------------------------------------ overview
+// fn runs after the browser has painted the current frame (requestAnimationFrame fires before the
+// paint; a task queued from it runs after)
+function afterPaint(fn) { requestAnimationFrame(() => setTimeout(fn, 0)); }
+// `unigrpo:first-chart`, once per page load, in the frame that paints the overview's first chart: its
+// startTime is milliseconds since navigation start (benchmarks/dashboard.py reads it)
+function markFirstChart() {
+  if (!performance.getEntriesByName("unigrpo:first-chart").length) performance.mark("unigrpo:first-chart");
+}
+
 const STATUS_COLORS = { ok: "#1a7f37", timeout: "#9a6700", error: "#d1242f", unparsable: "#8250df" };
 
 function overviewCharts(data, opts) {
@@ -227,28 +236,46 @@ async function overview(runId) {
   const grid = h("div", { id: "charts", class: "grid" });
   const more = h("details", { id: "more" }, h("summary", {}, "all other metrics"), h("div", { class: "grid", id: "more-charts" }));
   root.append(controls, summary, grid, more);
+  if (window.Tokens) window.Tokens.overview(root, { runId, h, getJSON, api, renderChart });  // tokens.js: mismatch chart
   more.addEventListener("toggle", () => draw());
 
   let data = null;
+  let drawing = 0;  // each draw() has a number; the chunks of an older one stop when a newer one starts
+  // The first chart (reward) is drawn at once and painted; the others follow in ~12 ms chunks, one per
+  // frame, so the page shows a chart as soon as the metrics arrive instead of after every chart is drawn.
   function draw() {
     if (!data) return;
+    const gen = ++drawing;
     if (!data.step.length) { grid.textContent = ""; grid.appendChild(message("no steps logged yet: charts appear with the first step", "info")); return; }
     const { charts, rest } = overviewCharts(data, opts);
     grid.textContent = "";
-    for (const spec of charts) {
-      const box = h("div", { class: "chart-box" });
-      grid.appendChild(box);
-      renderChart(box, { ...spec, smoothing: spec.kind === "line" && !spec.raw ? opts.smooth : 0, xMode: opts.x });
-    }
+    delete grid.dataset.drawn;
+    const boxes = charts.map(() => grid.appendChild(h("div", { class: "chart-box" })));  // the final layout, still empty
+    const render = (i) => renderChart(boxes[i], { ...charts[i], smoothing: charts[i].kind === "line" && !charts[i].raw ? opts.smooth : 0, xMode: opts.x });
+    let next = 1;
+    const chunk = () => {  // at least one chart, then more while under 12 ms
+      if (gen !== drawing) return;
+      const t0 = performance.now();
+      do render(next++); while (next < boxes.length && performance.now() - t0 < 12);
+      if (next < boxes.length) afterPaint(chunk); else drawRest(rest);
+    };
+    if (!boxes.length) return drawRest(rest);
+    render(0);
+    requestAnimationFrame(markFirstChart);  // the frame that paints the first chart
+    if (boxes.length > 1) afterPaint(chunk); else drawRest(rest);
+  }
+  function drawRest(rest) {  // after the last chunk: the note on buckets, the other metrics if open
     const mc = document.getElementById("more-charts");
     mc.textContent = "";
-    if (!more.open) return;  // drawn when opened
-    for (const spec of rest) {
-      const box = h("div", { class: "chart-box small" });
-      mc.appendChild(box);
-      renderChart(box, { ...spec, smoothing: opts.smooth, xMode: opts.x });
-    }
     if (data.downsampled) grid.prepend(message(`${data.count} steps, shown as ${data.step.length} buckets (mean per bucket)`, "info"));
+    if (more.open) {  // drawn when opened
+      for (const spec of rest) {
+        const box = h("div", { class: "chart-box small" });
+        mc.appendChild(box);
+        renderChart(box, { ...spec, smoothing: opts.smooth, xMode: opts.x });
+      }
+    }
+    grid.dataset.drawn = "all";  // every chart is in (the browser tests wait for this)
   }
   async function load() {
     const url = data ? link(api(runId, "metrics"), { epoch: data.epoch, since: data.count }) : api(runId, "metrics");
@@ -530,6 +557,7 @@ async function replayPage(runId) {
     isImage ? h("div", { class: "muted" }, "left: the image-token grid (colour = code id; grey = still masked); right: the decoded image")
       : h("details", {}, h("summary", {}, "final text"), h("pre", { text: t.response_text })));
   show(K);
+  if (window.Tokens) window.Tokens.replay(root, { runId, t, h, getJSON, link, api, runPath });  // tokens.js: overlay
 }
 
 // ------------------------------------------------------------------ images
@@ -718,10 +746,12 @@ async function start() {
       const id = parts[1];
       const page = parts[2] || "overview";
       if (page === "overview") prefetch = getJSON(api(id, "metrics")).catch(() => null);
-      await header(id, page);
+      const nav = header(id, page);  // the overview does not wait for the run list: its charts come first
+      if (page !== "overview") await nav;
       const pages = { overview, rollouts: rolloutsPage, group: groupPage, replay: replayPage, images: imagesPage, failures: failuresPage };
       document.title = `${id} · ${page} · unigrpo`;
-      return await (pages[page] || overview)(id);
+      await (pages[page] || overview)(id);
+      return await nav;
     }
     main().appendChild(message("unknown page"));
   } catch (err) {
