@@ -434,6 +434,8 @@ class RunSection(Section):
                                          "the best held-out eval/accuracy; older ones are removed once a new "
                                          "one verifies (null: keep all)")
     plot: bool = True
+    trace_groups: int = Field(1, ge=-1, description="groups per step whose per-token update terms the learner "
+                              "records under token_traces/ (rl/token_traces.py): the first K; 0 off; -1 all (debug)")
     dashboard: bool = Field(False, description="start `unigrpo dashboard` on this run too and print its URL")
     dashboard_port: int | None = Field(None, ge=0, le=65535, description="default: the dashboard's own")
     loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(

@@ -50,6 +50,7 @@ from rl.scoring import score_records
 from rl.step_report import BusyMeter, StepTimer, late_calls, report_step, run_summary
 from rl.store import BackgroundWriter, RolloutStore
 from rl.tasks import get_task
+from rl.token_traces import trace_table, traced_rows
 from rl.weights import WeightPublisher
 from rollout.group import RolloutGroup
 from rollout.record import task_kind
@@ -221,6 +222,8 @@ class Driver:
         versions = [records[i].policy_version for i in kept] if self.pipeline.asynchronous else None
         batch = batch_from_rollouts([records[i] for i in kept], adv.values[kept],
                                     tasks=[task_kind(records[i].task) for i in kept], versions=versions) if kept else None
+        if batch is not None and cfg.run.trace_groups:  # token traces of a few groups (rl/token_traces.py)
+            batch.trace = traced_rows(np.array([records[i].group for i in kept]), cfg.run.trace_groups)
         stats = {}
         with learner_calls():
             with timer.time("update"):
@@ -233,10 +236,12 @@ class Driver:
                              "publish/receivers": 0, "publish/bytes": 0, "time/publish_s": 0.0}
         # a NaN/inf loss or gradient norm: the learner skipped the update (weights unchanged); counted
         self.skipped_in_a_row = self.skipped_in_a_row + 1 if stats.get("skipped_steps", 0) else 0
+        trace = stats.pop("token_trace", None)
+        traces = None if trace is None else trace_table(step, [records[i] for i in kept], trace)
         with timer.time("store"):
             # written in the background while the next step generates (joined before the next write, a
             # checkpoint, or the end of the run, so a checkpoint never precedes its rollouts)
-            self.writer.submit(step, records)
+            self.writer.submit(step, records, traces)
         self.step = step
         m = report_step(records, rewards, adv, stats, timer, published, rollout=self.rollout,
                         reward_pool=self.reward_pool, reward_busy=self._reward_busy, clip_busy=self._clip_busy,

@@ -16,6 +16,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from rl.dashboard.flags import TokenRanges, flags_table
+from rl.token_traces import TRACES_DIR, write_traces
 from rollout.record import RolloutRecord, arrow_schema
 
 
@@ -25,8 +26,10 @@ class RolloutStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.flags_root = Path(run_dir) / f"{kind}_flags"  # rl/dashboard/flags.py: one row per rollout
         self.ranges = ranges  # the policy's EOS id and token ranges: the cut and odd-id flags need them
+        self.traces_root = Path(run_dir) / TRACES_DIR  # rl/token_traces.py: the learner's per-token terms
 
-    def append(self, step: int, records: list[RolloutRecord]) -> Path:
+    def append(self, step: int, records: list[RolloutRecord], traces: pa.Table | None = None) -> Path:
+        """The step's records (and flags); `traces`, if given, to token_traces/step=N/ (rl/token_traces.py)."""
         part = self.root / f"step={step}"
         part.mkdir(parents=True, exist_ok=True)
         rows = [r.to_row() for r in records]
@@ -36,6 +39,8 @@ class RolloutStore:
         pq.write_table(table, tmp, compression="zstd")
         tmp.replace(out)  # a reader never sees a half-written partition
         self._write_flags(step, records)
+        if traces is not None:
+            write_traces(self.traces_root, step, traces)
         return out
 
     def _write_flags(self, step: int, records: list[RolloutRecord]) -> None:
@@ -59,7 +64,7 @@ class RolloutStore:
 
     def truncate_after(self, step: int) -> None:
         """On resume, forget partitions the interrupted run wrote after its last checkpoint."""
-        for part in [*self.root.glob("step=*"), *self.flags_root.glob("step=*")]:
+        for part in [*self.root.glob("step=*"), *self.flags_root.glob("step=*"), *self.traces_root.glob("step=*")]:
             if int(part.name.split("=", 1)[1]) > step:
                 for f in part.iterdir():
                     f.unlink()
@@ -76,9 +81,9 @@ class BackgroundWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-store")
         self._pending: Future | None = None
 
-    def submit(self, step: int, records: list[RolloutRecord]) -> None:
+    def submit(self, step: int, records: list[RolloutRecord], traces: pa.Table | None = None) -> None:
         self.flush()
-        self._pending = self._pool.submit(self.store.append, step, records)
+        self._pending = self._pool.submit(self.store.append, step, records, traces)
 
     def flush(self) -> None:
         """Wait for the write in flight; its error, if any, is raised here."""

@@ -9,6 +9,8 @@ Every row is one response o_i to a prompt q, laid out as [left-padded prompt | r
     is_image       [N]    bool    log-probs over the image-code slice of the vocabulary for these rows
     group_ids      [N]    int64   optional: which prompt group a response belongs to (bookkeeping only)
     tasks          [N]    str     optional: each row's task (text / mmu / t2i), for per-task statistics
+    trace          [N]    bool    optional: rows whose per-token loss terms the learner records
+                                  (trainer/token_trace.py; rl/token_traces.py picks them)
 
 Plain numpy arrays, so a batch crosses Ray's object store cheaply.
 
@@ -43,6 +45,7 @@ class TrainBatch:
     group_ids: np.ndarray | None = None
     tasks: np.ndarray | None = None
     versions: np.ndarray | None = None  # the policy version that sampled each row (asynchronous rollouts)
+    trace: np.ndarray | None = None  # rows to trace token by token (module doc)
 
     def __post_init__(self) -> None:
         self.input_ids = np.asarray(self.input_ids, dtype=np.int64)
@@ -56,6 +59,8 @@ class TrainBatch:
             self.group_ids = np.asarray(self.group_ids, dtype=np.int64)
         if self.tasks is not None:
             self.tasks = np.asarray(self.tasks, dtype=str)
+        if self.trace is not None:
+            self.trace = np.asarray(self.trace, dtype=bool)
         self.validate()
 
     @property
@@ -76,7 +81,7 @@ class TrainBatch:
             raise BatchError(f"response_mask has shape {self.response_mask.shape}, expected {(n, length)}")
         if self.attention_mask is not None and self.attention_mask.shape != (n, length):
             raise BatchError(f"attention_mask has shape {self.attention_mask.shape}, expected {(n, length)}")
-        for name in ("advantages", "is_image", "group_ids", "tasks", "versions"):
+        for name in ("advantages", "is_image", "group_ids", "tasks", "versions", "trace"):
             value = getattr(self, name)
             if value is not None and value.shape != (n,):
                 raise BatchError(f"{name} has shape {value.shape}, expected ({n},)")

@@ -36,7 +36,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.log import server_logger
 
-from rl.dashboard import flags
+from rl.dashboard import flags, token_traces
 from rl.dashboard.guard import LOOPBACK_NAMES, QuietServerLog, allowed_names, middlewares
 from rl.dashboard.rollouts import QueryError
 from rl.dashboard.runs import RunRegistry
@@ -45,7 +45,7 @@ from rl.dashboard.series import MAX_POINTS
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8300
 REFRESH_S = 1.0
-STATIC = ("index.html", "app.js", "charts.js", "style.css")
+STATIC = ("index.html", "app.js", "charts.js", "tokens.js", "style.css")
 PAGES = ("rollouts", "group", "replay", "images", "failures")
 MAX_COMPARE_RUNS = 16  # runs one /api/prompt request may name (after dropping repeats); more is a 400
 SECURITY_HEADERS = {
@@ -239,6 +239,22 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
         run = run_of(request)
         return _json({"steps": await blocking(flags.per_step, run.path)})
 
+    summaries = token_traces.TraceSummaries()
+
+    async def api_traces(request):
+        """One rollout's token traces (rl/dashboard/token_traces.py), for the replay page's overlay."""
+        run = run_of(request)
+        q = request.query
+        step, group = _int(q, "step"), _int(q, "group")
+        if step is None or group is None:
+            raise ValueError("traces needs step= and group=")
+        return _json(await blocking(token_traces.rollout, run.path, step, group, _int(q, "gi", 0)))
+
+    async def api_mismatch(request):
+        """Per step: |learner - sampler log-prob| of traced tokens, entropy, clip fraction."""
+        run = run_of(request)
+        return _json(await blocking(summaries.mismatch, run.path))
+
     async def api_prompt(request):
         """One prompt's groups in every run asked for (`runs=a,b`), for the compare page."""
         q = request.query
@@ -263,7 +279,8 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
     app.router.add_get("/api/prompt", api_prompt)
     for name, handler in (("info", api_info), ("metrics", api_metrics), ("rollouts", api_rollouts),
                           ("group", api_group), ("replay", api_replay), ("image", api_image),
-                          ("images", api_images), ("failures", api_failures), ("flags", api_flags)):
+                          ("images", api_images), ("failures", api_failures), ("flags", api_flags),
+                          ("traces", api_traces), ("mismatch", api_mismatch)):
         app.router.add_get(f"/api/run/{{run_id}}/{name}", handler)
 
     async def refresher(app):

@@ -237,6 +237,7 @@ async function overview(runId) {
   const more = h("details", { id: "more" }, h("summary", {}, "all other metrics"), h("div", { class: "grid", id: "more-charts" }));
   root.append(controls, summary, grid, more);
   if (window.Tokens) window.Tokens.overview(root, { runId, h, getJSON, api, renderChart });  // tokens.js: mismatch chart
+  if (window.Tokens) window.Tokens.overview(root, { runId, h, getJSON, api, renderChart });  // tokens.js: mismatch chart
   more.addEventListener("toggle", () => draw());
 
   let data = null;
@@ -557,6 +558,7 @@ async function replayPage(runId) {
     isImage ? h("div", { class: "muted" }, "left: the image-token grid (colour = code id; grey = still masked); right: the decoded image")
       : h("details", {}, h("summary", {}, "final text"), h("pre", { text: t.response_text })));
   show(K);
+  if (window.Tokens) window.Tokens.replay(root, { runId, t, h, getJSON, link, api, runPath });  // tokens.js: overlay
   if (window.Tokens) window.Tokens.replay(root, { runId, t, h, getJSON, link, api, runPath });  // tokens.js: overlay
 }
 

@@ -1,0 +1,150 @@
+// Token-level views of the learner's update (issue #21; data: /api/run/ID/traces and /mismatch, written by
+// rl/token_traces.py). app.js calls two hooks with its own helpers:
+//   Tokens.replay(root, ctx)    under the denoising replay: per response position, the sampler's probability
+//                               of the token when it unmasked it next to the learner's probability of it under
+//                               each iteration's mask; mismatch outlined, clipped tokens marked, legend
+//   Tokens.overview(root, ctx)  the mismatch chart per step and the entropy by response position
+// Token text and prompts are untrusted: they go in through h(..., text) (textContent) only; links are built
+// from numbers. Only positions inside the loss mask (position < |o_i|) are ever coloured.
+(function () {
+"use strict";
+
+const MISMATCH_NATS = 1.0;  // |log pi_v - log q| above this (a probability ratio beyond e) is outlined
+
+// probability -> red (0) .. green (1), the replay's confidence scale
+function probColor(p) {
+  const t = Math.max(0, Math.min(1, p));
+  return `hsl(${Math.round(t * 120)}, 70%, ${Math.round(88 - t * 30)}%)`;
+}
+const f3 = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+
+// { position: { n: row index } } from the columnar answer
+function byPosition(tr) {
+  const at = new Map();
+  tr.position.forEach((p, i) => {
+    if (!at.has(p)) at.set(p, new Map());
+    at.get(p).set(tr.iteration[i], i);
+  });
+  return at;
+}
+
+function legend(h) {
+  const swatch = (cls, style, label) => {
+    const s = h("span", { class: `tok-cell legend-cell ${cls}` }, "a");
+    if (style) s.style.background = style;
+    return h("span", { class: "legend-item" }, s, ` ${label}`);
+  };
+  return h("div", { class: "legend", id: "token-legend" },
+    swatch("", probColor(0.05), "p ≈ 0"), swatch("", probColor(0.5), "p = 0.5"), swatch("", probColor(0.95), "p ≈ 1"),
+    swatch("mismatch", probColor(0.5), `|log p_learner − log q_sampler| > ${MISMATCH_NATS} nat`),
+    swatch("clip-high", probColor(0.5), "clipped (r > 1+ε, A > 0)"), swatch("clip-low", probColor(0.5), "clipped (r < 1−ε, A < 0)"),
+    swatch("unmasked", null, "not masked in this iteration"),
+    swatch("outside", null, "prompt / padding: outside the loss, never coloured"));
+}
+
+async function replay(root, ctx) {
+  const { runId, t, h, getJSON, link, api, runPath } = ctx;
+  if (Array.isArray(t.image_codes) && t.image_codes.length) return;  // text rollouts only
+  const box = h("div", { id: "token-trace", class: "token-trace" },
+    h("h3", {}, "the learner's update, token by token"));
+  root.appendChild(box);
+  let tr;
+  try {
+    tr = await getJSON(link(api(runId, "traces"), { step: t.step, group: t.group, gi: t.gi }));
+  } catch (err) {
+    box.appendChild(h("div", { class: "msg error", text: String(err.message || err) }));
+    return;
+  }
+  if (!tr.traced) {
+    const links = (tr.traced_rollouts || []).map(([g, i]) =>
+      h("a", { href: link(runPath(runId, "replay"), { step: t.step, group: g, gi: i }) }, `group ${g} #${i}`));
+    box.appendChild(h("div", { class: "msg info" },
+      "no token trace for this rollout (the learner traces run.trace_groups groups per step). ",
+      links.length ? "Traced in this step: " : "Nothing traced in this step.", ...links.flatMap((a) => [a, " "])));
+    return;
+  }
+  const at = byPosition(tr);
+  const n = t.response_ids.length;
+  const iters = [...Array(tr.iterations).keys()];
+  const ratioOf = (it) => { const i = tr.iteration.indexOf(it); return i < 0 ? null : tr.mask_ratio[i]; };
+
+  const head = h("tr", {}, h("th", {}, ""), h("td", { class: "tok-cell outside prompt-cell", "data-kind": "prompt", title: "the prompt: clean in every iteration, never scored" }, "prompt"));
+  const samplerRow = h("tr", {}, h("th", {}, "sampler q (at unmask)"), h("td", { class: "tok-cell outside prompt-cell", "data-kind": "prompt" }, ""));
+  const learnerRows = iters.map((it) => h("tr", {},
+    h("th", {}, `learner p_θ, iteration ${it + 1} (mask ratio ${f3(ratioOf(it))})`),
+    h("td", { class: "tok-cell outside prompt-cell", "data-kind": "prompt" }, "")));
+  for (let p = 0; p < n; p++) {
+    const inLoss = p < tr.response_len;
+    const kind = inLoss ? "response" : "padding";
+    const text = t.tokens ? (t.tokens[p] ?? "") : String(t.response_ids[p]);
+    head.appendChild(h("td", { class: `tok-cell tok-text ${inLoss ? "" : "outside"}`, "data-pos": p, "data-kind": kind }, text));
+    const rows = at.get(p);
+    const anyRow = rows ? rows.values().next().value : undefined;
+    const q = anyRow === undefined ? null : tr.logp_sampler[anyRow];
+    const sCell = h("td", { class: "tok-cell", "data-pos": p, "data-kind": kind }, text);
+    if (!inLoss) sCell.classList.add("outside");
+    else if (t.confidence[p] !== null && t.confidence[p] !== undefined && !(t.early_filled || [])[p]) {
+      sCell.style.background = probColor(t.confidence[p]);
+      sCell.classList.add("coloured");
+      sCell.title = `position ${p} · sampler q = ${f3(t.confidence[p])} (log ${f3(q)})`;
+    } else sCell.title = `position ${p} · early-stop fill: not sampled`;
+    samplerRow.appendChild(sCell);
+    iters.forEach((it, k) => {
+      const c = h("td", { class: "tok-cell", "data-pos": p, "data-kind": kind, "data-iter": it }, text);
+      const i = rows ? rows.get(it) : undefined;
+      if (!inLoss) c.classList.add("outside");
+      else if (i === undefined) c.classList.add("unmasked");
+      else {
+        const lv = tr.logp_version[i] ?? tr.logp_old[i];
+        c.style.background = probColor(Math.exp(tr.logp[i]));
+        c.classList.add("coloured");
+        if (tr.clipped[i] > 0) c.classList.add("clip-high");
+        if (tr.clipped[i] < 0) c.classList.add("clip-low");
+        if (tr.logp_sampler[i] !== null && Math.abs(lv - tr.logp_sampler[i]) > MISMATCH_NATS) c.classList.add("mismatch");
+        c.title = `position ${p} · iteration ${it + 1} · log p_θ ${f3(tr.logp[i])} · log p_old ${f3(tr.logp_old[i])}` +
+          ` · log q ${f3(tr.logp_sampler[i])} · ratio ${f3(tr.ratio[i])}${tr.clipped[i] ? " (clipped)" : ""}` +
+          ` · kl ${f3(tr.kl[i])} · entropy ${f3(tr.entropy[i])}`;
+      }
+      learnerRows[k].appendChild(c);
+    });
+  }
+  box.append(
+    h("div", { class: "muted" }, `advantage ${f3(tr.advantage)} · policy version ${tr.version} · |o_i| = ${tr.response_len} scored positions · ` +
+      "colour = probability of the token: the sampler's when it unmasked it, the learner's under each iteration's random mask (hover a cell for the numbers)"),
+    h("div", { class: "overlay-scroll" }, h("table", { id: "token-overlay", class: "token-overlay" }, h("tbody", {}, head, samplerRow, ...learnerRows))),
+    legend(h));
+}
+
+async function overview(root, ctx) {
+  const { runId, h, getJSON, api, renderChart } = ctx;
+  const grid = h("div", { id: "token-charts", class: "grid" });
+  root.insertBefore(grid, root.querySelector("#more"));  // after the overview's charts, before "all other metrics"
+  let last = "";
+  async function load() {
+    let d;
+    try { d = await getJSON(api(runId, "mismatch")); } catch (err) { return; }
+    const key = JSON.stringify([d.steps.length, d.steps.length ? d.steps[d.steps.length - 1] : null]);
+    if (key === last) return;
+    last = key;
+    grid.textContent = "";
+    const s = d.steps.filter((x) => x.pairs);
+    if (!s.length) return;
+    const x = s.map((r) => r.step);
+    const line = (k, label, extra) => ({ label, x, y: s.map((r) => r[k]), ...extra });
+    const mBox = h("div", { class: "chart-box", id: "mismatch-chart" });
+    const eBox = h("div", { class: "chart-box", id: "entropy-position-chart" });
+    grid.append(mBox, eBox);
+    renderChart(mBox, { title: "mismatch |log π_v − log q_sampler| (traced tokens)", kind: "line", raw: true,
+      note: "learner log-prob under the sampling weights on a random mask vs the sampler's at unmask: different contexts, watch for jumps",
+      series: [line("mismatch_mean", "mean"), line("mismatch_p90", "p90", { dash: true }), line("mismatch_p99", "p99", { dash: true }),
+               line("mismatch_max", "max")] });
+    const e = d.entropy_by_position;
+    renderChart(eBox, { title: `entropy by response position (last ${e.steps} traced steps)`, kind: "line", raw: true,
+      series: [{ label: "entropy of π_θ (nats)", x: e.position, y: e.entropy }] });
+  }
+  await load();
+  setInterval(load, 4000);
+}
+
+window.Tokens = { replay, overview, MISMATCH_NATS };
+})();
