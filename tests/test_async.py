@@ -24,9 +24,13 @@ def batch(layout, versions, seed=0, n=6, prompt=8, response=12) -> TrainBatch:
     return TrainBatch(ids, resp, rng.normal(size=n).astype(np.float32), versions=np.asarray(versions, dtype=np.int64))
 
 
-def first_iteration_ess(model_new, model_old, b: TrainBatch, ucfg: UniGRPOConfig, update_index: int, layout) -> float:
-    """Brute force, with both versions held as separate models: the learner's first inner iteration's masks,
-    w = pi_new / pi_old per masked token, ESS share (sum w)^2 / (n sum w^2)."""
+def first_iteration(model_new, model_old, b: TrainBatch, ucfg: UniGRPOConfig, update_index: int, layout) -> dict:
+    """Brute force, with both versions held as separate models, on the learner's first inner iteration's masks
+    (mu = 1, so pi_theta = pi_new when the loss is evaluated): w = pi_new / pi_old per masked token, its ESS
+    share (sum w)^2 / (n sum w^2), and the policy loss of each off-policy objective (docs/async.md):
+        behaviour:  -sum_t c_t min(w_t A, clip(w_t, 1 - eps, 1 + eps) A)        (the clip centred on pi_old)
+        decoupled:  -sum_t c_t min(w_t, cap) A                                  (r = pi_theta / pi_new = 1)
+    with c_t = 1 / (k_i N) ("sequence" normalisation)."""
     positions = scored_positions(b.input_ids, b.response_mask, layout.eos_id, ucfg.response_positions)
     _, masked = masks_for_update(positions, ucfg, update_index)
     x, m = torch.from_numpy(b.input_ids), torch.from_numpy(masked[0])
@@ -38,29 +42,42 @@ def first_iteration_ess(model_new, model_old, b: TrainBatch, ucfg: UniGRPOConfig
         old = masked_token_logprobs(model_old, x, m, img, layout.mask_id, layout.image_slice,
                                     text_support=support)[0].double()
     w = torch.exp(new - old)
-    return float(w.sum() ** 2 / (len(w) * (w * w).sum()))
+    row = torch.nonzero(m)[:, 0]
+    adv = torch.from_numpy(b.advantages).double()[row]
+    c = 1.0 / (m.sum(1).double()[row] * len(x))
+    behaviour = -(c * torch.minimum(w * adv, w.clamp(1 - ucfg.eps_low, 1 + ucfg.eps_high) * adv)).sum()
+    decoupled = -(c * w.clamp(max=ucfg.behaviour_weight_cap) * adv).sum()
+    return {"ess": float(w.sum() ** 2 / (len(w) * (w * w).sum())), "behaviour": float(behaviour),
+            "decoupled": float(decoupled), "capped": float((w > ucfg.behaviour_weight_cap).double().mean())}
 
 
 @pytest.mark.timeout(300)
-def test_stale_rows_are_weighted_by_the_policy_that_sampled_them(ray_cluster, tmp_path):
-    """After one update (version 0 -> 1), rows sampled by version 0 have pi_old = pi_0, not the learner's
-    pi_1: the learner's first-iteration importance weights equal a brute-force reference holding both
-    versions (ESS to 1e-6); the same rows marked fresh (version 1) have every weight 1."""
+@pytest.mark.parametrize("off_policy", ["decoupled", "behaviour"])
+def test_stale_rows_are_weighted_by_the_policy_that_sampled_them(ray_cluster, tmp_path, off_policy):
+    """After one update (version 0 -> 1), rows sampled by version 0 are corrected with pi_0, not the learner's
+    pi_1: the learner's first-iteration importance weights and policy loss equal a brute-force reference
+    holding both versions (to 1e-6), for both off-policy objectives; the same rows marked fresh (version 1)
+    have every weight 1."""
     policy = build_tiny_policy(tmp_path / "policy", seed=0, d_model=32, n_heads=4)
     layout = load_policy(policy).layout
-    ucfg = UniGRPOConfig(mu=1, beta=0.0, seed=3)
+    # a cap the weights reach, so that the truncation is exercised too
+    ucfg = UniGRPOConfig(mu=1, beta=0.0, seed=3, off_policy=off_policy, behaviour_weight_cap=1.05)
     group = LearnerGroup.create(1, str(policy), LearnerConfig(lr=5e-2, micro_batch_tokens=64, keep_versions=1), ucfg)
     try:
         group.update(batch(layout, [0] * 6, seed=1))  # version 0 -> 1; the rank keeps version 0's weights
         v0, v1 = load_policy(policy).model, load_policy(policy).model
         load_state_into(v1, ray.get(group.publish_object_store()))
         stale = batch(layout, [0] * 6, seed=2)
-        expected = first_iteration_ess(v1, v0, stale, ucfg, update_index=1, layout=layout)
-        assert expected < 0.999, "the update must have moved the policy for this test to mean anything"
-        got = group.update(stale)["ess_fraction"]  # update index 1, learner at version 1
-        assert abs(got - expected) <= 1e-6, (got, expected)
-        fresh = group.update(batch(layout, [2] * 6, seed=3))["ess_fraction"]  # learner at version 2
-        assert fresh == pytest.approx(1.0, abs=1e-12)
+        expected = first_iteration(v1, v0, stale, ucfg, update_index=1, layout=layout)
+        assert expected["ess"] < 0.999, "the update must have moved the policy for this test to mean anything"
+        assert 0 < expected["capped"] < 1, expected
+        assert abs(expected["behaviour"] - expected["decoupled"]) > 1e-4, "the objectives must differ here"
+        stats = group.update(stale)  # update index 1, learner at version 1
+        assert abs(stats["ess_fraction"] - expected["ess"]) <= 1e-6, (stats, expected)
+        assert abs(stats["policy_loss"] - expected[off_policy]) <= 1e-6, (stats["policy_loss"], expected)
+        assert stats["behaviour_capped_frac"] == (pytest.approx(expected["capped"]) if off_policy == "decoupled" else 0)
+        fresh = group.update(batch(layout, [2] * 6, seed=3))  # learner at version 2
+        assert fresh["ess_fraction"] == pytest.approx(1.0, abs=1e-12) and fresh["behaviour_capped_frac"] == 0
         mixed = batch(layout, [1, 2, 1, 2, 1, 2], seed=4)  # learner at 3: rows of 1 are two behind
         with pytest.raises(ray.exceptions.RayTaskError, match="no copy of policy version 1"):
             group.update(mixed)  # only K = 1 version is kept: the driver must have dropped them

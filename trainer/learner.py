@@ -159,20 +159,27 @@ class Learner:
             r = torch.from_numpy(rows).to(dev)
             return ids[r], None if attn is None else attn[r], masks[n][r], is_image[r], adv[r]
 
-        # 1. pi_old (and pi_ref) log-probs on every iteration's mask, before the first update; pi_old of a
-        #    stale row is its behaviour policy pi_{v(o)} (trainer/behaviour.py)
+        # 1. pi_old (and pi_ref) log-probs on every iteration's mask, before the first update. A stale row
+        #    (sampled by version v(o) < version, trainer/behaviour.py) also needs its behaviour policy
+        #    pi_{v(o)}: as pi_old itself ("behaviour"), or ("decoupled") pi_old = the current weights and
+        #    pi_{v(o)} only in the truncated weight w_t = min(pi_old / pi_{v(o)}, cap) (docs/async.md)
         old, ref = [[None] * len(micro) for _ in range(mu)], [[None] * len(micro) for _ in range(mu)]
+        behav = [[None] * len(micro) for _ in range(mu)]  # log pi_{v(o)} where a micro-batch has stale rows
         row_versions = None if shard.versions is None else torch.from_numpy(shard.versions).to(dev)
+        decoupled = cfg.off_policy == "decoupled"
         self.engine.eval()
         with torch.no_grad():
             for n in range(mu):
                 for j, (rows, _) in enumerate(micro):
                     x, a, m, img, _ = inputs(n, rows)
-                    if row_versions is None:
+                    versions = None if row_versions is None else row_versions[torch.from_numpy(rows).to(dev)]
+                    if versions is None or not bool((versions != version).any()):
                         old[n][j] = self._logprobs(self.engine, x, a, m, img)[0]
+                    elif decoupled:
+                        old[n][j] = self._logprobs(self.engine, x, a, m, img)[0]
+                        behav[n][j] = self._behaviour_logprobs(versions, version, x, a, m, img, current=old[n][j])
                     else:
-                        old[n][j] = self._behaviour_logprobs(row_versions[torch.from_numpy(rows).to(dev)], version,
-                                                             x, a, m, img)
+                        old[n][j] = self._behaviour_logprobs(versions, version, x, a, m, img)
                     if self.ref is not None:
                         ref[n][j] = self._logprobs(self.ref, x, a, m, img)[0]
         self.engine.train()
@@ -180,7 +187,8 @@ class Learner:
 
         # 2. mu gradient updates, one per mask iteration
         totals = {k: 0.0 for k in SUM_KEYS}
-        importance = torch.zeros(3, dtype=torch.float64, device=dev)  # sum w, sum w^2, count (iteration 1)
+        # first iteration: sum w, sum w^2, count of w = pi_theta / pi_{v(o)}; tokens whose decoupled weight was capped
+        importance = torch.zeros(4, dtype=torch.float64, device=dev)
         ratio_max, grad_norms, lrs, skipped = 0.0, [], [], 0
         for n in range(mu):
             for j, (rows, live) in enumerate(micro):
@@ -189,13 +197,18 @@ class Learner:
                 row_of_token = torch.nonzero(m)[:, 0]
                 w = token_weights(row_of_token, m.sum(1), cfg.loss_norm, num_responses, tokens_per_iter[n])
                 groups = None if task_of_row is None else task_of_row[torch.from_numpy(rows).to(dev)][row_of_token]
+                behaviour = old[n][j] if behav[n][j] is None else behav[n][j]  # log pi_{v(o)}
+                bw = None if behav[n][j] is None else torch.exp(old[n][j] - behav[n][j])
                 loss, sums = unigrpo_loss(logp, old[n][j], ref[n][j], adv_rows[row_of_token], w, cfg,
-                                          token_groups=groups, num_groups=len(task_names))
+                                          token_groups=groups, num_groups=len(task_names),
+                                          behaviour_weight=None if bw is None else bw.clamp(max=cfg.behaviour_weight_cap))
                 # x world_size: DeepSpeed averages gradients over ranks; the weights already hold 1/N
                 self.engine.backward(loss * (live * self.world_size), scale_wrt_gas=False)
-                if live and n == 0:  # importance weights pi_theta / pi_old before any step (1 for fresh rows)
-                    iw = torch.exp(logp.detach() - old[n][j])
-                    importance += torch.stack([iw.sum(), (iw * iw).sum(), iw.new_tensor(float(iw.numel()))])
+                if live and n == 0:  # importance weights pi_theta / pi_{v(o)} before any step (1 for fresh rows)
+                    iw = torch.exp(logp.detach() - behaviour)
+                    capped = 0.0 if bw is None else float((bw > cfg.behaviour_weight_cap).sum())
+                    importance += torch.stack([iw.sum(), (iw * iw).sum(), iw.new_tensor(float(iw.numel())),
+                                               iw.new_tensor(capped)]).double()
                 if live:
                     for k in SUM_KEYS[:-1]:
                         totals[k] += float(sums[k])
@@ -220,12 +233,16 @@ class Learner:
                 "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s,
                 "old_ref_s": old_ref_s, "skipped_steps": skipped, "by_task": by_task}
 
-    def _behaviour_logprobs(self, versions: torch.Tensor, version: int, x, a, m, img) -> torch.Tensor:
+    def _behaviour_logprobs(self, versions: torch.Tensor, version: int, x, a, m, img,
+                            current: torch.Tensor | None = None) -> torch.Tensor:
         """Per masked token: log pi_{v(o)}, v(o) its row's version: one no-grad pass per version present (the
-        current weights for rows of `version`, a kept copy for older ones)."""
+        current weights for rows of `version`, a kept copy for older ones). `current`: the current weights'
+        log-probs, already computed (its rows of `version` are reused, not recomputed)."""
         token_version = versions[torch.nonzero(m)[:, 0]]
-        out = None
+        out = None if current is None else current.clone()
         for v in sorted({int(v) for v in versions.tolist()}):
+            if v == version and current is not None:
+                continue
             with nullcontext() if v == version else self.behaviour.weights_of(self.engine.module, v):
                 logp = self._logprobs(self.engine, x, a, m, img)[0]
             if out is None:

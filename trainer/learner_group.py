@@ -240,7 +240,7 @@ def reduce_stats(results: list[dict], ratios: np.ndarray, mu: int, num_micro: in
     tokens = max(tot["token_count"], 1.0)
     # effective sample size of the first iteration's importance weights w = pi_theta / pi_old, as a share of
     # the tokens: (sum w)^2 / (n sum w^2); 1 when every row is fresh (w = 1), lower the staler the rows
-    w_sum, w_sq, w_n = (sum(r.get("importance", [0.0, 0.0, 0.0])[i] for r in results) for i in range(3))
+    w_sum, w_sq, w_n, w_capped = (sum(r.get("importance", [0.0] * 4)[i] for r in results) for i in range(4))
     grad_norms = results[0]["grad_norm"]
     return {**reduce_task_stats(results, mu),
         "loss": tot["loss"] / mu,
@@ -251,6 +251,8 @@ def reduce_stats(results: list[dict], ratios: np.ndarray, mu: int, num_micro: in
         "clip_frac": (tot["clip_low_count"] + tot["clip_high_count"]) / tokens,
         "ratio_mean": tot["ratio_sum"] / tokens,
         "ess_fraction": w_sum * w_sum / (w_n * w_sq) if w_n and w_sq else 1.0,
+        # decoupled objective: share of the first iteration's tokens whose pi_prox / pi_behaviour hit the cap
+        "behaviour_capped_frac": w_capped / w_n if w_n else 0.0,
         "ratio_max": max(r["ratio_max"] for r in results),
         "entropy": tot["entropy_sum"] / tokens,
         "mask_ratio_mean": float(ratios.mean()),

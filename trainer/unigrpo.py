@@ -20,6 +20,11 @@ estimated on a partially masked copy of it, with the prompt q always clean:
                      kl_t  = exp(logp_ref - logp_theta) - (logp_ref - logp_theta) - 1        (k3, >= 0)
                      loss  = -mean_i [ (1/k_i) sum_{t masked in o_i} (surr_t - beta * kl_t) ]   "sequence"
                        or  = -(1/sum_i k_i) sum_i sum_t (surr_t - beta * kl_t)                   "token"
+                     asynchronous rollouts (docs/async.md), a row sampled by an older version v(o):
+                       "behaviour":  logp_old = log pi_{v(o)}, the policy that sampled o
+                       "decoupled":  logp_old = log pi_prox (the learner's weights at the update's start)
+                                     and surr_t *= w_t = min(pi_prox / pi_{v(o)}, behaviour_weight_cap)
+                     (fresh rows: pi_prox = pi_{v(o)}, no w_t: both are the synchronous objective)
 
 Mask-ratio schedules across the mu inner iterations (docs/architecture.md, "One RL step"), all clamped to [p_min, 1]:
     stratified     p_{i,n} = (u_i + (n-1)/mu) mod 1,  u_i ~ U(0,1): one ratio in each stratum
@@ -45,6 +50,7 @@ SCHEDULES = ("stratified", "paper_formula", "random", "full")
 LOSS_NORMS = ("sequence", "token")
 RESPONSE_POSITIONS = ("all", "through_first_eos")
 LOGPROB_SUPPORTS = ("sampler", "full")
+OFF_POLICY = ("decoupled", "behaviour")
 
 
 @dataclass
@@ -64,6 +70,9 @@ class UniGRPOConfig:
     logprob_support: str = "sampler"  # text log-probs over the sampler's support at its temperature
     temperature: float = 1.0  # the rollout's text temperature (scored at 1 when rollouts are greedy)
     seed: int = 0  # mask sampling; masks of update k come from Generator([seed, k])
+    # stale rows (asynchronous rollouts): whose log-prob centres the clip (docs/async.md)
+    off_policy: str = "decoupled"
+    behaviour_weight_cap: float = 2.0  # "decoupled": truncation of w_t = pi_prox / pi_behaviour
 
     def __post_init__(self) -> None:
         if self.mu < 1:
@@ -74,6 +83,10 @@ class UniGRPOConfig:
             raise ValueError(f"loss_norm={self.loss_norm!r} is not one of {LOSS_NORMS}")
         if self.response_positions not in RESPONSE_POSITIONS:
             raise ValueError(f"response_positions={self.response_positions!r} is not one of {RESPONSE_POSITIONS}")
+        if self.off_policy not in OFF_POLICY:
+            raise ValueError(f"off_policy={self.off_policy!r} is not one of {OFF_POLICY}")
+        if self.behaviour_weight_cap < 1:
+            raise ValueError(f"behaviour_weight_cap={self.behaviour_weight_cap} must be >= 1")
         if self.logprob_support not in LOGPROB_SUPPORTS:
             raise ValueError(f"logprob_support={self.logprob_support!r} is not one of {LOGPROB_SUPPORTS}")
         if self.temperature < 0:
@@ -302,6 +315,7 @@ def unigrpo_loss(
     cfg: UniGRPOConfig,
     token_groups: torch.Tensor | None = None,
     num_groups: int = 0,
+    behaviour_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss over M masked tokens (all arguments [M]; advantages already broadcast to tokens).
 
@@ -309,11 +323,15 @@ def unigrpo_loss(
     ranks: loss, policy_loss, kl (weighted like the loss), clip_low/clip_high/ratio (token counts and
     sums), ratio_max. With `token_groups` ([M] ids in [0, num_groups), e.g. the task of each token)
     sums["by_group"] holds [num_groups] sums of weight, policy_loss, kl, clip_count and token_count.
+    `behaviour_weight` ([M], no gradient): the decoupled objective's truncated pi_prox / pi_behaviour per token
+    (old_logp is then log pi_prox); None is the plain objective.
     """
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)  # r_t = pi_theta / pi_old
     clipped = torch.clamp(ratio, 1.0 - cfg.eps_low, 1.0 + cfg.eps_high)
     surrogate = torch.minimum(ratio * advantages, clipped * advantages)
+    if behaviour_weight is not None:
+        surrogate = behaviour_weight * surrogate
     policy_loss = -(weights * surrogate).sum()
 
     if cfg.beta > 0:
