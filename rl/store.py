@@ -36,9 +36,9 @@ class RolloutStore:
         table = pa.Table.from_pylist(rows, schema=arrow_schema())
         out = part / "part-0.parquet"
         tmp = out.with_suffix(".tmp")
+        self._write_flags(step, records)  # first: the dashboard reads a partition's flags when it appears
         pq.write_table(table, tmp, compression="zstd")
         tmp.replace(out)  # a reader never sees a half-written partition
-        self._write_flags(step, records)
         if traces is not None:
             write_traces(self.traces_root, step, traces)
         return out

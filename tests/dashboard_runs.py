@@ -7,10 +7,12 @@ import json
 import random
 from pathlib import Path
 
+from rl.dashboard.flags import TokenRanges
 from rl.metrics import MetricsLog
 from rl.store import RolloutStore
 from rollout.record import RolloutRecord
 
+RANGES = TokenRanges(eos_id=0, mask_id=999, text_end=1000, image_lo=1000, image_hi=1064)  # the flags' layout
 XSS = ('<script>alert(1)</script>', '<img src=x onerror="alert(2)">', '<a href="javascript:alert(3)">click</a>')
 
 
@@ -31,7 +33,7 @@ def records(step: int, groups: int = 2, G: int = 4, gen: int = 8, seed: int = 0,
             rec = {
                 "prompt_id": f"toy-{g + 10 * (step % 2)}", "group_index": i, "task": "t2i" if image else "math",
                 "policy_version": step - 1, "prompt_ids": [1, 2, 3], "prompt_mask": [1, 1, 1],
-                "response_ids": [40 + (ord(c) % 50) for c in text[:gen]] + [0] * max(0, gen - len(text)),
+                "response_ids": _ids(text, gen, g, i), "worker": f"rollout-{(g + i) % 2}",
                 "response_text": text, "image_codes": None, "image_png": None,
                 "unmask_step": unmask, "confidence": [round(rng.random(), 3) for _ in range(gen)],
                 "early_filled": [False] * gen, "num_forwards": gen,
@@ -56,6 +58,15 @@ def records(step: int, groups: int = 2, G: int = 4, gen: int = 8, seed: int = 0,
                 rec["gold"] = XSS[1]
             out.append(rec)
     return out
+
+
+def _ids(text: str, gen: int, g: int, i: int) -> list[int]:
+    """Text ids ending in EOS (0) padding; per step, response (0, 1) runs into the length limit (no EOS:
+    flagged `cut`) and response (1, 0) holds an id outside the text vocabulary (flagged `odd_ids`)."""
+    body = [40 + (ord(c) % 50) for c in text[: gen - 2]]
+    if (g, i) == (1, 0):
+        body[1] = 5000
+    return body + [99 if (g, i) == (0, 1) else 0] * (gen - len(body))
 
 
 def _png(codes: list[int]) -> bytes:
@@ -94,7 +105,7 @@ def metrics(step: int, recs: list[dict]) -> dict:
 
 def write_step(run_dir: Path, step: int, **kw) -> None:
     recs = records(step, **kw)
-    RolloutStore(run_dir).append(step, [RolloutRecord.from_row(r, strict=True) for r in recs])
+    RolloutStore(run_dir, ranges=RANGES).append(step, [RolloutRecord.from_row(r, strict=True) for r in recs])
     MetricsLog(run_dir).log(step, metrics(step, recs))
 
 

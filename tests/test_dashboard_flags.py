@@ -96,3 +96,54 @@ def test_token_ranges_from_a_policy_directory(tmp_path):
     layout = VocabLayout.from_model_config(MMadaConfig.from_pretrained(path))
     assert (ranges.eos_id, ranges.text_end, ranges.image_lo, ranges.image_hi) == (
         layout.eos_id, layout.text_vocab_size, layout.image_offset, layout.image_offset + 16)
+
+
+def test_flag_worker_and_version_filters_on_the_index(tmp_path):
+    """The rollouts API keeps flagged / unflagged rows, one reason, one worker, one version; rows carry
+    their flags and sampler cost; each step's stats count the flagged rollouts (the overview's chart)."""
+    from dashboard_runs import make_run
+
+    from rl.dashboard.runs import RunRegistry
+
+    run = make_run(tmp_path / "f", steps=3)       # per step: response (0, 1) cut, (1, 0) an odd id
+    (old := tmp_path / "old").mkdir()
+    RolloutStore(old).append(1, [_rec(0, "a fine answer", [1, 2])])
+    (old / "rollouts_flags").rename(old / "gone")  # a store written before the flag files
+    reg = RunRegistry([run, old])
+    for r in reg.runs.values():
+        r.refresh()
+    idx = reg.get("f").rollouts
+
+    def rows(**f):
+        page = idx.rollouts(f, "step", True, 0, 200)
+        return page["total"], {(x["step"], x["group"], x["gi"]) for x in page["rows"]}, page["rows"]
+
+    total, cut, listed = rows(flag="cut")
+    assert total == 3 and {(g, i) for _, g, i in cut} == {(0, 1)} and all(x["flags"] == ["cut"] for x in listed)
+    assert {(g, i) for _, g, i in rows(flag="odd_ids")[1]} == {(1, 0)}
+    assert rows(flag="any")[0] == 6 and rows(flag="none")[0] == 18 and rows(flag="repetition")[0] == 0
+    assert rows(worker="rollout-1")[0] == 12 and all((g + i) % 2 == 1 for _, g, i in rows(worker="rollout-1")[1])
+    assert rows(version=1, worker="rollout-0", flag="any")[0] == 0  # both flagged responses ran on rollout-1
+    total, keys, listed = rows(version=1, worker="rollout-1", flag="cut")
+    assert total == 1 and keys == {(2, 0, 1)}
+    x = listed[0]
+    assert (x["worker"], x["nfe"], x["length"], x["last_unmask"]) == ("rollout-1", 8, 8, 7)
+    assert abs(x["gen_s"] - 0.1) < 1e-6
+    assert rows(length_max=6)[0] == 21  # EOS after 6 ids, except the cut response (8)
+    stats = idx.step_stats(100)
+    assert [(s["flags_known"], s["flagged"], s["flag_cut"], s["flag_odd_ids"]) for s in stats] == [(8, 2, 1, 1)] * 3
+    assert idx.summary()["workers"] == ["rollout-0", "rollout-1"]
+    before = reg.get("old").rollouts
+    assert before.rollouts({"flag": "any"}, "step", True, 0, 5)["total"] == 0   # unknown: neither flagged
+    assert before.rollouts({"flag": "none"}, "step", True, 0, 5)["total"] == 0  # nor known clean
+    row = before.rollouts({}, "step", True, 0, 5)["rows"][0]
+    assert row["flags"] is None and row["worker"] is None and row["nfe"] == 7 and row["length"] == 2
+
+
+def test_group_view_marks_tokens_that_differ_from_the_groups_most_common():
+    from rl.dashboard.rollouts import _unpadded, token_diff
+
+    rows = [[5, 6, 7], [5, 6, 7], [5, 8, 9], [4, 6]]  # the last one ended early: not counted at position 2
+    assert token_diff(rows) == [[False, False, False], [False, False, False], [False, True, True], [True, False]]
+    assert token_diff([[1], [2]]) == [[False], [True]]  # a tie: the smaller id is the reference
+    assert _unpadded([3, 4, 0, 0, 0]) == [3, 4, 0] and _unpadded([3, 4]) == [3, 4] and _unpadded([0, 0]) == [0]

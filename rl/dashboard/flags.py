@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -113,6 +114,35 @@ def reason_bits(t: pa.Table) -> pa.Array:
             hit = pc.fill_null(tests[name](t.column(name)), False)
             bits = pc.if_else(hit, pc.bit_wise_or(bits, pa.scalar(bit, pa.int8())), bits)
     return bits
+
+
+def flag_file(partition: Path) -> Path:
+    """The flag file beside a rollout partition: <run>/<kind>/step=N/part-0.parquet -> <run>/<kind>_flags/step=N/."""
+    store = partition.parent.parent
+    return store.parent / f"{store.name}_flags" / partition.parent.name / "part-0.parquet"
+
+
+def index_columns(partition: Path, group: np.ndarray, gi: np.ndarray) -> dict[str, np.ndarray]:
+    """The flag figures of one rollout partition, row-aligned with it, for the dashboard's index:
+    flags (REASONS bits), length, last_unmask (the early-stop position) and gen_s; -1 / NaN where
+    unknown (no flag file, written before a column existed, or rows that do not match (group, gi)).
+    The store writes the flag file before the partition, so a partition that exists has its flags."""
+    n = len(group)
+    out = {"flags": np.full(n, -1, np.int8), "length": np.full(n, -1, np.int32),
+           "last_unmask": np.full(n, -1, np.int32), "gen_s": np.full(n, np.nan, np.float32)}
+    try:
+        t = pq.read_table(flag_file(partition))
+    except (OSError, pa.ArrowInvalid):
+        return out
+    if t.num_rows != n or not (np.array_equal(t.column("group").to_numpy(zero_copy_only=False), group)
+                               and np.array_equal(t.column("group_index").to_numpy(zero_copy_only=False), gi)):
+        return out
+    out["flags"] = reason_bits(t).to_numpy(zero_copy_only=False).astype(np.int8)
+    for key, col, fill, dtype in (("length", "length", -1, np.int32), ("last_unmask", "last_unmask_step", -1, np.int32),
+                                  ("gen_s", "gen_s", np.nan, np.float32)):
+        if col in t.column_names:
+            out[key] = pc.fill_null(pc.cast(t.column(col), pa.float64()), fill).to_numpy().astype(dtype)
+    return out
 
 
 def per_step(run_dir, kind: str = "rollouts") -> list[dict]:

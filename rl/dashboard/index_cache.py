@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 CACHE_ENV = "UNIGRPO_DASHBOARD_CACHE"
-FORMAT = 1              # bump when the index's columns change: older cache files are then ignored
+FORMAT = 2              # bump when the index's columns change: older cache files are then ignored
 MIN_ROLLOUTS = 50_000   # smaller stores are indexed from Parquet at every start (about a second)
 SAVE_EVERY_S = 60.0     # a live run adds a partition a step: rewrite its cache at most this often
 _PART = "_part"         # the column telling which manifest entry a cached row belongs to
@@ -136,7 +136,7 @@ def _manifest(parts: dict, store: Path) -> list:
 
 
 def _drop_null_columns(t: pa.Table) -> pa.Table:
-    """A partition's own columns: the status columns of components it did not have were filled with
+    """A partition's own columns: the status and value columns of components it did not have were filled with
     nulls when the partitions were concatenated; indexing it afresh would not have them."""
-    keep = [c for c in t.column_names if not (c.startswith("s:") and t.column(c).null_count == len(t))]
+    keep = [c for c in t.column_names if not (c.startswith(("s:", "v:")) and t.column(c).null_count == len(t))]
     return t.select(keep)

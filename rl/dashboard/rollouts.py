@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from rl.dashboard import flags
 from rl.dashboard.index_cache import IndexCache
 
 STATUSES = ("ok", "timeout", "error", "unparsable")
@@ -38,8 +39,14 @@ STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
 BAD_BIT = {"timeout": 1, "error": 2, "unparsable": 4}
 TEXT_PREVIEW = 240        # characters of prompt / response shown in a table row
 TEXT_FULL = 20_000        # characters of one response shown in the group view (model output is unbounded)
+TOKENS_SHOWN = 4096       # tokens of one response in the group view's token diff
 SEARCH_BUDGET_S = 0.2     # a text search stops scanning older partitions after this long
 PAGE_MAX = 200
+# range filters: NAME_min (>=), NAME_lt (<), NAME_max (<=) on the index column of that name; "value" is the
+# value of the reward component named by the `component` filter. A histogram bin is [lo, hi), the last [lo, hi].
+RANGES = ("reward", "advantage", "length", "tokens", "nfe", "gen_s", "value")
+RANGE_OPS = {"min": pc.greater_equal, "lt": pc.less, "max": pc.less_equal}
+SORTS = ("reward", "advantage", "tokens", "length", "nfe", "gen_s", "version", "group")
 INDEX_BATCH = 16      # partitions indexed in parallel between two checks of the refresh budget
 _READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard-read")
 
@@ -82,9 +89,9 @@ def _components(cell) -> dict:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _component_statuses(cells, n: int) -> dict[str, pa.Array]:
-    """{component: status string array} from the reward_components JSON column, parsed by pyarrow's
-    JSON reader in one go (a Python json.loads per row was half of the indexing time)."""
+def _component_statuses(cells, n: int) -> dict[str, tuple[pa.Array, pa.Array]]:
+    """{component: (status string array, value float array)} from the reward_components JSON column,
+    parsed by pyarrow's JSON reader in one go (a Python json.loads per row was half of the indexing time)."""
     if cells is None:
         return {}
     text = pc.fill_null(pc.cast(cells, pa.string()), "{}").to_pylist()
@@ -96,14 +103,19 @@ def _component_statuses(cells, n: int) -> dict[str, pa.Array]:
         out = {}
         for name in parsed.column_names:
             col = parsed.column(name)
-            if pa.types.is_struct(col.type) and "status" in [f.name for f in col.type]:
-                out[name] = pc.cast(pc.struct_field(col, "status"), pa.string())
+            fields = [f.name for f in col.type] if pa.types.is_struct(col.type) else []
+            if "status" in fields:
+                value = pc.struct_field(col, "value") if "value" in fields else pa.nulls(n, pa.float64())
+                out[name] = (pc.cast(pc.struct_field(col, "status"), pa.string()), pc.cast(value, pa.float64()))
         return out
     except (pa.ArrowInvalid, ValueError, TypeError, pa.ArrowNotImplementedError):
         comps = [_components(c) for c in text]  # mixed shapes: the slow, forgiving way
         names = sorted({k for c in comps for k in c if isinstance(c[k], dict)})
-        return {k: pa.array([c[k].get("status") if isinstance(c.get(k), dict) else None for c in comps], pa.string())
-                for k in names}
+        cell = [[c[k] if isinstance(c.get(k), dict) else {} for c in comps] for k in names]
+        return {k: (pa.array([d.get("status") for d in ds], pa.string()),
+                    pa.array([_num(d.get("value")) if isinstance(d.get("value"), (int, float)) else None for d in ds],
+                             pa.float64()))
+                for k, ds in zip(names, cell)}
 
 
 def _index_partition(path: Path, step: int) -> tuple[pa.Table, dict]:
@@ -111,7 +123,7 @@ def _index_partition(path: Path, step: int) -> tuple[pa.Table, dict]:
     names = set(pf.schema_arrow.names)
     n = pf.metadata.num_rows
     cols = ["step", "group", "group_index", "task", "reward", "advantage", "policy_version", "prompt_id",
-            "reward_components", "response_ids", "image_codes"]
+            "reward_components", "response_ids", "image_codes", "num_forwards", "worker"]
     t = pf.read(columns=[c for c in cols if c in names])
     if "image_png" in names:
         # the images themselves are not read: null counts from the footer say which row groups hold any
@@ -148,7 +160,8 @@ def _index_partition(path: Path, step: int) -> tuple[pa.Table, dict]:
     statuses = _component_statuses(_col(t, "reward_components"), n)
     bad = np.zeros(n, dtype=np.int8)
     status_cols = {}
-    for name, st in sorted(statuses.items()):
+    for name, (st, value) in sorted(statuses.items()):
+        status_cols["v:" + name] = value.to_numpy(zero_copy_only=False).astype(np.float32)  # null -> NaN
         codes = np.full(n, -1, dtype=np.int8)
         for label, code in STATUS_CODE.items():
             hit = pc.fill_null(pc.equal(st, label), False).to_numpy(zero_copy_only=False)
@@ -160,10 +173,16 @@ def _index_partition(path: Path, step: int) -> tuple[pa.Table, dict]:
     prompt_id = _col(t, "prompt_id")
     prompt_id = pc.cast(prompt_id, pa.string()) if prompt_id is not None else pa.nulls(n, pa.string())
     version = ints("policy_version", -1)
+    worker = _col(t, "worker")
+    worker = pc.cast(worker, pa.string()) if worker is not None else pa.nulls(n, pa.string())
+    group = ints("group", -1)
+    gi = ints("group_index", 0) if "group_index" in names else np.arange(n, dtype=np.int32)
+    flag = flags.index_columns(path, group, gi)  # flags, length, last_unmask, gen_s (rl/dashboard/flags.py)
+    flag["length"] = np.where(flag["length"] >= 0, flag["length"], tokens)  # all ids where no flag file says
     index = pa.table({
         "step": steps,
-        "group": ints("group", -1),
-        "gi": ints("group_index", 0) if "group_index" in names else np.arange(n, dtype=np.int32),
+        "group": group,
+        "gi": gi,
         "row": np.arange(n, dtype=np.int32),
         "task": task,
         "prompt_id": prompt_id,
@@ -173,11 +192,18 @@ def _index_partition(path: Path, step: int) -> tuple[pa.Table, dict]:
         "tokens": tokens,
         "image": has_image,
         "bad": bad,
+        "worker": worker,
+        "nfe": ints("num_forwards", -1),
+        **flag,
         **status_cols,
     })
+    bits, known = flag["flags"], flag["flags"] >= 0
     stats = {
         "step": int(step), "rollouts": n, "tokens": int(tokens.sum()),
         "version_min": int(version.min()) if n else -1, "version_max": int(version.max()) if n else -1,
+        # the overview's flagged-share chart: rollouts with flags known, flagged, and flagged for each reason
+        "flags_known": int(known.sum()), "flagged": int((bits > 0).sum()),
+        **{f"flag_{name}": int(((bits & bit) > 0).sum()) for name, bit in flags.REASONS.items()},
     }
     return index, stats
 
@@ -317,10 +343,12 @@ class RolloutIndex:
         steps = [p.step for p in files]
         comps = [c[2:] for c in t.column_names if c.startswith("s:")]
         tasks = sorted(x for x in pc.unique(t.column("task")).to_pylist() if x) if len(t) else []
+        workers = sorted(x for x in pc.unique(t.column("worker")).to_pylist() if x) if len(t) else []
         return {
             "rollouts": len(t), "partitions": len(files),
             "first_step": min(steps) if steps else None, "last_step": max(steps) if steps else None,
-            "components": comps, "tasks": tasks,
+            "components": comps, "tasks": tasks, "workers": workers,
+            "flags_known": sum(p.stats.get("flags_known", 0) for p in files),
             "images": int(pc.sum(t.column("image")).as_py() or 0) if len(t) else 0,
             "failures": int(pc.sum(pc.not_equal(t.column("bad"), 0)).as_py() or 0) if len(t) else 0,
         }
@@ -341,10 +369,14 @@ class RolloutIndex:
             conds.append(pc.less_equal(t.column("step"), int(f["step_max"])))
         if f.get("task"):
             conds.append(pc.equal(t.column("task"), str(f["task"])))
-        if f.get("reward_min") is not None:
-            conds.append(pc.greater_equal(t.column("reward"), float(f["reward_min"])))
-        if f.get("reward_max") is not None:
-            conds.append(pc.less_equal(t.column("reward"), float(f["reward_max"])))
+        for name in RANGES:
+            for op, compare in RANGE_OPS.items():
+                if f.get(f"{name}_{op}") is not None:
+                    conds.append(compare(range_column(t, name, f.get("component")), float(f[f"{name}_{op}"])))
+        if f.get("worker"):
+            conds.append(pc.equal(t.column("worker"), str(f["worker"])))
+        if f.get("flag"):
+            conds.append(flag_mask(t.column("flags"), str(f["flag"])))
         if f.get("prompt_id"):
             conds.append(pc.equal(t.column("prompt_id"), str(f["prompt_id"])))
         if f.get("version") is not None:  # the policy_version the rollout was sampled with
@@ -386,6 +418,10 @@ class RolloutIndex:
             return t, snap.files
         mask = self._mask(t, {**f, "step_min": None, "step_max": None})
         return (t if mask is None else t.filter(mask)), snap.files
+
+    def matching(self, f: dict) -> pa.Table:
+        """The index rows the filters keep (histograms.py counts them)."""
+        return self._filtered(f)[0]
 
     # ------------------------------------------------------------------ reads
     def _fetch(self, files: list[Partition], refs: list[tuple[int, int]], wanted: list[str]) -> list[dict]:
@@ -429,13 +465,13 @@ class RolloutIndex:
             idx = (np.arange(total - 1 - offset, total - 1 - offset - n, -1) if desc
                    else np.arange(offset, offset + n))
             page = t.take(pa.array(idx, pa.int64())) if n else t.slice(0, 0)
-        elif sort in ("reward", "advantage", "tokens", "version", "group"):
+        elif sort in SORTS:
             k = min(offset + limit, total)
             order = "descending" if desc else "ascending"
             top = pc.select_k_unstable(t, k=k, sort_keys=[(sort, order), ("step", "descending"), ("gi", "ascending")])
             page = t.take(top.slice(offset))
         else:
-            raise QueryError(f"sort={sort!r}: expected one of step, reward, advantage, tokens, version, group")
+            raise QueryError(f"sort={sort!r}: expected step or one of {', '.join(SORTS)}")
         return {"total": total, "rows": self._page_rows(page, files)}
 
     def _page_rows(self, page: pa.Table, files: list[Partition]) -> list[dict]:
@@ -513,17 +549,22 @@ class RolloutIndex:
         sel, files = self._locate(step, group)
         refs = list(zip(sel.column("file").to_pylist(), sel.column("row").to_pylist()))
         recs = self._fetch(files, refs, ["prompt_id", "task", "question", "prompt", "gold", "response_text",
-                                         "reward_components", "sampler"])
+                                         "reward_components", "sampler", "response_ids"])
+        metas = sel.to_pylist()
+        # text responses: which tokens differ from the group's most common token at the same position
+        ids = [[] if m["image"] else _unpadded(r.get("response_ids") or [])[:TOKENS_SHOWN] for m, r in zip(metas, recs)]
+        differs = token_diff(ids)
         responses = []
-        for meta, rec in zip(sel.to_pylist(), recs):
+        for meta, rec, row_ids, row_diff in zip(metas, recs, ids, differs):
             text = rec.get("response_text") or ""
             comps = _components(rec.get("reward_components"))
             responses.append({
                 "gi": meta["gi"], "reward": _num(meta["reward"]), "advantage": _num(meta["advantage"]),
-                "version": meta["version"], "tokens": meta["tokens"], "image": meta["image"],
+                "version": meta["version"], "tokens": meta["tokens"], "image": meta["image"], **_cost_view(meta),
                 "response": text[:TEXT_FULL], "truncated": len(text) > TEXT_FULL,
                 "extracted": _extracted(text),
                 "components": {k: _component_view(v) for k, v in comps.items()},
+                "ids": row_ids, "differs": row_diff,
             })
         responses.sort(key=lambda r: r["gi"])
         first = recs[0]
@@ -625,12 +666,70 @@ def _row_view(meta: dict, text: dict) -> dict:
     return {
         "step": meta["step"], "group": meta["group"], "gi": meta["gi"], "task": meta["task"],
         "reward": _num(meta["reward"]), "advantage": _num(meta["advantage"]), "version": meta["version"],
-        "tokens": meta["tokens"], "image": meta["image"], "prompt_id": meta.get("prompt_id"),
+        "tokens": meta["tokens"], "image": meta["image"], "prompt_id": meta.get("prompt_id"), **_cost_view(meta),
         "prompt": _prompt(text)[:TEXT_PREVIEW],
         "response": (text.get("response_text") or "")[:TEXT_PREVIEW],
         "gold": str(text.get("gold") or "")[:TEXT_PREVIEW],
         "components": {k: _component_view(v) for k, v in comps.items()},
     }
+
+
+def _unpadded(ids: list[int]) -> list[int]:
+    """A response without its padding: trailing repeats of the last id (EOS) kept once."""
+    end = len(ids)
+    while end > 1 and ids[end - 2] == ids[-1]:
+        end -= 1
+    return ids[:end]
+
+
+def token_diff(rows: list[list[int]]) -> list[list[bool]]:
+    """Per response and position: whether its token differs from the most common token of the group's
+    responses at that position (a tie goes to the smallest id; a shorter response, ended there, is not counted)."""
+    out = [[False] * len(r) for r in rows]
+    for pos in range(max((len(r) for r in rows), default=0)):
+        present = [r[pos] for r in rows if pos < len(r)]
+        counts = {}
+        for tok in present:
+            counts[tok] = counts.get(tok, 0) + 1
+        mode = min(counts, key=lambda tok: (-counts[tok], tok))
+        for i, r in enumerate(rows):
+            if pos < len(r):
+                out[i][pos] = r[pos] != mode
+    return out
+
+
+def _cost_view(meta: dict) -> dict:
+    """Who sampled a rollout, what it cost, and why it is flagged (None: no flag file for its step)."""
+    bits = meta["flags"]
+    return {
+        "worker": meta["worker"] or None, "length": meta["length"], "nfe": meta["nfe"] if meta["nfe"] >= 0 else None,
+        "last_unmask": meta["last_unmask"] if meta["last_unmask"] >= 0 else None, "gen_s": _num(meta["gen_s"]),
+        "flags": None if bits < 0 else [name for name, bit in flags.REASONS.items() if bits & bit],
+    }
+
+
+def range_column(t: pa.Table, name: str, component: str | None):
+    """The index column a range filter or a histogram reads ("value": the component's v:NAME column)."""
+    if name != "value":
+        return t.column(name)
+    if not component:
+        raise QueryError("value_min / value_lt / value_max need component=NAME (a reward component)")
+    if f"v:{component}" not in t.column_names:
+        raise QueryError(f"component={component!r}: no reward component of that name in this run")
+    return t.column(f"v:{component}")
+
+
+def flag_mask(col, flag: str):
+    """flag=any: flagged for some reason; none: flags known and none raised; a reason (repetition,
+    nonprintable, odd_ids, cut): flagged for it. Rollouts without a flag file (flags -1) match none."""
+    known = pc.greater_equal(col, 0)
+    if flag == "any":
+        return pc.greater(col, 0)
+    if flag == "none":
+        return pc.equal(col, 0)
+    if flag not in flags.REASONS:
+        raise QueryError(f"flag={flag!r}: expected any, none or one of {', '.join(flags.REASONS)}")
+    return pc.and_(known, pc.not_equal(pc.bit_wise_and(col, pa.scalar(flags.REASONS[flag], pa.int8())), 0))
 
 
 def _extracted(text: str) -> str | None:

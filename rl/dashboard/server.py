@@ -38,7 +38,8 @@ from aiohttp.log import server_logger
 
 from rl.dashboard import flags, token_traces
 from rl.dashboard.guard import LOOPBACK_NAMES, QuietServerLog, allowed_names, middlewares
-from rl.dashboard.rollouts import QueryError
+from rl.dashboard.histograms import BINS, histogram
+from rl.dashboard.rollouts import RANGE_OPS, RANGES, QueryError
 from rl.dashboard.runs import RunRegistry
 from rl.dashboard.series import MAX_POINTS
 
@@ -111,9 +112,10 @@ def _float(q, name):
 def _filters(q) -> dict:
     return {
         "step_min": _int(q, "step_min"), "step_max": _int(q, "step_max"), "task": q.get("task") or None,
-        "reward_min": _float(q, "reward_min"), "reward_max": _float(q, "reward_max"),
         "status": q.get("status") or None, "q": q.get("q") or None, "before_step": _int(q, "before_step"),
         "prompt_id": q.get("prompt_id") or None, "version": _int(q, "version"),
+        "worker": q.get("worker") or None, "flag": q.get("flag") or None, "component": q.get("component") or None,
+        **{f"{name}_{op}": _float(q, f"{name}_{op}") for name in RANGES for op in RANGE_OPS},
     }
 
 
@@ -206,7 +208,12 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
     async def api_group(request):
         run = run_of(request)
         q = request.query
-        return _json(await blocking(run.rollouts.group, _int(q, "step"), _int(q, "group")))
+        def work():
+            g = run.rollouts.group(_int(q, "step"), _int(q, "group"))
+            for r in g["responses"]:  # the token diff's text (the run's tokenizer; `#id` without one)
+                r["token_text"] = run.token_text(r["ids"])
+            return g
+        return _json(await blocking(work))
 
     async def api_replay(request):
         run = run_of(request)
@@ -255,6 +262,14 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
         run = run_of(request)
         return _json(await blocking(summaries.mismatch, run.path))
 
+    async def api_histogram(request):
+        """Counts per bin of field= (reward, value with component=, advantage, length, ...) over the
+        rollouts the filters keep, each bin with its rollouts filter (rl/dashboard/histograms.py)."""
+        run = run_of(request)
+        q = request.query
+        return _json(await blocking(histogram, run.rollouts, _filters(q), q.get("field", "reward"),
+                                    _int(q, "bins", BINS), q.get("by") or None))
+
     async def api_prompt(request):
         """One prompt's groups in every run asked for (`runs=a,b`), for the compare page."""
         q = request.query
@@ -282,6 +297,7 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
                           ("images", api_images), ("failures", api_failures), ("flags", api_flags),
                           ("traces", api_traces), ("mismatch", api_mismatch)):
         app.router.add_get(f"/api/run/{{run_id}}/{name}", handler)
+    app.router.add_get("/api/run/{run_id}/histogram", api_histogram)
 
     async def refresher(app):
         async def loop():
