@@ -46,6 +46,7 @@ bench: $(VENV)/.installed $(CHROMIUM)
 	$(PY) benchmarks/e2e.py
 	$(PY) benchmarks/colocate.py
 	$(PY) benchmarks/staleness.py
+	$(PY) benchmarks/elastic.py
 	$(PY) benchmarks/lora.py
 	$(PY) benchmarks/dashboard.py
 	$(PY) benchmarks/scale.py
