@@ -58,12 +58,57 @@ def runs(tmp_path_factory) -> Path:
     make_run(root / "fx", steps=4, xss=True)
     make_run(root / "live", steps=2)
     make_run(root / "img", steps=2, image=True)
+    traced_run(root / "tok")
     bad = make_run(root / "broken", steps=3)
     part = bad / "rollouts" / "step=2" / "part-0.parquet"
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
     with (bad / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 4, "reward/mean": \n')
     return root
+
+
+HOSTILE_TOKENS = (*XSS, "javascript:alert(4)")
+
+
+def traced_run(run_dir: Path) -> Path:
+    """A run whose tokens decode to hostile text (a word-level tokenizer.json in policy_init/) and whose group 0
+    is traced by the real writers (trainer/token_trace.py, rl/token_traces.py) with stand-in log-probs; the
+    learner scored the first 6 of 8 positions (as through_first_eos does when position 6 is EOS), so 6-7 are
+    padding."""
+    import numpy as np
+    import torch
+    from tokenizers import Tokenizer, models
+
+    from rl.store import RolloutStore
+    from rl.token_traces import trace_table, write_traces
+    from rollout.record import RolloutRecord
+    from trainer.token_trace import TokenTrace, merge_ranks
+    from trainer.unigrpo import UniGRPOConfig, masks_for_update
+
+    make_run(run_dir, steps=2, xss=True)
+    store = RolloutStore(run_dir)
+    ids = sorted({i for s in (1, 2) for r in store.read_step(s) for i in r["response_ids"]})
+    vocab = {f"{HOSTILE_TOKENS[k % len(HOSTILE_TOKENS)]}{i}": i for k, i in enumerate(ids)}
+    (run_dir / "policy_init").mkdir()
+    Tokenizer(models.WordLevel({**vocab, "[UNK]": max(ids) + 1}, unk_token="[UNK]")).save(
+        str(run_dir / "policy_init" / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    for step in (1, 2):
+        records = [RolloutRecord.from_row(r) for r in store.read_step(step) if r["group"] == 0]
+        positions = np.zeros((len(records), 3 + 8), bool)
+        positions[:, 3:9] = True
+        ratios, masked = masks_for_update(positions, UniGRPOConfig(mu=2, seed=step), 0)
+        trace = TokenTrace(np.ones(len(records), bool), 0.2, 0.2)
+        for n in range(2):
+            m = torch.from_numpy(masked[n])
+            k = int(m.sum())
+            old = torch.from_numpy(np.log(rng.uniform(0.05, 1, k)).astype(np.float32))
+            logp = old + torch.from_numpy(rng.normal(0, 0.4 * n, k).astype(np.float32))  # iteration 2 moved
+            adv = torch.tensor([r.advantage for r in records], dtype=torch.float32)[torch.nonzero(m)[:, 0]]
+            trace.add(n, np.arange(len(records)), m, logp, old, None, adv, torch.rand(k))
+        table = trace_table(step, records, merge_ranks([trace.result()], [0], ratios, positions))
+        write_traces(store.traces_root, step, table)
+    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +288,57 @@ def test_replay_slider_changes_the_canvas(server, page):
     assert page.locator("canvas#heatmap").count() == 1
 
 
+def test_token_overlay_colours_only_scored_response_tokens(server, browser):
+    """The replay's token overlay (tokens.js), CSP on: one cell per response position in the sampler's row and
+    each iteration's row; only scored positions the learner masked are coloured (prompt and padding never),
+    clipped and mismatched tokens are marked as the trace says, and hostile token text stays text."""
+    ctx, page = new_page(browser, bypass_csp=False)
+    page.goto(f"{server}/run/tok/replay?step=2&group=0&gi=1")
+    page.wait_for_selector("#token-overlay td.coloured")
+    cells = page.evaluate("""[...document.querySelectorAll('#token-overlay td')].map(c => ({
+        kind: c.dataset.kind, pos: c.dataset.pos === undefined ? null : +c.dataset.pos,
+        iter: c.dataset.iter === undefined ? null : +c.dataset.iter, bg: c.style.background,
+        cls: [...c.classList], text: c.textContent }))""")
+    trace = json.loads(urllib.request.urlopen(f"{server}/api/run/tok/traces?step=2&group=0&gi=1", timeout=10).read())
+    masked = {(p, n): i for i, (p, n) in enumerate(zip(trace["position"], trace["iteration"]))}
+    assert trace["traced"] and trace["response_len"] == 6 and trace["iterations"] == 2
+    kinds = {c["kind"] for c in cells}
+    assert kinds == {"prompt", "response", "padding"}
+    for c in cells:
+        coloured = c["bg"] != "" or "coloured" in c["cls"]
+        if c["kind"] in ("prompt", "padding"):  # outside the loss mask: never coloured, never marked
+            assert not coloured and not {"mismatch", "clip-high", "clip-low"} & set(c["cls"]), c
+            continue
+        assert c["pos"] < 6
+        if c["iter"] is not None:  # a learner row: coloured exactly where that iteration masked the token
+            i = masked.get((c["pos"], c["iter"]))
+            assert coloured == (i is not None), c
+            if i is not None:
+                assert ("clip-high" in c["cls"]) == (trace["clipped"][i] > 0)
+                assert ("clip-low" in c["cls"]) == (trace["clipped"][i] < 0)
+                gap = abs(trace["logp_old"][i] - trace["logp_sampler"][i])
+                assert ("mismatch" in c["cls"]) == (gap > 1.0)
+    learner = [c for c in cells if c["iter"] is not None and c["kind"] == "response"]
+    assert len(learner) == 2 * 6 and sum(c["bg"] != "" for c in learner) == len(trace["position"])
+    marks = {k for c in learner for k in c["cls"]}
+    assert "mismatch" in marks and {"clip-high", "clip-low"} & marks  # the markers are exercised, not vacuous
+    assert sum(c["kind"] == "padding" for c in cells) == 4 * 2  # positions 6, 7 in the header, sampler, 2 iterations
+    assert page.locator("#token-legend").count() == 1
+    text = page.text_content("#token-overlay")
+    assert any(t in text for t in HOSTILE_TOKENS)  # rendered as text
+    assert page.evaluate("document.querySelectorAll('script').length") == 3
+    assert page.evaluate("document.querySelectorAll('img[src=x], [onerror], #token-overlay a').length") == 0
+    assert page.dialogs == [] and page.errors == []
+    page.goto(f"{server}/run/tok/replay?step=2&group=1&gi=0")  # not traced: a message and links to traced ones
+    page.wait_for_selector("#token-trace .msg a")
+    assert page.locator("#token-trace .msg a").first.get_attribute("href") == "/run/tok/replay?step=2&group=0&gi=0"
+    page.goto(f"{server}/run/tok")  # the overview's mismatch and entropy-by-position charts
+    page.wait_for_selector("#mismatch-chart svg path.line", state="attached")
+    assert page.locator("#entropy-position-chart svg path.line").count() == 1
+    assert page.errors == []
+    ctx.close()
+
+
 def test_image_rollouts_grid_and_replay(server, page):
     page.goto(f"{server}/run/img/images")
     page.wait_for_selector("#images img.thumb")
@@ -268,7 +364,7 @@ def test_xss_payloads_render_as_text(server, browser):
         page.goto(server + path)
         page.wait_for_selector("table.rollouts tbody tr, .card.response, #failures .msg, #failures table")
         page.wait_for_timeout(200)
-        assert page.evaluate("document.querySelectorAll('script').length") == 2  # charts.js, app.js
+        assert page.evaluate("document.querySelectorAll('script').length") == 3  # charts.js, tokens.js, app.js
         assert page.evaluate("document.querySelectorAll('img[src=x], [onerror]').length") == 0
         assert page.evaluate("[...document.querySelectorAll('a')].filter(a => a.href.startsWith('javascript')).length") == 0
     page.goto(f"{server}/run/fx/group?step=4&group=0")

@@ -215,3 +215,49 @@ def test_traces_and_mismatch_served_by_the_app(tmp_path):
     assert mismatch[0] == 200 and b'"mismatch_mean"' in mismatch[1]
     assert bad[0] == 400  # no group: a message, not a 500
     assert js[0] == 200
+
+
+@pytest.mark.slow
+def test_tiny_run_traces_are_the_loss_terms(ray_cluster, tmp_path):
+    """Two learner ranks, every group traced, beta > 0: each stored (token, iteration) is consistent with the
+    loss: ratio = exp(logp - logp_old), the clip flag follows eps and the advantage's sign, kl is k3, exactly
+    k = max(1, round(p |o_i|)) tokens per (rollout, iteration), none outside |o_i|, the sampler's log-prob is
+    the stored confidence's, and at the first iteration (no optimizer step yet) pi_theta = pi_old."""
+    from rl.config import load_config
+    from rl.driver import Driver
+
+    cfg = load_config(None, ["rollout.text.gen_length=8", "rollout.text.steps=4", "rollout.text.block_length=8",
+                             "data.prompts_per_step=4", "rollout.group_size=4", "run.plot=false", "run.steps=2",
+                             "learner.num_ranks=2", "run.trace_groups=-1", "unigrpo.beta=0.1",
+                             f"run.dir={tmp_path}", "run.name=tr"])
+    driver = Driver(cfg, console=False)
+    try:
+        driver.setup()
+        driver.train()
+    finally:
+        driver.shutdown()
+    eps_low, eps_high = cfg.unigrpo.eps_low, cfg.unigrpo.eps_high
+    for step in (1, 2):
+        t = read_traces(tmp_path / "tr" / TRACES_DIR, step).to_pylist()
+        stored = {(r["group"], r["group_index"]): r for r in driver.store.read_step(step)}
+        kept = {(r["group"], r["gi"]) for r in t}
+        assert kept == set(stored)  # every rollout traced (no group dropped by default), rows of both ranks
+        for r in t:
+            assert r["ratio"] == pytest.approx(np.exp(r["logp"] - r["logp_old"]), rel=1e-5)
+            want = 1 if r["ratio"] > 1 + eps_high and r["advantage"] > 0 else (
+                -1 if r["ratio"] < 1 - eps_low and r["advantage"] < 0 else 0)
+            assert r["clipped"] == want
+            assert 0 <= r["position"] < r["response_len"] <= 8
+            if r["iteration"] == 0:
+                assert r["ratio"] == pytest.approx(1.0, abs=1e-4)
+            conf = stored[(r["group"], r["gi"])]["confidence"][r["position"]]
+            assert r["logp_sampler"] == pytest.approx(np.log(conf), rel=1e-5)
+            assert r["kl"] is not None and r["kl"] >= 0 and r["entropy"] >= 0
+            assert r["advantage"] == pytest.approx(stored[(r["group"], r["gi"])]["advantage"], abs=2e-3)
+        by_rollout_iteration: dict = {}
+        for r in t:
+            by_rollout_iteration.setdefault((r["group"], r["gi"], r["iteration"]), []).append(r)
+        for key, rows in by_rollout_iteration.items():
+            x = float(rows[0]["mask_ratio"]) * rows[0]["response_len"]  # p |o_i|; p stored as float16
+            if abs(x - np.floor(x) - 0.5) > 0.01:  # away from a rounding tie that float16 could flip
+                assert len(rows) == max(1, int(np.floor(x + 0.5))), key

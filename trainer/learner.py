@@ -46,6 +46,7 @@ from trainer.engine import (
     zero_stage_of,
 )
 from trainer.sharded_load import build_partitioned
+from trainer.token_trace import TokenTrace
 from trainer.unigrpo import (
     UniGRPOConfig,
     masked_token_logprobs,
@@ -187,6 +188,7 @@ class Learner:
 
         # 2. mu gradient updates, one per mask iteration
         totals = {k: 0.0 for k in SUM_KEYS}
+        trace = TokenTrace(shard.trace, cfg.eps_low, cfg.eps_high)  # per-token terms of the traced rows
         # first iteration: sum w, sum w^2, count of w = pi_theta / pi_{v(o)}; tokens whose decoupled weight was capped
         importance = torch.zeros(4, dtype=torch.float64, device=dev)
         ratio_max, grad_norms, lrs, skipped = 0.0, [], [], 0
@@ -210,6 +212,7 @@ class Learner:
                     importance += torch.stack([iw.sum(), (iw * iw).sum(), iw.new_tensor(float(iw.numel())),
                                                iw.new_tensor(capped)]).double()
                 if live:
+                    trace.add(n, rows, m, logp, old[n][j], ref[n][j], adv_rows[row_of_token], entropy, behav[n][j])
                     for k in SUM_KEYS[:-1]:
                         totals[k] += float(sums[k])
                     totals["entropy_sum"] += float(entropy.sum())
@@ -231,7 +234,7 @@ class Learner:
         compute_s = time.perf_counter() - t_start
         return {**totals, "importance": importance.tolist(),
                 "ratio_max": ratio_max, "grad_norm": grad_norms, "lr": lrs, "compute_s": compute_s,
-                "old_ref_s": old_ref_s, "skipped_steps": skipped, "by_task": by_task}
+                "old_ref_s": old_ref_s, "skipped_steps": skipped, "by_task": by_task, "token_trace": trace.result()}
 
     def _behaviour_logprobs(self, versions: torch.Tensor, version: int, x, a, m, img,
                             current: torch.Tensor | None = None) -> torch.Tensor:

@@ -30,6 +30,7 @@ from policy.placement import bundles, kill_all
 from trainer.batch import TrainBatch
 from trainer.engine import LearnerConfig, load_deepspeed_config, num_micro_batches, resolve_bf16, resolve_path
 from trainer.learner import SUM_KEYS, LearnerActor
+from trainer.token_trace import merge_ranks
 from trainer.unigrpo import UniGRPOConfig, masks_for_update, scored_positions
 
 __all__ = ["LearnerConfig", "LearnerGroup", "UniGRPOConfig"]
@@ -158,7 +159,11 @@ class LearnerGroup:
         ])
         self.num_updates += 1
         self.policy_version += 1
-        return reduce_stats(results, ratios, ucfg.mu, num_micro)
+        stats = reduce_stats(results, ratios, ucfg.mu, num_micro)
+        trace = merge_ranks([r.get("token_trace") for r in results], [a for a, _ in bounds], ratios, positions)
+        if trace is not None:  # the traced rows' per-token terms (trainer/token_trace.py), for rl/token_traces.py
+            stats["token_trace"] = trace
+        return stats
 
     # ---- weight publishing ---------------------------------------------------------------------------
     def weight_bytes(self) -> int:
