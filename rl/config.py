@@ -446,6 +446,8 @@ class RunSection(Section):
     def _loggers(cls, v: list[str]):
         from rl.loggers import missing
 
+    tracker_samples: int = Field(4, ge=0, description="rollouts per step in the sample table sent to the TensorBoard, "
+                                 "W&B and MLflow loggers (prompt, response, rewards, advantage; rl/loggers.py); 0 off")
         if "jsonl" not in v:
             raise ValueError("must include jsonl (the dashboard, resume and plots read metrics.jsonl)")
         absent = missing(v)

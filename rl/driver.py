@@ -101,7 +101,8 @@ class Driver:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, self.run_dir)
         self.metrics = MetricsLog(self.run_dir)
-        self.sinks = MetricSinks(cfg.run.loggers, self.run_dir, self.run_dir.name, cfg.model_dump(mode="json"))
+        self.sinks = MetricSinks(cfg.run.loggers, self.run_dir, self.run_dir.name, cfg.model_dump(mode="json"),
+                                 samples=cfg.run.tracker_samples)
         self.store = RolloutStore(self.run_dir)
         self.writer = BackgroundWriter(self.store)
         self.dataset = build_run_dataset(cfg)  # bad rows fail here, before any actor starts
@@ -251,7 +252,7 @@ class Driver:
             m.update(staleness)
         m.update(late_calls(self.watchdog.take_events()))  # only in steps where an actor was late
         self.metrics.log(step, m)
-        self.sinks.log(step, m)
+        self.sinks.log(step, m, records)  # and a few of the step's rollouts as a table (run.tracker_samples)
         if self.skipped_in_a_row >= cfg.learner.max_skipped_updates:
             raise self._diverged(step, stats)
         return m
