@@ -49,6 +49,7 @@ bench: $(VENV)/.installed $(CHROMIUM)
 	$(PY) benchmarks/elastic.py
 	$(PY) benchmarks/lora.py
 	$(PY) benchmarks/dashboard.py
+	$(PY) benchmarks/token_traces.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/zero3_load.py
 	$(PY) benchmarks/t2i_probe.py

@@ -45,11 +45,15 @@ EXPECTED = {
               "publish_model", "publish", "modes"},
     "staleness": {"steps", "seeds", "ks", "by_k", "goal_heldout_gap"},
     "t2i_probe": {"settings", "runs", "ratio_min", "ratio_max", "seconds"},
+    "token_traces": {"bytes_per_traced_rollout", "bytes_per_pair", "growth_one_group", "growth_all_groups",
+                     "store_1m_gib", "traces_1m_gib", "add_ms"},
     "zero3_load": {"model_mb", "full", "sliced", "ratio_load_peak_rss_mb", "ratio_read_fraction"},
 }
 # what must hold even at smoke sizes
 CHECKS = {
     "learner": lambda r: r["tokens_per_s"] > 0 and r["mfu"] > 0,
+    # the size bound docs/dashboard.md states: < 20 bytes per (token, iteration), < 5% growth at one group a step
+    "token_traces": lambda r: r["bytes_per_pair"] < 20 and r["growth_one_group"] < 0.05,
     "zero3_load": lambda r: r["full"]["equal"] and r["sliced"]["equal"] and r["ratio_read_fraction"] < 1,
     "sampler": lambda r: r["points"]["early_stop"]["agreement"] == 1.0,  # exact by construction
     "math_reward": lambda r: r["cases"] > 0 and r["labelled"] > 0,
