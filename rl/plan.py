@@ -89,11 +89,12 @@ class Prediction:
                 "peak_gib": gib(peak), "peak_at": f"{role} {phase}", "fits": self.fits}
 
 
-def per_rollout(cfg, params: float, c: Constants) -> tuple[float, float, int]:
+def per_rollout(cfg, params: float, c: Constants, asynchronous: bool = False) -> tuple[float, float, int]:
     """(generation s, update s on one GPU, tokens per rollout) for this config's sizes, averaged over the
     task mixture: text (S = prompt + gen_length, `steps` forwards, the prefix cache's speed-up), image
     understanding (the image's tokens in the prompt), text-to-image (`image.steps` forwards of the prompt
-    + image tokens, twice with CFG)."""
+    + image tokens, twice with CFG). No-grad passes per iteration: pi_old, pi_ref when beta > 0, and
+    asynchronously with the decoupled objective the behaviour policy's (docs/async.md)."""
     from rl.memory import PROMPT_TOKENS
 
     scale = params / c.params
@@ -109,7 +110,7 @@ def per_rollout(cfg, params: float, c: Constants) -> tuple[float, float, int]:
     }
     weights = cfg.data.mixture or {"text": 1.0}
     total = sum(weights.values())
-    passes = 2 if cfg.unigrpo.beta > 0 else 1
+    passes = (2 if cfg.unigrpo.beta > 0 else 1) + (asynchronous and cfg.unigrpo.off_policy == "decoupled")
     gen = upd = seq = 0.0
     for kind, w in weights.items():
         tokens, scored = kinds[kind]
@@ -152,7 +153,7 @@ def predict(cfg, gpus: int, mode: str, rollout_gpus: int = 0, c: Constants = H20
     publication moves (default the bf16 weights, 2P; LoRA: the adapters, `adapter_bytes`)."""
     shape = shape or model_shape(cfg)
     rollouts = cfg.data.prompts_per_step * cfg.rollout.group_size
-    gen, upd, _ = per_rollout(cfg, shape.params, c)
+    gen, upd, _ = per_rollout(cfg, shape.params, c, asynchronous)
     driver = c.driver_base_s + c.driver_s_per_rollout * max(0, rollouts - 64)
     weight_bytes = 2 * shape.params if weight_bytes is None else weight_bytes
     stage, _ = zero_settings(cfg)
