@@ -326,7 +326,7 @@ def test_token_overlay_colours_only_scored_response_tokens(server, browser):
     assert page.locator("#token-legend").count() == 1
     text = page.text_content("#token-overlay")
     assert any(t in text for t in HOSTILE_TOKENS)  # rendered as text
-    assert page.evaluate("document.querySelectorAll('script').length") == 3
+    assert page.evaluate("document.querySelectorAll('script').length") == 4
     assert page.evaluate("document.querySelectorAll('img[src=x], [onerror], #token-overlay a').length") == 0
     assert page.dialogs == [] and page.errors == []
     page.goto(f"{server}/run/tok/replay?step=2&group=1&gi=0")  # not traced: a message and links to traced ones
@@ -360,13 +360,16 @@ def test_image_rollouts_grid_and_replay(server, page):
 def test_xss_payloads_render_as_text(server, browser):
     ctx, page = new_page(browser, bypass_csp=False)
     for path in ("/run/fx/rollouts", "/run/fx/group?step=4&group=0", "/run/fx/failures",
-                 "/run/fx/rollouts?q=%3Cscript%3E"):
+                 "/run/fx/rollouts?q=%3Cscript%3E", "/run/fx/histograms", "/run/tok/group?step=2&group=0",
+                 "/run/fx/rollouts?flag=any&worker=%3Cscript%3Ealert(1)%3C/script%3E"):
         page.goto(server + path)
-        page.wait_for_selector("table.rollouts tbody tr, .card.response, #failures .msg, #failures table")
+        page.wait_for_selector("table.rollouts tbody tr, .card.response, #failures .msg, #failures table, "
+                               "#histograms a.bin, #table .msg")
         page.wait_for_timeout(200)
-        assert page.evaluate("document.querySelectorAll('script').length") == 3  # charts.js, tokens.js, app.js
+        assert page.evaluate("document.querySelectorAll('script').length") == 4  # charts, tokens, histograms, app
         assert page.evaluate("document.querySelectorAll('img[src=x], [onerror]').length") == 0
-        assert page.evaluate("[...document.querySelectorAll('a')].filter(a => a.href.startsWith('javascript')).length") == 0
+        assert page.evaluate("[...document.querySelectorAll('a')].filter(a => (a.getAttribute('href') || '')"  # SVG links too
+                             ".trim().toLowerCase().startsWith('javascript')).length") == 0
     page.goto(f"{server}/run/fx/group?step=4&group=0")
     page.wait_for_selector(".card.response")
     body = page.text_content("#main")
@@ -491,3 +494,107 @@ def test_real_tiny_run_started_with_its_dashboard_shows_on_every_page(tmp_path, 
     finally:
         ctx.close()
         stop(srv)
+
+
+def _status_total(page) -> int:
+    page.wait_for_function("/of \\d+/.test(document.getElementById('table-status')?.textContent ?? '') || "
+                           "!!document.querySelector('#table .msg')")
+    text = page.text_content("#table-status")
+    return int(text.rsplit("of ", 1)[1]) if "of " in text else 0
+
+
+def _table(page, col: int) -> list[str]:
+    return page.locator(f"table.rollouts tbody td:nth-child({col})").all_text_contents()
+
+
+def test_histogram_bar_click_lands_on_exactly_its_rows(server, page):
+    """Each histogram (reward, the math component, advantage, length, NFE, gen_s) for a step range: clicking
+    a bar opens the rollouts page listing exactly that bar's rows, and a split bar's piece its version's."""
+    page.goto(f"{server}/run/fx/histograms?step_min=2&step_max=3")
+    page.wait_for_selector("#histograms .hist[data-field=advantage] a.bin")
+    fields = page.eval_on_selector_all("#histograms .hist", "bs => bs.map(b => b.dataset.field)")
+    assert fields == ["reward", "value:math", "advantage", "length", "nfe", "gen_s"]
+    bars = page.locator("#histograms .hist[data-field=advantage] a.bin")
+    assert sum(int(c) for c in bars.evaluate_all("bs => bs.map(b => b.dataset.count)")) == 16  # 2 steps x 8
+    last = bars.nth(bars.count() - 1)
+    count = int(last.get_attribute("data-count"))
+    last.click()
+    page.wait_for_url("**/rollouts?**")
+    assert _status_total(page) == count and "advantage_max=" in page.url  # the closed last bin
+    adv = [float(a) for a in _table(page, 9)]
+    steps = {int(s) for s in _table(page, 1)}
+    assert len(adv) == count and steps <= {2, 3}
+    assert page.locator("#range-chips .chip").count() == 1 and "advantage" in page.text_content("#range-chips")
+    page.select_option("select[name=sort]", "reward")  # the bar's range survives "apply"
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**sort=reward**")
+    assert _status_total(page) == count and "advantage_max=" in page.url
+    # every bar of every histogram: the count on the bar is the number of rows listed
+    page.goto(f"{server}/run/fx/histograms?step_min=2&step_max=3")
+    page.wait_for_selector("#histograms .hist[data-field=advantage] a.bin")
+    links = page.eval_on_selector_all("#histograms a.bin", "as => as.map(a => [a.getAttribute('href'), +a.dataset.count])")
+    assert len(links) > 8
+    for href, n in links:
+        assert href.startswith("/run/fx/rollouts?") and "step_min=2" in href
+        body = json.loads(urllib.request.urlopen(server + href.replace("/run/fx/rollouts", "/api/run/fx/rollouts"),
+                                                 timeout=10).read())
+        assert body["total"] == n, href
+    page.goto(f"{server}/run/fx/histograms?by=version&bins=5")  # split by version: one colour per version
+    page.wait_for_selector("#histograms .hist[data-field=reward] a.bin[data-key='2']")
+    piece = page.locator("#histograms .hist[data-field=reward] a.bin[data-key='2']").first
+    n = int(piece.get_attribute("data-count"))
+    piece.click()
+    page.wait_for_url("**version=2**")
+    assert _status_total(page) == n and set(_table(page, 12)) == {"2"}
+
+
+def test_version_worker_and_flag_filters(server, page):
+    page.goto(f"{server}/run/fx/rollouts")
+    page.wait_for_selector("table.rollouts tbody tr")
+    page.fill("input[name=version]", "2")
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**version=2**")
+    assert _status_total(page) == 8 and set(_table(page, 12)) == {"2"} and set(_table(page, 1)) == {"3"}
+    page.wait_for_selector("#worker-filter option[value=rollout-1]", state="attached")
+    page.select_option("#worker-filter", "rollout-1")
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**worker=rollout-1**")
+    assert _status_total(page) == 4 and set(_table(page, 13)) == {"rollout-1"}
+    page.goto(f"{server}/run/fx/rollouts?flag=cut")  # response (0, 1) of every step ran into the length limit
+    assert _status_total(page) == 4
+    assert set(_table(page, 15)) == {"cut at length limit"} and set(_table(page, 2)) == {"0"}
+    assert all("fwd" in c for c in _table(page, 14))  # sampler cost: NFE, length, early stop, gen_s
+    page.select_option("#flag-filter", "none")
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**flag=none**")
+    assert _status_total(page) == 24 and set(_table(page, 15)) == {""}
+    page.goto(f"{server}/run/fx")  # the overview's flagged share per step: 2 of 8 every step
+    page.wait_for_selector(".chart-box svg path.line", state="attached")
+    box = page.locator(".chart-box", has_text="garbled-output flags")
+    assert box.count() == 1 and box.locator("path.line").count() >= 1
+    assert "flagged (any reason)" in box.text_content()
+    flags = json.loads(urllib.request.urlopen(f"{server}/api/run/fx/metrics", timeout=10).read())["rollout_steps"]
+    assert [(s["flagged"], s["flags_known"]) for s in flags] == [(2, 8)] * 4
+
+
+def test_group_view_shows_length_cost_and_differing_tokens(server, browser):
+    """Length, NFE and flags per response; the tokens that differ from the group's most common token at
+    their position are marked; hostile token text (the `tok` run's tokenizer) stays text, CSP on."""
+    ctx, page = new_page(browser, bypass_csp=False)
+    page.goto(f"{server}/run/tok/group?step=2&group=0")
+    page.wait_for_selector(".card.response .token-diff .tok")
+    g = json.loads(urllib.request.urlopen(f"{server}/api/run/tok/group?step=2&group=0", timeout=10).read())
+    cards = page.locator(".card.response")
+    for k, r in enumerate(g["responses"]):
+        card = cards.nth(k)
+        marked = card.locator(".token-diff .tok").evaluate_all("ts => ts.map(t => t.classList.contains('diff'))")
+        assert marked == r["differs"] and len(marked) == len(r["ids"])
+        assert card.locator(".token-diff .tok").all_text_contents() == r["token_text"]
+        assert f"length {r['length']} tokens" in card.locator(".cost-line").text_content()
+    assert any(any(r["differs"]) for r in g["responses"]) and not all(all(r["differs"]) for r in g["responses"])
+    assert "cut at length limit" in cards.nth(1).locator(".cost-line").text_content()
+    text = page.text_content("#responses")
+    assert any(t in text for t in HOSTILE_TOKENS)
+    assert page.evaluate("document.querySelectorAll('img[src=x], [onerror], .token-diff a, .token-diff script').length") == 0
+    assert page.dialogs == [] and page.errors == []
+    ctx.close()

@@ -46,8 +46,8 @@ from rl.dashboard.series import MAX_POINTS
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8300
 REFRESH_S = 1.0
-STATIC = ("index.html", "app.js", "charts.js", "tokens.js", "style.css")
-PAGES = ("rollouts", "group", "replay", "images", "failures")
+STATIC = ("index.html", "app.js", "charts.js", "tokens.js", "histograms.js", "style.css")
+PAGES = ("rollouts", "group", "replay", "images", "failures", "histograms")
 MAX_COMPARE_RUNS = 16  # runs one /api/prompt request may name (after dropping repeats); more is a 400
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -59,6 +59,9 @@ function setParams(obj) {
   history.replaceState(null, "", `${location.pathname}${q.toString() ? "?" + q : ""}`);
 }
 
+// what histograms.js (window.Histograms) draws with: this file's helpers
+const ui = () => ({ h, link, runPath, api, getJSON, message, showError, num, fmt, params, setParams, liveInfo });
+
 function statusBadges(components) {
   return Object.entries(components || {}).map(([name, c]) =>
     h("span", { class: `badge st-${c.status}`, title: c.detail || "" }, `${name} ${c.status === "ok" ? fmt(c.value) : c.status}`));
@@ -80,7 +83,7 @@ async function header(runId, page) {
       sel.appendChild(o);
     }
     nav.appendChild(sel);
-    const pages = [["overview", ""], ["rollouts", "rollouts"], ["group", "group"], ["replay", "replay"],
+    const pages = [["overview", ""], ["rollouts", "rollouts"], ["histograms", "histograms"], ["group", "group"], ["replay", "replay"],
                    ["images", "images"], ["failures", "failures"]];
     for (const [name, p] of pages) nav.appendChild(h("a", { href: runPath(runId, p), class: page === name ? "active" : "" }, name));
   }
@@ -213,6 +216,7 @@ function overviewCharts(data, opts) {
   ver.push(...line("policy_version", "policy version after the step", { dash: true }));
   if (ver.length) charts.push({ title: "policy version", kind: "line", series: ver, canLog: false, raw: true });
   use("policy_version");
+  charts.push(...window.Histograms.flagCharts(rs, tokX));  // histograms.js: flagged share per step
   // everything else, grouped by prefix: new metrics show up without a dashboard change
   const rest = Object.keys(S).filter((k) => !used.has(k) && has(k)).sort();
   return { charts, rest: rest.map((k) => ({ title: k, kind: "line", series: line(k) })) };
@@ -330,7 +334,7 @@ function renderSummary(box, info) {
 }
 
 // ------------------------------------------------------------------ rollouts table
-const FILTERS = ["step_min", "step_max", "task", "reward_min", "reward_max", "status", "q", "sort", "order"];
+const FILTERS = ["step_min", "step_max", "task", "reward_min", "reward_max", "status", "q", "sort", "order", ...window.Histograms.FILTERS];
 
 async function rolloutsPage(runId) {
   const root = main();
@@ -341,12 +345,13 @@ async function rolloutsPage(runId) {
     h("input", { name, type: type || "text", value: q.get(name) || "", size: width || 6 }));
   const taskSel = h("select", { name: "task" }, h("option", { value: "" }, "any task"));
   const statusSel = h("select", { name: "status" }, h("option", { value: "" }, "any status"));
-  const sortSel = h("select", { name: "sort" }, ...["step", "reward", "advantage", "tokens"].map((s) => h("option", { value: s }, s)));
+  const sortSel = h("select", { name: "sort" }, ...["step", "reward", "advantage", "tokens", "length", "nfe", "gen_s", "version"].map((s) => h("option", { value: s }, s)));
+  const more = window.Histograms.rolloutFilters(q, ui());  // version, worker, flag; a histogram bar's range
   const orderSel = h("select", { name: "order" }, h("option", { value: "desc" }, "desc"), h("option", { value: "asc" }, "asc"));
   sortSel.value = q.get("sort") || "step";
   orderSel.value = q.get("order") || "desc";
   form.append(input("step_min", "steps"), input("step_max", "–"), taskSel, input("reward_min", "reward"),
-              input("reward_max", "–"), statusSel, input("q", "search", "search", 18),
+              input("reward_max", "–"), statusSel, ...more.elements, input("q", "search", "search", 18),
               h("label", {}, "sort ", sortSel, orderSel), h("button", { type: "submit" }, "apply"));
   const status = h("div", { id: "table-status", class: "muted" });
   const table = h("div", { id: "table" });
@@ -380,7 +385,7 @@ async function rolloutsPage(runId) {
     try { data = await getJSON(link(api(runId, "rollouts"), query)); } catch (err) { status.textContent = ""; showError(table, err); return; }
     table.textContent = "";
     const t = h("table", { class: "rollouts" }, h("thead", {}, h("tr", {},
-      ...["step", "group", "#", "task", "prompt", "response", "gold", "reward", "adv", "status", "tokens", "ver", ""].map((c) => h("th", {}, c)))));
+      ...["step", "group", "#", "task", "prompt", "response", "gold", "reward", "adv", "status", "tokens", "ver", ...window.Histograms.ROLLOUT_COLUMNS, ""].map((c) => h("th", {}, c)))));
     const body = h("tbody", {});
     for (const r of data.rows) {
       body.appendChild(h("tr", {},
@@ -389,7 +394,8 @@ async function rolloutsPage(runId) {
         h("td", {}, String(r.gi)), h("td", {}, r.task || ""),
         h("td", { class: "text" }, r.prompt), h("td", { class: "text" }, r.image ? "[image]" : r.response),
         h("td", { class: "text" }, r.gold), h("td", { class: "num" }, num(r.reward)), h("td", { class: "num" }, num(r.advantage)),
-        h("td", {}, statusBadges(r.components)), h("td", { class: "num" }, String(r.tokens)), h("td", { class: "num" }, String(r.version)),
+        h("td", {}, statusBadges(r.components)), h("td", { class: "num" }, String(r.tokens)),
+        window.Histograms.versionCell(h("td", { class: "num" }, String(r.version)), r.version), ...window.Histograms.rolloutCells(r, ui()),
         h("td", {}, h("a", { href: link(runPath(runId, "replay"), { step: r.step, group: r.group, gi: r.gi }) }, "replay"))));
     }
     t.appendChild(body);
@@ -414,6 +420,7 @@ async function rolloutsPage(runId) {
       sel.value = cur || "";
     };
     opts(taskSel, info.store.tasks, q.get("task"));
+    more.update(info);
     opts(statusSel, ["any:failed", ...info.store.components.flatMap((c) => ["ok", "timeout", "error", "unparsable"].map((s) => `${c}:${s}`))], q.get("status"));
     // the newest page follows the run; other pages stay where the user put them
     if (infoSeen === null || (offset === 0 && !params().get("q") && (params().get("sort") || "step") === "step")) await load();
@@ -460,7 +467,8 @@ async function groupPage(runId) {
       h("div", { class: "components" }, ...Object.entries(r.components).map(([name, c]) =>
         h("div", {}, h("span", { class: `badge st-${c.status}` }, `${name}: ${fmt(c.value)} ${c.status}`), c.detail ? h("span", { class: "muted" }, ` ${c.detail}`) : null))),
       r.image ? h("img", { src: link(api(runId, "image"), { step: g.step, group: g.group, gi: r.gi }), alt: "decoded image", class: "thumb" }) : null,
-      h("pre", { class: "response-text", text: r.response + (r.truncated ? "\n… (truncated)" : "") }));
+      h("pre", { class: "response-text", text: r.response + (r.truncated ? "\n… (truncated)" : "") }),
+      ...window.Histograms.groupExtras(r, ui()));  // histograms.js: length, cost, flags, token diff
     cards.appendChild(card);
   }
   root.appendChild(cards);
@@ -750,7 +758,8 @@ async function start() {
       if (page === "overview") prefetch = getJSON(api(id, "metrics")).catch(() => null);
       const nav = header(id, page);  // the overview does not wait for the run list: its charts come first
       if (page !== "overview") await nav;
-      const pages = { overview, rollouts: rolloutsPage, group: groupPage, replay: replayPage, images: imagesPage, failures: failuresPage };
+      const pages = { overview, rollouts: rolloutsPage, group: groupPage, replay: replayPage, images: imagesPage, failures: failuresPage,
+                      histograms: (id) => window.Histograms.page(id, ui()) };
       document.title = `${id} · ${page} · unigrpo`;
       await (pages[page] || overview)(id);
       return await nav;
