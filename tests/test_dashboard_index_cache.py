@@ -5,6 +5,7 @@ rewrites or removes partitions is noticed."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,17 @@ def test_no_cache_inside_a_run_and_none_for_small_stores(tmp_path, monkeypatch):
     idx.refresh()  # 16 rollouts, under MIN_ROLLOUTS: indexed at once, not worth a file
     assert idx.cache.path is not None and not idx.cache.path.exists()
     assert not os.path.exists(tmp_path / "c")
+
+
+def test_cache_files_of_runs_not_opened_for_a_month_are_pruned(tmp_path, cache_dir):
+    old = make_run(tmp_path / "old", steps=1)
+    RolloutIndex(old).refresh()
+    stale = index_cache.cache_file(old)
+    month_ago = time.time() - (index_cache.PRUNE_AFTER_DAYS + 1) * 86400
+    os.utime(stale, (month_ago, month_ago))
+    run = make_run(tmp_path / "new", steps=2)
+    RolloutIndex(run).refresh()  # writing another run's cache prunes the stale one
+    assert not stale.exists() and index_cache.cache_file(run).exists()
+    os.utime(index_cache.cache_file(run), (month_ago, month_ago))
+    RolloutIndex(run).refresh()  # reading a cache marks it used
+    assert index_cache.cache_file(run).stat().st_mtime > month_ago + 86400

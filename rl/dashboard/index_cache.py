@@ -35,7 +35,8 @@ CACHE_ENV = "UNIGRPO_DASHBOARD_CACHE"
 FORMAT = 2              # bump when the index's columns change: older cache files are then ignored
 MIN_ROLLOUTS = 50_000   # smaller stores are indexed from Parquet at every start (about a second)
 SAVE_EVERY_S = 60.0     # a live run adds a partition a step: rewrite its cache at most this often
-_PART = "_part"         # the column telling which manifest entry a cached row belongs to
+PRUNE_AFTER_DAYS = 30   # cache files of runs not opened for this long are removed when another is written
+_PART = "file"          # the index's column naming the partition of a row (rollouts.py Snapshot): the manifest entry
 
 
 def cache_root() -> Path | None:
@@ -63,7 +64,7 @@ def cache_file(run_dir: Path) -> Path | None:
 
 
 class IndexCache:
-    """load() -> {path: (key, step, stats, table)}; maybe_save(...) after an indexing pass."""
+    """load() -> {path: (key, step, stats, table)}; maybe_save(snapshot) after an indexing pass."""
 
     def __init__(self, run_dir: Path, store: Path) -> None:
         self.path = cache_file(run_dir)
@@ -75,6 +76,7 @@ class IndexCache:
         if self.path is None or not self.path.exists():
             return {}
         try:
+            os.utime(self.path)  # "last used", for pruning
             with pa.OSFile(str(self.path)) as source:  # read into memory: no mapping held open
                 table = ipc.open_file(source).read_all()
             meta = json.loads(table.schema.metadata[b"unigrpo"])
@@ -94,26 +96,25 @@ class IndexCache:
             out[self.store / p["path"]] = ((int(p["size"]), int(p["mtime_ns"])), int(p["step"]), p["stats"],
                                            _drop_null_columns(rows.slice(start, n)))
             start += n
-        self.saved = _manifest(out, self.store)
+        self.saved = _manifest([(path, v[0]) for path, v in out.items()], self.store)
         return out
 
-    def maybe_save(self, parts: dict[Path, tuple[tuple[int, int], int, dict, pa.Table]], force: bool = False) -> bool:
-        """Write the cache when the store is large enough, the index changed since the last write,
-        and SAVE_EVERY_S passed (or force). Atomic: a temporary file renamed over the old one."""
+    def maybe_save(self, snapshot, force: bool = False) -> bool:
+        """Write the snapshot's index (rollouts.py Snapshot: one table, rows partition after partition,
+        `file` = the partition's position in snapshot.files) when the store is large enough, it changed
+        since the last write, and SAVE_EVERY_S passed (or force). Atomic: a temporary file renamed over
+        the old one. The snapshot's own table is written, so no second copy of the index is made."""
         if self.path is None:
             return False
-        total = sum(len(v[3]) for v in parts.values())
-        manifest = _manifest(parts, self.store)
-        if total < MIN_ROLLOUTS or manifest == self.saved:
+        table, files = snapshot.table, snapshot.files
+        manifest = _manifest([(p.path, p.key) for p in files], self.store)
+        if len(table) < MIN_ROLLOUTS or manifest == self.saved:
             return False
         if not force and time.monotonic() - self.saved_at < SAVE_EVERY_S:
             return False
-        items = sorted(parts.items(), key=lambda kv: (kv[1][1], str(kv[0])))
-        tables = [v[3].append_column(_PART, pa.array([i] * len(v[3]), pa.int32())) for i, (_, v) in enumerate(items)]
         meta = {"format": FORMAT, "run": str(self.store.parent.resolve()), "parts": [
-            {"path": str(p.relative_to(self.store)), "size": k[0], "mtime_ns": k[1], "step": step, "stats": stats,
-             "rows": len(t)} for p, (k, step, stats, t) in items]}
-        table = pa.concat_tables(tables, promote_options="default")
+            {"path": str(p.path.relative_to(self.store)), "size": p.key[0], "mtime_ns": p.key[1], "step": p.step,
+             "stats": p.stats, "rows": int(snapshot.starts[i + 1] - snapshot.starts[i])} for i, p in enumerate(files)]}
         table = table.replace_schema_metadata({"unigrpo": json.dumps(meta)})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,11 +129,23 @@ class IndexCache:
         except OSError:
             return False  # a read-only home, a full disk: the dashboard works without a cache
         self.saved, self.saved_at = manifest, time.monotonic()
+        _prune(self.path.parent)
         return True
 
 
-def _manifest(parts: dict, store: Path) -> list:
-    return sorted((str(p.relative_to(store)), k) for p, (k, *_rest) in parts.items())
+def _prune(folder: Path) -> None:
+    """Remove cache files not used for PRUNE_AFTER_DAYS (a run deleted or moved leaves its file behind)."""
+    old = time.time() - PRUNE_AFTER_DAYS * 86400
+    for f in folder.glob("*.arrow"):
+        try:
+            if f.stat().st_mtime < old:
+                f.unlink()
+        except OSError:
+            pass
+
+
+def _manifest(parts: list[tuple[Path, tuple[int, int]]], store: Path) -> list:
+    return sorted((str(path.relative_to(store)), key) for path, key in parts)
 
 
 def _drop_null_columns(t: pa.Table) -> pa.Table:

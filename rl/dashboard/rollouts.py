@@ -309,8 +309,7 @@ class RolloutIndex:
             if changed:
                 self._rebuild()
             if not self.pending:
-                self.cache.maybe_save({p.path: (p.key, p.step, p.stats, p.index) for p in self._parts.values()
-                                       if p.index is not None})
+                self.cache.maybe_save(self.snap)
             return changed
 
     def _rebuild(self) -> None:
