@@ -590,7 +590,7 @@ def test_group_view_shows_length_cost_and_differing_tokens(server, browser):
         marked = card.locator(".token-diff .tok").evaluate_all("ts => ts.map(t => t.classList.contains('diff'))")
         assert marked == r["differs"] and len(marked) == len(r["ids"])
         assert card.locator(".token-diff .tok").all_text_contents() == r["token_text"]
-        assert f"length {r['length']} tokens" in card.locator(".cost-line").text_content()
+        assert f"{r['nfe']} fwd · len {r['length']}" in card.locator(".cost-line").text_content()
     assert any(any(r["differs"]) for r in g["responses"]) and not all(all(r["differs"]) for r in g["responses"])
     assert "cut at length limit" in cards.nth(1).locator(".cost-line").text_content()
     text = page.text_content("#responses")

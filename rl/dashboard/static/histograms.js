@@ -193,7 +193,7 @@ function versionCell(td, version) { td.style.borderLeft = `4px solid ${versionCo
 
 // ------------------------------------------------------------------ group view: length, cost, token diff
 function groupExtras(r, ui) {
-  const out = [ui.h("div", { class: "cost-line" }, `length ${r.length ?? "–"} tokens · ${costText(r, ui)} · version ${r.version}` +
+  const out = [ui.h("div", { class: "cost-line" }, `${costText(r, ui)} · version ${r.version}` +
     (r.worker ? ` · ${r.worker}` : ""), " ", ...(r.flags && r.flags.length ? flagBadges(r, ui) : []))];
   if (r.ids && r.ids.length) {
     const n = r.differs.filter(Boolean).length;
