@@ -212,8 +212,13 @@ class Driver:
         self.watchdog.step = step
         scored = self.pipeline.take(step)  # generated now, or (max_staleness >= 1) during the last update
         timer.phases.update(generate=scored.generate_s, reward=scored.reward_s)
+        for name, (t0, t1) in scored.spans.items():
+            timer.span(name, t0, t1)
         records, rewards = scored.records, scored.rewards
+        t0 = time.perf_counter()
         published = self.pipeline.ahead(step + 1)  # async: the next batch generates during this update
+        if published:
+            timer.span("publish", t0, time.perf_counter())
         fresh, staleness = split_stale(records, self.learner.policy_version, cfg.rollout.max_staleness)
         adv = group_normalise(rewards, np.array([r.group for r in records]), cfg.advantages.eps,
                               cfg.advantages.drop_zero_variance_groups)
@@ -231,7 +236,9 @@ class Driver:
                 if batch is not None:
                     stats = self.learner.update(batch)
             if not self.pipeline.asynchronous:
+                t0 = time.perf_counter()
                 published = self.publisher.publish()
+                timer.span("publish", t0, time.perf_counter())
             elif not published:  # nothing published this step: the workers' version, 0 bytes
                 published = {"publish/transport": "none", "publish/version": self.rollout.version,
                              "publish/receivers": 0, "publish/bytes": 0, "time/publish_s": 0.0}

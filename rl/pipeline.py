@@ -40,6 +40,7 @@ class ScoredBatch:
     generate_s: float  # wall time generating (sync), or waiting for the batch in flight (async)
     reward_s: float  # scoring left after the last shard arrived
     gen_timings: dict  # the rollout group's model compute of this batch
+    spans: dict  # perf_counter (start, end): "generate", and "reward" (first shard's arrival to the last score)
 
 
 class RolloutPipeline:
@@ -60,13 +61,21 @@ class RolloutPipeline:
         from rl.driver import step_seed
 
         scorer = ShardScorer(self.reward_pool)  # each shard scored as soon as it arrives
+        first_shard: list[float] = []
+
+        def on_shard(*shard):
+            first_shard[:] = first_shard or [time.perf_counter()]
+            return scorer.submit(*shard)
+
         try:
             t0 = time.perf_counter()
             records = self.rollout.generate(prompts, self.cfg.rollout.group_size, seed=step_seed(self.cfg.run.seed, step),
-                                            on_shard=scorer.submit)
+                                            on_shard=on_shard)
             t1 = time.perf_counter()
             rewards = scorer.finish(records)
-            return ScoredBatch(records, rewards, t1 - t0, time.perf_counter() - t1, dict(self.rollout.last_timings))
+            t2 = time.perf_counter()
+            spans = {"generate": (t0, t1), "reward": (first_shard[0] if first_shard else t1, t2)}
+            return ScoredBatch(records, rewards, t1 - t0, t2 - t1, dict(self.rollout.last_timings), spans)
         finally:
             scorer.close()
 

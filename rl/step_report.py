@@ -17,11 +17,15 @@ from rl.metrics import mean, per_task_summary, step_metrics
 
 
 class StepTimer:
-    """Wall time per phase of one step: `with timer.time("generate"): ...`."""
+    """Wall time per phase of one step: `with timer.time("update"): ...`; and when each phase ran
+    (`spans`, perf_counter seconds), logged as span/<phase>_start_s and _end_s relative to the step's start:
+    the dashboard's timeline. A phase of an asynchronous step may start before the step (the batch it
+    trains on generated during the previous update): a negative start."""
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.phases: dict[str, float] = {}
+        self.spans: dict[str, tuple[float, float]] = {}
 
     @contextmanager
     def time(self, name: str):
@@ -29,7 +33,15 @@ class StepTimer:
         try:
             yield
         finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self.phases[name] = self.phases.get(name, 0.0) + t1 - t0
+            self.span(name, t0, t1)
+
+    def span(self, name: str, t0: float, t1: float) -> None:
+        """Phase `name` ran from t0 to t1 (perf_counter); a phase met twice spans both."""
+        if name in self.spans:
+            t0, t1 = min(t0, self.spans[name][0]), max(t1, self.spans[name][1])
+        self.spans[name] = (t0, t1)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -80,6 +92,8 @@ def report_step(records, rewards, adv, stats: dict, timer: StepTimer, published:
     m.update(getattr(rollout, "fleet_metrics", dict)())  # an elastic fleet's size, joins and leaves
     m["throughput/rollouts_per_s"] = len(records) / m["time/step_s"]
     m["throughput/tokens_per_s"] = sum(len(r.response_ids) for r in records) / m["time/step_s"]
+    for name, (t0, t1) in timer.spans.items():  # the timeline: seconds from the step's start
+        m[f"span/{name}_start_s"], m[f"span/{name}_end_s"] = t0 - timer.started, t1 - timer.started
     m["time/unix"] = time.time()
     return m
 

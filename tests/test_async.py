@@ -132,4 +132,10 @@ def test_one_batch_ahead_in_the_real_loop(ray_cluster, tmp_path):
         moved = prev.get("learner/grad_norm", 0.0) > 0
         assert (r["learner/ess_fraction"] < 1.0) == moved, (prev.get("learner/grad_norm"), r["learner/ess_fraction"])
     assert all(0.0 <= r["time/idle/rollout"] <= 1.0 for r in rows)
+    # the timeline (span/*, seconds from the step's start): step 1 generates its own batch; every later step
+    # trains on a batch whose generation began during the previous step, and updates within its own wall time
+    assert 0 <= rows[0]["span/generate_start_s"] < rows[0]["span/generate_end_s"] <= rows[0]["span/update_start_s"]
+    for r in rows[1:]:
+        assert r["span/generate_start_s"] < 0 <= r["span/update_start_s"] < r["span/update_end_s"] <= r["time/step_s"]
+        assert r["span/reward_end_s"] >= r["span/reward_start_s"] >= r["span/generate_start_s"]
     assert (tmp_path / "async" / "checkpoints" / "step_4").is_dir()

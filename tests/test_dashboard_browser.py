@@ -474,6 +474,13 @@ def test_real_tiny_run_started_with_its_dashboard_shows_on_every_page(tmp_path, 
         titles = page.locator(".chart-title").all_text_contents()
         assert "reward (mean ± std) and components" in titles and "throughput" in titles
         assert page.locator(".chart-box svg path.line").count() >= 15
+        # the step timeline: both steps' phases, one lane per group, from the run's span/* metrics
+        page.wait_for_selector("#timeline-svg rect.span-update", state="attached")
+        steps = page.eval_on_selector_all("#timeline-svg rect.span", "rs => rs.map(r => r.dataset.step + ':' + r.classList[1])")
+        for step in ("1", "2"):
+            assert {f"{step}:span-{p}" for p in ("generate", "reward", "update", "publish", "store")} <= set(steps), steps
+        page.click("#more summary")  # "all other metrics" leaves the span/* series to the timeline
+        assert not [t for t in page.locator("#more-charts .chart-title").all_text_contents() if t.startswith("span/")]
         page.goto(f"{base}/run/tiny/rollouts")
         page.wait_for_selector("table.rollouts tbody tr")
         assert "of 32" in page.text_content("#table-status")

@@ -50,6 +50,20 @@ def test_metrics_reader_is_incremental_and_follows_a_resume(tmp_path):
     assert snap["append"] and snap["step"] == []
 
 
+def test_metrics_window_is_the_raw_rows_of_the_last_steps(tmp_path):
+    """The timeline's rows: never bucketed, the last `count` steps up to `step`, only the prefixes asked for."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "span/update_start_s": s / 10, "time/step_s": 1.0 + s,
+                                        "reward/mean": 0.5}) + "\n" for s in range(1, 2001)))
+    reader = MetricsReader(path)
+    reader.refresh()
+    last = reader.window(("span/", "time/step_s"), count=3)
+    assert last == {"step": [1998, 1999, 2000], "series": {"span/update_start_s": [199.8, 199.9, 200.0],
+                                                           "time/step_s": [1999.0, 2000.0, 2001.0]}}
+    assert reader.window(("span/",), step=10, count=2)["step"] == [9, 10]
+    assert reader.window(("nothing/",), count=2)["series"] == {}
+
+
 def test_metrics_are_downsampled_to_a_bounded_size(tmp_path):
     log = MetricsLog(tmp_path)
     with log.path.open("w") as fh:

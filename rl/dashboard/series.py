@@ -10,6 +10,7 @@ its last step), so the cost of an overview request does not grow with the length
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -159,6 +160,16 @@ class MetricsReader:
             "keys": sorted(self.columns),
             "problems": problems,
         }
+
+    def window(self, prefixes: tuple[str, ...], step: int | None = None, count: int = 8) -> dict:
+        """The raw rows (never bucketed) of the `count` steps up to `step` (default: the last one), for the
+        series whose names start with one of `prefixes`: e.g. the timeline's span/* and time/*."""
+        with self._lock:
+            hi = len(self.steps) if step is None else bisect.bisect_right(self.steps, step)
+            lo = max(0, hi - max(1, count))
+            names = sorted(k for k in self.columns if k.startswith(prefixes))
+            return {"step": self.steps[lo:hi],
+                    "series": {k: [None if math.isnan(x) else x for x in self.columns[k][lo:hi]] for k in names}}
 
     def _arrays(self) -> dict[str, np.ndarray]:
         key = (self.epoch, len(self.steps))

@@ -46,8 +46,9 @@ from rl.dashboard.series import MAX_POINTS
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8300
 REFRESH_S = 1.0
-STATIC = ("index.html", "app.js", "charts.js", "tokens.js", "histograms.js", "style.css")
+STATIC = ("index.html", "app.js", "charts.js", "tokens.js", "histograms.js", "timeline.js", "style.css")
 PAGES = ("rollouts", "group", "replay", "images", "failures", "histograms")
+MAX_TIMELINE_STEPS = 64  # steps one /api/run/<id>/timeline request may ask for
 MAX_COMPARE_RUNS = 16  # runs one /api/prompt request may name (after dropping repeats); more is a 400
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -262,6 +263,13 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
         run = run_of(request)
         return _json(await blocking(summaries.mismatch, run.path))
 
+    async def api_timeline(request):
+        """When each phase of the last `count` steps (up to step=) ran: the span/* rows (rl/step_report.py)."""
+        run = run_of(request)
+        q = request.query
+        count = min(_int(q, "count", 8), MAX_TIMELINE_STEPS)
+        return _json(await blocking(run.metrics.window, ("span/", "time/step_s", "time/unix"), _int(q, "step"), count))
+
     async def api_histogram(request):
         """Counts per bin of field= (reward, value with component=, advantage, length, ...) over the
         rollouts the filters keep, each bin with its rollouts filter (rl/dashboard/histograms.py)."""
@@ -295,7 +303,7 @@ def build_app(registry: RunRegistry, token: str | None = None, refresh_s: float 
     for name, handler in (("info", api_info), ("metrics", api_metrics), ("rollouts", api_rollouts),
                           ("group", api_group), ("replay", api_replay), ("image", api_image),
                           ("images", api_images), ("failures", api_failures), ("flags", api_flags),
-                          ("traces", api_traces), ("mismatch", api_mismatch)):
+                          ("traces", api_traces), ("mismatch", api_mismatch), ("timeline", api_timeline)):
         app.router.add_get(f"/api/run/{{run_id}}/{name}", handler)
     app.router.add_get("/api/run/{run_id}/histogram", api_histogram)
 

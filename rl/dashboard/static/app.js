@@ -217,7 +217,7 @@ function overviewCharts(data, opts) {
   use("policy_version");
   charts.push(...window.Histograms.flagCharts(rs, tokX));  // histograms.js: flagged share per step
   // everything else, grouped by prefix: new metrics show up without a dashboard change
-  const rest = Object.keys(S).filter((k) => !used.has(k) && has(k)).sort();
+  const rest = Object.keys(S).filter((k) => !used.has(k) && has(k) && !k.startsWith("span/")).sort();  // span/*: timeline.js
   return { charts, rest: rest.map((k) => ({ title: k, kind: "line", series: line(k) })) };
 }
 
@@ -240,7 +240,7 @@ async function overview(runId) {
   const more = h("details", { id: "more" }, h("summary", {}, "all other metrics"), h("div", { class: "grid", id: "more-charts" }));
   root.append(controls, summary, grid, more);
   if (window.Tokens) window.Tokens.overview(root, { runId, h, getJSON, api, renderChart });  // tokens.js: mismatch chart
-  if (window.Tokens) window.Tokens.overview(root, { runId, h, getJSON, api, renderChart });  // tokens.js: mismatch chart
+  if (window.Timeline) window.Timeline.overview(root, { runId, h, getJSON, api });  // timeline.js: phases per group
   more.addEventListener("toggle", () => draw());
 
   let data = null;
@@ -566,7 +566,6 @@ async function replayPage(runId) {
     isImage ? h("div", { class: "muted" }, "left: the image-token grid (colour = code id; grey = still masked); right: the decoded image")
       : h("details", {}, h("summary", {}, "final text"), h("pre", { text: t.response_text })));
   show(K);
-  if (window.Tokens) window.Tokens.replay(root, { runId, t, h, getJSON, link, api, runPath });  // tokens.js: overlay
   if (window.Tokens) window.Tokens.replay(root, { runId, t, h, getJSON, link, api, runPath });  // tokens.js: overlay
 }
 
