@@ -333,6 +333,12 @@ class UniGRPOSection(Section):
     logprob_support: Literal["sampler", "full"] = Field(
         default(UniGRPOConfig, "logprob_support"), description="text log-probs over the sampler's support "
         "at the rollout temperature, or the whole vocabulary at 1")
+    off_policy: Literal["decoupled", "behaviour"] = Field(
+        default(UniGRPOConfig, "off_policy"), description="asynchronous rollouts (rollout.max_staleness >= 1): "
+        "clip around the learner's weights and weight stale rows by pi_prox / pi_behaviour (decoupled), or clip "
+        "around the behaviour policy (docs/async.md)")
+    behaviour_weight_cap: float = Field(default(UniGRPOConfig, "behaviour_weight_cap"), ge=1.0,
+                                        description="decoupled: truncation of pi_prox / pi_behaviour")
 
 
 class EvalSection(Section):
@@ -440,14 +446,14 @@ class RunSection(Section):
     dashboard_port: int | None = Field(None, ge=0, le=65535, description="default: the dashboard's own")
     loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["jsonl"], description="metric sinks; jsonl is the source of truth (rl/loggers.py)")
+    tracker_samples: int = Field(4, ge=0, description="rollouts per step in the sample table sent to the TensorBoard, "
+                                 "W&B and MLflow loggers (prompt, response, rewards, advantage; rl/loggers.py); 0 off")
 
     @field_validator("loggers")
     @classmethod
     def _loggers(cls, v: list[str]):
         from rl.loggers import missing
 
-    tracker_samples: int = Field(4, ge=0, description="rollouts per step in the sample table sent to the TensorBoard, "
-                                 "W&B and MLflow loggers (prompt, response, rewards, advantage; rl/loggers.py); 0 off")
         if "jsonl" not in v:
             raise ValueError("must include jsonl (the dashboard, resume and plots read metrics.jsonl)")
         absent = missing(v)
