@@ -326,7 +326,7 @@ def test_token_overlay_colours_only_scored_response_tokens(server, browser):
     assert page.locator("#token-legend").count() == 1
     text = page.text_content("#token-overlay")
     assert any(t in text for t in HOSTILE_TOKENS)  # rendered as text
-    assert page.evaluate("document.querySelectorAll('script').length") == 4
+    assert page.evaluate("document.querySelectorAll('script').length") == 5  # charts, tokens, histograms, timeline, app
     assert page.evaluate("document.querySelectorAll('img[src=x], [onerror], #token-overlay a').length") == 0
     assert page.dialogs == [] and page.errors == []
     page.goto(f"{server}/run/tok/replay?step=2&group=1&gi=0")  # not traced: a message and links to traced ones
@@ -366,7 +366,7 @@ def test_xss_payloads_render_as_text(server, browser):
         page.wait_for_selector("table.rollouts tbody tr, .card.response, #failures .msg, #failures table, "
                                "#histograms a.bin, #table .msg")
         page.wait_for_timeout(200)
-        assert page.evaluate("document.querySelectorAll('script').length") == 4  # charts, tokens, histograms, app
+        assert page.evaluate("document.querySelectorAll('script').length") == 5  # charts, tokens, histograms, timeline, app
         assert page.evaluate("document.querySelectorAll('img[src=x], [onerror]').length") == 0
         assert page.evaluate("[...document.querySelectorAll('a')].filter(a => (a.getAttribute('href') || '')"  # SVG links too
                              ".trim().toLowerCase().startsWith('javascript')).length") == 0
