@@ -37,12 +37,19 @@ class WeightPublisher:
     def version(self) -> int:
         return self.learner.policy_version
 
-    def payload(self) -> tuple[int, object]:
-        """(version, ObjectRef) of the current weights, gathered at most once per version."""
-        if self._payload is None or self._payload[0] != self.version:
-            self._payload = None  # drop the previous version's object before gathering the next
-            self._payload = (self.version, self.learner.publish_object_store(self.version))
-        return self._payload
+    def payload(self, version: int | None = None) -> tuple[int, object]:
+        """(version, ObjectRef): `version`'s weights if they are the payload still held (a restarted worker
+        rejoining the batch its group samples with that version), else the current weights, gathered at most
+        once per version. Asynchronous runs call this from the rollout thread while the learner may be
+        updating: the learner group's lock lets the update finish (and bump the version) before the gather,
+        so a payload is never tagged with the version before the weights it holds."""
+        if version is not None and self._payload is not None and self._payload[0] == version:
+            return self._payload
+        with self.learner.lock:
+            if self._payload is None or self._payload[0] != self.version:
+                self._payload = None  # drop the previous version's object before gathering the next
+                self._payload = (self.version, self.learner.publish_object_store(self.version))
+            return self._payload
 
     def publish(self) -> dict:
         import ray

@@ -20,7 +20,8 @@ The group owns its placement group (one bundle per worker) and hides failures fr
     missing workers without waiting; one that has started (a node with room joined) gets the current
     weights and then shards; one whose actor died (its node left) is retired, its shard re-run elsewhere.
   * a lost worker rejoins at the start of a later call once Ray has restarted it, after being given the
-    current weights (`weight_source()`: the latest (version, payload ref)). A worker Ray gave up on is
+    weights (`weight_source(version)`: the group's version while it is still published, else the newest;
+    a record newer than the group's version is kept, an older one refused). A worker Ray gave up on is
     replaced by a new actor in the same bundle. Every wait is bounded: when no worker is live, the group
     waits up to `restart_wait_s` for one, then raises.
 """
@@ -49,7 +50,8 @@ class RolloutGroup:
         self.watchdog = watchdog or Watchdog()  # every wait on a worker has a deadline (policy/deadlines.py)
         self.restart_wait_s = restart_wait_s
         self.version = 0  # the policy version every live worker holds
-        self.weight_source: Callable[[], tuple[int, Any]] | None = None  # -> (version, payload ref)
+        # (version wanted) -> (version, payload ref): that version's weights if still published, else the newest
+        self.weight_source: Callable[[int], tuple[int, Any]] | None = None
         self._lost: dict[int, Any] = {}  # worker index -> ping ref (answers once Ray has restarted it)
         self.last_timings: dict[str, float] = {}  # model compute of the last generate, per phase
         self.fleet: ElasticFleet | None = None  # workers beyond the bundles' (rollout.max_workers), if any
@@ -195,10 +197,10 @@ class RolloutGroup:
 
         if self.version == 0 or self.weight_source is None:
             return True  # the initial weights are what a restarted actor loads anyway
-        version, payload = self.weight_source()
-        if version != self.version:  # the learner is ahead of this group's publication (asynchronous runs):
-            self._lost[i] = self.workers[i].ping.remote()  # rejoin after the next one, not with refused records
-            return False
+        # the group's version while it is still published; else (asynchronous runs, the learner has moved on
+        # and the transport kept no payload of it) the newest weights: records newer than the group's version
+        # are fresher for the learner, never refused (only older ones are: a worker that lost its weights)
+        version, payload = self.weight_source(self.version)
         try:
             ray.get(self.workers[i].load_weights.remote(version, payload), timeout=self.watchdog.deadline("load_weights"))
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
@@ -254,7 +256,7 @@ class RolloutGroup:
                 k, w = pending.pop(ref)
                 try:
                     records = ray.get(ref)
-                    if records and records[0].policy_version != self.version:
+                    if records and records[0].policy_version < self.version:
                         raise StaleWeights(w)
                     self.watchdog.done(ref)
                     results[k] = records

@@ -139,3 +139,44 @@ def test_one_batch_ahead_in_the_real_loop(ray_cluster, tmp_path):
         assert r["span/generate_start_s"] < 0 <= r["span/update_start_s"] < r["span/update_end_s"] <= r["time/step_s"]
         assert r["span/reward_end_s"] >= r["span/reward_start_s"] >= r["span/generate_start_s"]
     assert (tmp_path / "async" / "checkpoints" / "step_4").is_dir()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("transport", ["object_store", "broadcast"])
+def test_a_rollout_worker_lost_while_the_learner_updates_rejoins_without_losing_a_step(ray_cluster, tmp_path,
+                                                                                       transport):
+    """K = 1 with one rollout worker, killed (Ray restarts it) at the start of step 3's update, while step 4's
+    batch generates on it: the worker comes back with the weights the batch is sampled with (object store:
+    the payload still held) or, when no payload of that version is left (broadcast), the learner's newest
+    (gathered after the update, tagged with its version); the run goes on: every step completes once,
+    nothing restarts from a checkpoint, and each step trains on records at most one version old."""
+    from rl.driver import Driver
+    from tests.test_rl_e2e import metrics
+
+    length = "rewards.functions=[{name: length, path: 'tests.plugins.e2e_rewards:length_bonus'}]"
+    cfg = load_config(None, ["rollout.max_staleness=1", "run.steps=6", length, "run.plot=false", "run.max_wall_s=null",
+                             f"run.dir={tmp_path}", "run.name=async-kill", "run.checkpoint_every=100",
+                             f"run.weight_transport={transport}"])
+    driver = Driver(cfg, console=False)
+    try:
+        driver.setup()
+        real_update, killed = driver.learner.update, []
+
+        def update(batch):
+            if driver.step + 1 == 3 and not killed:  # this step's update; step 4's batch is generating
+                killed.append(driver.rollout.workers[0])
+                ray.kill(driver.rollout.workers[0], no_restart=False)
+            return real_update(batch)
+
+        driver.learner.update = update
+        summary = driver.train()
+    finally:
+        driver.shutdown()
+    rows = [r for r in metrics(tmp_path / "async-kill") if "reward/mean" in r]
+    assert killed and summary["steps"] == 6 and [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[-1]["restarts/rollout"] == 1 and rows[-1]["restarts/learner"] == 0 and rows[-1]["restarts/driver"] == 0
+    for r in rows:
+        assert r["async/dropped"] == 0 and r.get("async/lag_0", 0) + r.get("async/lag_1", 0) == r["rollouts"], r
+    # step 4's batch came from the restarted worker: the version it was given decides the lag
+    lag = "async/lag_1" if transport == "object_store" else "async/lag_0"
+    assert rows[3].get(lag) == rows[3]["rollouts"], rows[3]

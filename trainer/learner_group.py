@@ -15,6 +15,7 @@ ranks and reduces their statistics; the ranks compute (trainer/learner.py).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -65,6 +66,9 @@ class LearnerGroup:
                                                           bundle_resources), strategy, placement_timeout_s)
         self.num_updates = 0  # seeds the masks of the next update
         self.policy_version = 0  # bumped by every update; the default tag of published weights
+        # held by an update (until the version is bumped) and by a publisher's gather: asynchronous runs
+        # gather from the rollout thread while the driver thread updates (rl/weights.py)
+        self.lock = threading.RLock()
         self._rendezvous()
 
     @property
@@ -146,6 +150,10 @@ class LearnerGroup:
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """All mu UniGRPO iterations on `batch`; statistics reduced over ranks and iterations."""
         batch.validate()
+        with self.lock:
+            return self._update(batch)
+
+    def _update(self, batch: TrainBatch) -> dict[str, float]:
         ucfg, world = self.ucfg, self.world_size
         positions = scored_positions(batch.input_ids, batch.response_mask, self.eos_id, ucfg.response_positions)
         ratios, masked = masks_for_update(positions, ucfg, self.num_updates)
