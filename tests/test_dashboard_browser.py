@@ -59,6 +59,7 @@ def runs(tmp_path_factory) -> Path:
     make_run(root / "live", steps=2)
     make_run(root / "img", steps=2, image=True)
     traced_run(root / "tok")
+    traced_image_run(root / "tokimg")
     bad = make_run(root / "broken", steps=3)
     part = bad / "rollouts" / "step=2" / "part-0.parquet"
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
@@ -75,15 +76,9 @@ def traced_run(run_dir: Path) -> Path:
     is traced by the real writers (trainer/token_trace.py, rl/token_traces.py) with stand-in log-probs; the
     learner scored the first 6 of 8 positions (as through_first_eos does when position 6 is EOS), so 6-7 are
     padding."""
-    import numpy as np
-    import torch
     from tokenizers import Tokenizer, models
 
     from rl.store import RolloutStore
-    from rl.token_traces import trace_table, write_traces
-    from rollout.record import RolloutRecord
-    from trainer.token_trace import TokenTrace, merge_ranks
-    from trainer.unigrpo import UniGRPOConfig, masks_for_update
 
     make_run(run_dir, steps=2, xss=True)
     store = RolloutStore(run_dir)
@@ -92,11 +87,37 @@ def traced_run(run_dir: Path) -> Path:
     (run_dir / "policy_init").mkdir()
     Tokenizer(models.WordLevel({**vocab, "[UNK]": max(ids) + 1}, unk_token="[UNK]")).save(
         str(run_dir / "policy_init" / "tokenizer.json"))
-    rng = np.random.default_rng(0)
+    trace_group0(run_dir, width=8, scored=6, seed=0)
+    return run_dir
+
+
+def traced_image_run(run_dir: Path) -> Path:
+    """Text-to-image rollouts (4x4 image-token grids, a hostile caption on group 0 #0) whose group 0 is traced by
+    the real writers as traced_run's: every image token is in the loss."""
+    make_run(run_dir, steps=2, xss=True, image=True)
+    trace_group0(run_dir, width=16, scored=16, seed=1)
+    return run_dir
+
+
+def trace_group0(run_dir: Path, width: int, scored: int, seed: int) -> None:
+    """Group 0 of steps 1 and 2 traced through trainer/token_trace.py and rl/token_traces.py (mu = 2) with
+    stand-in log-probs: the 3 prompt columns, then `width` response columns of which the first `scored` are in
+    the loss; iteration 2's log-probs moved off iteration 1's so that clips bind."""
+    import numpy as np
+    import torch
+
+    from rl.store import RolloutStore
+    from rl.token_traces import trace_table, write_traces
+    from rollout.record import RolloutRecord
+    from trainer.token_trace import TokenTrace, merge_ranks
+    from trainer.unigrpo import UniGRPOConfig, masks_for_update
+
+    store = RolloutStore(run_dir)
+    rng = np.random.default_rng(seed)
     for step in (1, 2):
         records = [RolloutRecord.from_row(r) for r in store.read_step(step) if r["group"] == 0]
-        positions = np.zeros((len(records), 3 + 8), bool)
-        positions[:, 3:9] = True
+        positions = np.zeros((len(records), 3 + width), bool)
+        positions[:, 3:3 + scored] = True
         ratios, masked = masks_for_update(positions, UniGRPOConfig(mu=2, seed=step), 0)
         trace = TokenTrace(np.ones(len(records), bool), 0.2, 0.2)
         for n in range(2):
@@ -108,7 +129,6 @@ def traced_run(run_dir: Path) -> Path:
             trace.add(n, np.arange(len(records)), m, logp, old, None, adv, torch.rand(k))
         table = trace_table(step, records, merge_ranks([trace.result()], [0], ratios, positions))
         write_traces(store.traces_root, step, table)
-    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -336,6 +356,55 @@ def test_token_overlay_colours_only_scored_response_tokens(server, browser):
     page.wait_for_selector("#mismatch-chart svg path.line", state="attached")
     assert page.locator("#entropy-position-chart svg path.line").count() == 1
     assert page.errors == []
+    ctx.close()
+
+
+def test_image_token_overlay_colours_only_scored_image_tokens(server, browser):
+    """The replay of a traced text-to-image rollout (tokens.js), CSP on: small multiples of the image-token grid in
+    the replay's layout, the sampler's and one per inner iteration; a cell is coloured exactly where the trace
+    scored it (every sampled position in the sampler's grid, the positions that iteration masked in its grid),
+    clip and mismatch marked as the trace says, the caption never coloured and its hostile text inert."""
+    ctx, page = new_page(browser, bypass_csp=False)
+    page.goto(f"{server}/run/tokimg/replay?step=2&group=0&gi=0")
+    page.wait_for_selector("#token-overlay-image .tok-cell.coloured")
+    trace = json.loads(urllib.request.urlopen(f"{server}/api/run/tokimg/traces?step=2&group=0&gi=0", timeout=10).read())
+    replay = json.loads(urllib.request.urlopen(f"{server}/api/run/tokimg/replay?step=2&group=0&gi=0", timeout=10).read())
+    assert trace["traced"] and trace["response_len"] == 16 and trace["iterations"] == 2
+    grids = page.evaluate("""[...document.querySelectorAll('#token-overlay-image .trace-grid')].map(g => ({
+        name: g.dataset.grid, columns: getComputedStyle(g).gridTemplateColumns.split(' ').length,
+        cells: [...g.children].map(c => ({ kind: c.dataset.kind, pos: +c.dataset.pos,
+            iter: c.dataset.iter === undefined ? null : +c.dataset.iter, bg: c.style.background, cls: [...c.classList] })) }))""")
+    assert [g["name"] for g in grids] == ["sampler", "iteration-1", "iteration-2"]
+    masked = {(p, n): i for i, (p, n) in enumerate(zip(trace["position"], trace["iteration"]))}
+    for g in grids:
+        assert g["columns"] == 4 and [c["pos"] for c in g["cells"]] == list(range(16))  # the replay's 4x4 layout
+        for c in g["cells"]:
+            assert c["kind"] == "response"
+            coloured = c["bg"] != "" or "coloured" in c["cls"]
+            if c["iter"] is None:  # the sampler's grid: its probability at unmask, every image token
+                assert coloured and not {"mismatch", "clip-high", "clip-low"} & set(c["cls"]), c
+                continue
+            i = masked.get((c["pos"], c["iter"]))
+            assert coloured == (i is not None) and ("unmasked" in c["cls"]) == (i is None), c
+            if i is not None:
+                assert ("clip-high" in c["cls"]) == (trace["clipped"][i] > 0)
+                assert ("clip-low" in c["cls"]) == (trace["clipped"][i] < 0)
+                gap = abs(trace["logp_old"][i] - trace["logp_sampler"][i])
+                assert ("mismatch" in c["cls"]) == (gap > 1.0)
+            else:
+                assert not {"mismatch", "clip-high", "clip-low"} & set(c["cls"]), c
+    learner = [c for g in grids[1:] for c in g["cells"]]
+    assert sum("coloured" in c["cls"] for c in learner) == len(trace["position"])
+    marks = {k for c in learner for k in c["cls"]}
+    assert {"mismatch", "clip-high", "unmasked"} <= marks  # the markers are exercised, not vacuous
+    assert page.locator("#replay-canvas .tok").count() == 16 and replay["image_codes"]  # next to the replay's grid
+    prompt = page.locator("#token-trace [data-kind=prompt]")  # the caption's text tokens: shown, never coloured
+    assert prompt.count() == 1 and XSS[0] in prompt.text_content()
+    assert prompt.evaluate("c => c.style.background === '' && !c.classList.contains('coloured')")
+    assert page.locator("#token-legend").count() == 1
+    assert page.evaluate("document.querySelectorAll('script').length") == 5  # charts, tokens, histograms, timeline, app
+    assert page.evaluate("document.querySelectorAll('img[src=x], [onerror], #token-trace a').length") == 0
+    assert page.dialogs == [] and page.errors == []
     ctx.close()
 
 

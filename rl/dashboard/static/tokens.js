@@ -2,7 +2,9 @@
 // rl/token_traces.py). app.js calls two hooks with its own helpers:
 //   Tokens.replay(root, ctx)    under the denoising replay: per response position, the sampler's probability
 //                               of the token when it unmasked it next to the learner's probability of it under
-//                               each iteration's mask; mismatch outlined, clipped tokens marked, legend
+//                               each iteration's mask; mismatch outlined, clipped tokens marked, legend. Text: a
+//                               table (a column per position); image rollouts: small multiples of the replay's
+//                               image-token grid (the sampler's, then one per inner iteration)
 //   Tokens.overview(root, ctx)  the mismatch chart per step and the entropy by response position
 // Token text and prompts are untrusted: they go in through h(..., text) (textContent) only; links are built
 // from numbers. Only positions inside the loss mask (position < |o_i|) are ever coloured.
@@ -42,11 +44,43 @@ function legend(h) {
     swatch("outside", null, "prompt / padding: outside the loss, never coloured"));
 }
 
+// the sampler's cell of position p: its probability of the token when it unmasked it (early-stop fill: none)
+function samplerCell(c, t, tr, p, rows) {
+  const anyRow = rows ? rows.values().next().value : undefined;
+  const q = anyRow === undefined ? null : tr.logp_sampler[anyRow];
+  if (t.confidence[p] !== null && t.confidence[p] !== undefined && !(t.early_filled || [])[p]) {
+    c.style.background = probColor(t.confidence[p]);
+    c.classList.add("coloured");
+    c.title = `${where(t, p)} · sampler q = ${f3(t.confidence[p])} (log ${f3(q)})`;
+  } else c.title = `${where(t, p)} · early-stop fill: not sampled`;
+}
+
+// a learner cell of position p and iteration it: row i of the trace (undefined: that iteration did not mask it)
+function learnerCell(c, t, tr, p, it, i) {
+  if (i === undefined) { c.classList.add("unmasked"); c.title = `${where(t, p)} · iteration ${it + 1}: not masked`; return; }
+  const lv = tr.logp_version[i] ?? tr.logp_old[i];
+  c.style.background = probColor(Math.exp(tr.logp[i]));
+  c.classList.add("coloured");
+  if (tr.clipped[i] > 0) c.classList.add("clip-high");
+  if (tr.clipped[i] < 0) c.classList.add("clip-low");
+  if (tr.logp_sampler[i] !== null && Math.abs(lv - tr.logp_sampler[i]) > MISMATCH_NATS) c.classList.add("mismatch");
+  c.title = `${where(t, p)} · iteration ${it + 1} · log p_θ ${f3(tr.logp[i])} · log p_old ${f3(tr.logp_old[i])}` +
+    ` · log q ${f3(tr.logp_sampler[i])} · ratio ${f3(tr.ratio[i])}${tr.clipped[i] ? " (clipped)" : ""}` +
+    ` · kl ${f3(tr.kl[i])} · entropy ${f3(tr.entropy[i])}`;
+}
+
+// "position p" (text) or "position p (row r, column c) · code k" (image grid of side x side)
+function where(t, p) {
+  if (!isImage(t)) return `position ${p}`;
+  const side = Math.round(Math.sqrt(t.image_codes.length));
+  return `position ${p} (row ${Math.floor(p / side)}, column ${p % side}) · code ${t.image_codes[p]}`;
+}
+const isImage = (t) => Array.isArray(t.image_codes) && t.image_codes.length > 0;
+
 async function replay(root, ctx) {
   const { runId, t, h, getJSON, link, api, runPath } = ctx;
-  if (Array.isArray(t.image_codes) && t.image_codes.length) return;  // text rollouts only
   const box = h("div", { id: "token-trace", class: "token-trace" },
-    h("h3", {}, "the learner's update, token by token"));
+    h("h3", {}, isImage(t) ? "the learner's update, image token by image token" : "the learner's update, token by token"));
   root.appendChild(box);
   let tr;
   try {
@@ -64,10 +98,19 @@ async function replay(root, ctx) {
     return;
   }
   const at = byPosition(tr);
-  const n = t.response_ids.length;
   const iters = [...Array(tr.iterations).keys()];
   const ratioOf = (it) => { const i = tr.iteration.indexOf(it); return i < 0 ? null : tr.mask_ratio[i]; };
+  box.append(h("div", { class: "muted" }, `advantage ${f3(tr.advantage)} · policy version ${tr.version} · |o_i| = ${tr.response_len} scored positions · ` +
+    `colour = probability of the ${isImage(t) ? "image token" : "token"}: the sampler's when it unmasked it, ` +
+    "the learner's under each iteration's random mask (hover a cell for the numbers)"));
+  if (isImage(t)) imageOverlay(box, h, t, tr, at, iters, ratioOf);
+  else textOverlay(box, h, t, tr, at, iters, ratioOf);
+  box.append(legend(h));
+}
 
+// text: a table, a column per response position, a row for the sampler and one per iteration
+function textOverlay(box, h, t, tr, at, iters, ratioOf) {
+  const n = t.response_ids.length;
   const head = h("tr", {}, h("th", {}, ""), h("td", { class: "tok-cell outside prompt-cell", "data-kind": "prompt", title: "the prompt: clean in every iteration, never scored" }, "prompt"));
   const samplerRow = h("tr", {}, h("th", {}, "sampler q (at unmask)"), h("td", { class: "tok-cell outside prompt-cell", "data-kind": "prompt" }, ""));
   const learnerRows = iters.map((it) => h("tr", {},
@@ -79,40 +122,46 @@ async function replay(root, ctx) {
     const text = t.tokens ? (t.tokens[p] ?? "") : String(t.response_ids[p]);
     head.appendChild(h("td", { class: `tok-cell tok-text ${inLoss ? "" : "outside"}`, "data-pos": p, "data-kind": kind }, text));
     const rows = at.get(p);
-    const anyRow = rows ? rows.values().next().value : undefined;
-    const q = anyRow === undefined ? null : tr.logp_sampler[anyRow];
     const sCell = h("td", { class: "tok-cell", "data-pos": p, "data-kind": kind }, text);
     if (!inLoss) sCell.classList.add("outside");
-    else if (t.confidence[p] !== null && t.confidence[p] !== undefined && !(t.early_filled || [])[p]) {
-      sCell.style.background = probColor(t.confidence[p]);
-      sCell.classList.add("coloured");
-      sCell.title = `position ${p} · sampler q = ${f3(t.confidence[p])} (log ${f3(q)})`;
-    } else sCell.title = `position ${p} · early-stop fill: not sampled`;
+    else samplerCell(sCell, t, tr, p, rows);
     samplerRow.appendChild(sCell);
     iters.forEach((it, k) => {
       const c = h("td", { class: "tok-cell", "data-pos": p, "data-kind": kind, "data-iter": it }, text);
-      const i = rows ? rows.get(it) : undefined;
       if (!inLoss) c.classList.add("outside");
-      else if (i === undefined) c.classList.add("unmasked");
-      else {
-        const lv = tr.logp_version[i] ?? tr.logp_old[i];
-        c.style.background = probColor(Math.exp(tr.logp[i]));
-        c.classList.add("coloured");
-        if (tr.clipped[i] > 0) c.classList.add("clip-high");
-        if (tr.clipped[i] < 0) c.classList.add("clip-low");
-        if (tr.logp_sampler[i] !== null && Math.abs(lv - tr.logp_sampler[i]) > MISMATCH_NATS) c.classList.add("mismatch");
-        c.title = `position ${p} · iteration ${it + 1} · log p_θ ${f3(tr.logp[i])} · log p_old ${f3(tr.logp_old[i])}` +
-          ` · log q ${f3(tr.logp_sampler[i])} · ratio ${f3(tr.ratio[i])}${tr.clipped[i] ? " (clipped)" : ""}` +
-          ` · kl ${f3(tr.kl[i])} · entropy ${f3(tr.entropy[i])}`;
-      }
+      else learnerCell(c, t, tr, p, it, rows ? rows.get(it) : undefined);
       learnerRows[k].appendChild(c);
     });
   }
+  box.append(h("div", { class: "overlay-scroll" }, h("table", { id: "token-overlay", class: "token-overlay" }, h("tbody", {}, head, samplerRow, ...learnerRows))));
+}
+
+// image: small multiples in the replay's grid layout (side x side image tokens, row-major as image_codes):
+// the sampler's grid and one per inner iteration; the caption (the prompt's text tokens) is never coloured
+function imageOverlay(box, h, t, tr, at, iters, ratioOf) {
+  const n = t.image_codes.length;
+  const side = Math.round(Math.sqrt(n));
+  const grid = (label, it) => {
+    const g = h("div", { class: "grid-canvas trace-grid", "data-grid": it === null ? "sampler" : `iteration-${it + 1}` });
+    g.style.gridTemplateColumns = `repeat(${side}, 18px)`;
+    for (let p = 0; p < n; p++) {
+      const inLoss = p < tr.response_len;
+      const attrs = { class: "tok-cell", "data-pos": p, "data-kind": inLoss ? "response" : "padding" };
+      if (it !== null) attrs["data-iter"] = it;
+      const c = h("span", attrs);
+      if (!inLoss) { c.classList.add("outside"); c.title = `${where(t, p)} · outside the loss`; }
+      else if (it === null) samplerCell(c, t, tr, p, at.get(p));
+      else learnerCell(c, t, tr, p, it, at.has(p) ? at.get(p).get(it) : undefined);
+      g.appendChild(c);
+    }
+    return h("figure", { class: "trace-fig" }, h("figcaption", {}, label), g);
+  };
   box.append(
-    h("div", { class: "muted" }, `advantage ${f3(tr.advantage)} · policy version ${tr.version} · |o_i| = ${tr.response_len} scored positions · ` +
-      "colour = probability of the token: the sampler's when it unmasked it, the learner's under each iteration's random mask (hover a cell for the numbers)"),
-    h("div", { class: "overlay-scroll" }, h("table", { id: "token-overlay", class: "token-overlay" }, h("tbody", {}, head, samplerRow, ...learnerRows))),
-    legend(h));
+    h("div", { class: "prompt-strip" }, h("span", { class: "label" }, "prompt (text tokens: clean in every iteration, never scored) "),
+      h("span", { class: "tok-cell outside prompt-cell", "data-kind": "prompt", text: t.prompt || "" })),
+    h("div", { id: "token-overlay-image", class: "trace-grids" },
+      grid("sampler q (at unmask)", null),
+      ...iters.map((it) => grid(`learner p_θ, iteration ${it + 1} (mask ratio ${f3(ratioOf(it))})`, it))));
 }
 
 async function overview(root, ctx) {
