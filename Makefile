@@ -47,6 +47,7 @@ bench: $(VENV)/.installed $(CHROMIUM)
 	$(PY) benchmarks/colocate.py
 	$(PY) benchmarks/staleness.py
 	$(PY) benchmarks/elastic.py
+	$(PY) benchmarks/overlap.py
 	$(PY) benchmarks/lora.py
 	$(PY) benchmarks/dashboard.py
 	$(PY) benchmarks/token_traces.py

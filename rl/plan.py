@@ -61,12 +61,12 @@ class Prediction:
     driver_s: float
     memory: GpuMemory
     gpu_memory_gb: float
-    overlapped: bool = False  # asynchronous: generation overlaps the update and the publish
+    overlapped: bool = False  # asynchronous: the next batch generates while the learner updates
 
     @property
     def step_s(self) -> float:
-        if self.overlapped:
-            return max(self.generate_s, self.update_s + self.publish_s) + self.driver_s
+        if self.overlapped:  # the publish stays on the critical path: workers load between batches (rl/pipeline.py)
+            return self.publish_s + max(self.generate_s, self.update_s) + self.driver_s
         return self.generate_s + self.update_s + self.publish_s + self.gather_s + self.driver_s
 
     @property
@@ -149,7 +149,8 @@ def phase_times(rollouts: int, gen_s: float, update_s: float, rollout_gpus: int,
 def predict(cfg, gpus: int, mode: str, rollout_gpus: int = 0, c: Constants = H200, shape=None,
             asynchronous: bool = False, weight_bytes: float | None = None) -> Prediction:
     """One mode's step. asynchronous (disaggregated): the next batch generates during the update and publish
-    (docs/async.md), so the step is max(generate, update + publish) + driver. weight_bytes: what one
+    (docs/async.md), so the step is publish + max(generate, update) + driver (the workers load the new
+    weights between batches, so the publish does not overlap either phase). weight_bytes: what one
     publication moves (default the bf16 weights, 2P; LoRA: the adapters, `adapter_bytes`)."""
     shape = shape or model_shape(cfg)
     rollouts = cfg.data.prompts_per_step * cfg.rollout.group_size

@@ -2,7 +2,7 @@
 shrunk to seconds) runs in a subprocess and must end with a `RESULT {json}` line that parses as strict
 JSON and holds the keys its readers use (docs/benchmarks.md, the docstrings).
 
-The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, elastic, colocate, gpu_e2e, lora, scale, staleness, ablate, zero3_load: 20-90 s
+The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, elastic, overlap, colocate, gpu_e2e, lora, scale, staleness, ablate, zero3_load: 20-90 s
 each on the shared 2-core machine) are marked slow; the six others take 2-20 s each. Measured on
 2026-12-03: the whole file 209-266 s (load average 2-5 from other jobs), 49 s with `-m "not slow"`.
 `make bench-smoke` runs the same smoke modes outside pytest.
@@ -28,6 +28,7 @@ EXPECTED = {
     "dashboard": {"sizes", "max_request_ms_at_largest", "goal_under_300ms", "goal_rss_under_1gb",
                   "cost_ratio_largest_over_100k", "first_chart_ms", "goal_first_chart", "index_s_at_largest",
                   "goal_index_under_30s_or_cached"},
+    "overlap": {"runs", "speedup_full", "speedup_lora", "time_scale", "colocated_planner_step_s"},
     "elastic": {"segments", "throughput_ratio_2_workers", "throughput_ratio_3_workers", "steps_continuous", "fleet"},
     "e2e": {f"{k}_{c}" for k in ("overhead", "step_ms", "rollouts_per_s") for c in ("tiny", "small", "t2i", "mixed")}
     | {f"{k}_ms_{c}" for k in ("image_sampling", "decode", "clip_scoring", "update", "reward_transfer")
@@ -71,12 +72,15 @@ CHECKS = {
     "lora": lambda r: 0 < r["publish_bytes"]["lora"] < r["publish_bytes"]["full"]
     and r["mmada_8b"]["r16_all_projections_bytes"] < r["mmada_8b"]["full_bytes"],
     # a node joined mid-run: the fleet grew, generation got faster (sleeps stand in for compute), no step lost
+    # the four shapes ran the real loop; asynchronous ones overlapped (their ideal is below the synchronous one's)
+    "overlap": lambda r: set(r["runs"]) == {"sync_full", "async_full", "sync_lora", "async_lora"}
+    and all(r[f"speedup_{k}"]["ideal"] > 1 for k in ("full", "lora")),
     "elastic": lambda r: r["fleet"]["joined"] == 1 and r["segments"][1]["workers"] == [2] and r["steps_continuous"]
     and r["throughput_ratio_2_workers"] > 1.2,
     "colocate": lambda r: r["runs"]["colocated"][0]["publish_bytes"] == 0 and r["runs"]["disaggregated"][0]["publish_bytes"] > 0
     and len(r["reward_curve"]["colocated"]) == len(r["reward_curve"]["disaggregated"]) == r["steps"],
 }
-SLOW = {"ablate", "colocate", "e2e", "elastic", "gpu_e2e", "lora", "scale", "staleness", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
+SLOW = {"ablate", "colocate", "e2e", "elastic", "overlap", "gpu_e2e", "lora", "scale", "staleness", "zero3_load"}  # a Ray cluster or DeepSpeed ranks per smoke run
 SMOKE_TIMEOUT_S = 900  # a loaded 2-core machine; the slowest smoke run takes ~90 s on a quiet one
 
 

@@ -144,4 +144,5 @@ def test_shapes_async_overlaps_and_lora_publishes_megabytes():
     assert steps["async_full"] <= steps["sync_full"] and steps["async_lora"] <= steps["sync_lora"]
     assert steps["sync_lora"] <= steps["sync_full"] and steps["async_lora"] <= steps["async_full"]
     a = shapes["async_full"]
-    assert a["step_s"] == pytest.approx(max(a["generate_s"], a["update_s"] + a["publish_s"]) + a["driver_s"], abs=0.02)
+    # the publish stays between batches (the workers load it before sampling the next one)
+    assert a["step_s"] == pytest.approx(a["publish_s"] + max(a["generate_s"], a["update_s"]) + a["driver_s"], abs=0.02)
