@@ -87,7 +87,7 @@ def traced_run(run_dir: Path) -> Path:
     (run_dir / "policy_init").mkdir()
     Tokenizer(models.WordLevel({**vocab, "[UNK]": max(ids) + 1}, unk_token="[UNK]")).save(
         str(run_dir / "policy_init" / "tokenizer.json"))
-    trace_group0(run_dir, width=8, scored=6, seed=0)
+    trace_group0(run_dir, width=8, scored=6, seed=0, stale_steps=(1,))
     return run_dir
 
 
@@ -99,10 +99,11 @@ def traced_image_run(run_dir: Path) -> Path:
     return run_dir
 
 
-def trace_group0(run_dir: Path, width: int, scored: int, seed: int) -> None:
+def trace_group0(run_dir: Path, width: int, scored: int, seed: int, stale_steps: tuple = ()) -> None:
     """Group 0 of steps 1 and 2 traced through trainer/token_trace.py and rl/token_traces.py (mu = 2) with
     stand-in log-probs: the 3 prompt columns, then `width` response columns of which the first `scored` are in
-    the loss; iteration 2's log-probs moved off iteration 1's so that clips bind."""
+    the loss; iteration 2's log-probs moved off iteration 1's so that clips bind. In `stale_steps` the rows
+    carry their sampling version's log-prob too (asynchronous rollouts), 0.3 nats off pi_old's."""
     import numpy as np
     import torch
 
@@ -126,7 +127,8 @@ def trace_group0(run_dir: Path, width: int, scored: int, seed: int) -> None:
             old = torch.from_numpy(np.log(rng.uniform(0.05, 1, k)).astype(np.float32))
             logp = old + torch.from_numpy(rng.normal(0, 0.4 * n, k).astype(np.float32))  # iteration 2 moved
             adv = torch.tensor([r.advantage for r in records], dtype=torch.float32)[torch.nonzero(m)[:, 0]]
-            trace.add(n, np.arange(len(records)), m, logp, old, None, adv, torch.rand(k))
+            version = old + 0.3 if step in stale_steps else None
+            trace.add(n, np.arange(len(records)), m, logp, old, None, adv, torch.rand(k), version)
         table = trace_table(step, records, merge_ranks([trace.result()], [0], ratios, positions))
         write_traces(store.traces_root, step, table)
 
@@ -355,6 +357,10 @@ def test_token_overlay_colours_only_scored_response_tokens(server, browser):
     page.goto(f"{server}/run/tok")  # the overview's mismatch and entropy-by-position charts
     page.wait_for_selector("#mismatch-chart svg path.line", state="attached")
     assert page.locator("#entropy-position-chart svg path.line").count() == 1
+    # step 1's rows were stale: the policy-lag chart (|log pi_old - log pi_v| = 0.3 here), drawn from the API's figures
+    assert page.locator("#lag-chart svg").count() == 1
+    lag = json.loads(urllib.request.urlopen(f"{server}/api/run/tok/mismatch", timeout=10).read())["steps"]
+    assert [round(x["lag_mean"], 3) if x["lag_pairs"] else None for x in lag] == [0.3, None]
     assert page.errors == []
     ctx.close()
 

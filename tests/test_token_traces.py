@@ -88,8 +88,9 @@ def test_merge_ranks_makes_rows_global_with_positions_and_ratios():
     np.testing.assert_allclose(out["mask_ratio"], [0.8, 0.4])
 
 
-def _trace_for(records, mu=2, gen=4):
-    """A trace as LearnerGroup.update returns it, for records laid out like batch_from_rollouts."""
+def _trace_for(records, mu=2, gen=4, lag=None):
+    """A trace as LearnerGroup.update returns it, for records laid out like batch_from_rollouts. lag: the rows
+    are stale, their sampling version's log-prob this far (per token, random sign) from pi_old's."""
     response = np.zeros((len(records), 2 + gen), bool)
     response[:, 2:] = True
     ratios, masked = masks_for_update(response, UniGRPOConfig(mu=mu, seed=1), 0)
@@ -99,7 +100,8 @@ def _trace_for(records, mu=2, gen=4):
         m = torch.from_numpy(masked[n])
         k = int(m.sum())
         logp = torch.from_numpy(-rng.random(k).astype(np.float32) * 2)
-        tr.add(n, np.arange(len(records)), m, logp, logp + 0.05, None, torch.ones(k), torch.ones(k))
+        version = None if lag is None else logp + 0.05 + torch.from_numpy(rng.choice([-lag, lag], k).astype(np.float32))
+        tr.add(n, np.arange(len(records)), m, logp, logp + 0.05, None, torch.ones(k), torch.ones(k), version)
     return merge_ranks([tr.result()], [0], ratios, response)
 
 
@@ -180,11 +182,27 @@ def test_dashboard_reads_one_rollout_and_the_mismatch(tmp_path):
     assert s["pairs"] == len(gap) and s["mismatch_mean"] == pytest.approx(gap.mean(), rel=1e-5)
     assert s["mismatch_max"] == pytest.approx(gap.max(), rel=1e-5)
     assert s["mismatch_p90"] <= s["mismatch_p99"] <= s["mismatch_max"]
+    version = np.array([np.nan if v is None else v for v in t["logp_version"].to_pylist()])
+    lag = np.abs(t["logp_old"].to_numpy() - version)
+    lag = lag[np.isfinite(lag)]
+    assert s["lag_pairs"] == len(lag) and (s["lag_mean"] == pytest.approx(lag.mean(), rel=1e-5) if len(lag)
+                                           else s["lag_mean"] is None)
     assert body["entropy_by_position"]["position"] == sorted(set(t["position"].to_pylist()))
     store.append(2, records, trace_table(2, records, trace))
     assert [x["step"] for x in summaries.mismatch(tmp_path)["steps"]] == [1, 2]
     store.truncate_after(1)
     assert [x["step"] for x in summaries.mismatch(tmp_path)["steps"]] == [1]
+    assert s["lag_pairs"] == 0 and s["lag_mean"] is None  # fresh rows: no policy lag
+
+
+def test_policy_lag_of_stale_rows_is_summarised(tmp_path):
+    """Stale rows carry the sampling version's log-prob: the lag chart's |log pi_old - log pi_v| per pair."""
+    store = RolloutStore(tmp_path)
+    records = [_rec(0, 0), _rec(0, 1)]
+    store.append(1, records, trace_table(1, records, _trace_for(records, lag=0.3)))
+    (s,) = TraceSummaries().mismatch(tmp_path)["steps"]
+    assert s["lag_pairs"] == s["pairs"] > 0
+    assert s["lag_mean"] == pytest.approx(0.3, abs=1e-3) and s["lag_max"] == pytest.approx(0.3, abs=1e-3)
 
 
 def test_traces_and_mismatch_served_by_the_app(tmp_path):

@@ -8,6 +8,9 @@
             log q     the sampler's own log-prob of it when it unmasked it (logp_sampler, log confidence)
         its mean, p90, p99 and max; the mean entropy of pi_theta and the clip fraction; and the mean entropy
         by response position over the last ENTROPY_WINDOW traced steps.
+        |log pi_old(o_t) - log pi_v(o_t)|  (lag_*) asynchronous rollouts' policy lag on the same mask and
+            context: the learner's weights at the update's start against the version that sampled a
+            stale row (both exact; where logp_version exists); its mean, p99, max and the stale pairs.
 
 The two log-probs condition on different contexts (docs/dashboard.md, "Token traces"), so the mismatch is
 not zero even for a perfect learner: it is a per-run baseline to watch for jumps.
@@ -66,6 +69,8 @@ def step_summary(t) -> dict:
     learner = np.where(np.isnan(version), old, version)
     gap = np.abs(learner - t["logp_sampler"].to_numpy(zero_copy_only=False))
     gap = gap[np.isfinite(gap)]
+    lag = np.abs(old - version)
+    lag = lag[np.isfinite(lag)]  # stale rows only: logp_version is NaN where the row was sampled by pi_old
     entropy = t["entropy"].to_numpy(zero_copy_only=False).astype(np.float64)
     pos = t["position"].to_numpy(zero_copy_only=False).astype(np.int64)
     ok = np.isfinite(entropy)
@@ -77,6 +82,8 @@ def step_summary(t) -> dict:
         "mismatch_p90": float(np.quantile(gap, 0.9)) if len(gap) else None,
         "mismatch_p99": float(np.quantile(gap, 0.99)) if len(gap) else None,
         "mismatch_max": float(gap.max()) if len(gap) else None,
+        "lag_pairs": int(len(lag)), "lag_mean": float(lag.mean()) if len(lag) else None,
+        "lag_p99": float(np.quantile(lag, 0.99)) if len(lag) else None, "lag_max": float(lag.max()) if len(lag) else None,
         "entropy_mean": float(entropy[ok].mean()) if ok.any() else None,
         "clip_frac": float((clipped != 0).mean()) if len(clipped) else None,
         "_entropy_sum": np.bincount(pos[ok], entropy[ok], size), "_entropy_count": np.bincount(pos[ok], None, size),

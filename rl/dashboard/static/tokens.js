@@ -187,6 +187,15 @@ async function overview(root, ctx) {
       note: "learner log-prob under the sampling weights on a random mask vs the sampler's at unmask: different contexts, watch for jumps",
       series: [line("mismatch_mean", "mean"), line("mismatch_p90", "p90", { dash: true }), line("mismatch_p99", "p99", { dash: true }),
                line("mismatch_max", "max")] });
+    const lagged = s.filter((r) => r.lag_pairs);
+    if (lagged.length) {  // asynchronous rollouts: how far the learner's weights moved from the sampling version
+      const lx = lagged.map((r) => r.step), lline = (k, label, extra) => ({ label, x: lx, y: lagged.map((r) => r[k]), ...extra });
+      const lBox = h("div", { class: "chart-box", id: "lag-chart" });
+      grid.append(lBox);
+      renderChart(lBox, { title: "policy lag |log π_old − log π_v| (stale traced tokens)", kind: "line", raw: true,
+        note: "the learner's weights at the update's start vs the version that sampled the row, same mask and context: exact, 0 when fresh",
+        series: [lline("lag_mean", "mean"), lline("lag_p99", "p99", { dash: true }), lline("lag_max", "max")] });
+    }
     const e = d.entropy_by_position;
     renderChart(eBox, { title: `entropy by response position (last ${e.steps} traced steps)`, kind: "line", raw: true,
       series: [{ label: "entropy of π_θ (nats)", x: e.position, y: e.entropy }] });
