@@ -16,7 +16,7 @@ FAST = [
     "rollout.text.gen_length=8", "rollout.text.steps=4", "rollout.text.block_length=8",
     "data.prompts_per_step=4", "rollout.group_size=4", "run.plot=false",
 ]
-TIMING_KEYS = ("time/", "throughput/", "learner/compute_s", "learner/old_ref_logprob_s")
+TIMING_KEYS = ("time/", "throughput/", "span/", "learner/compute_s", "learner/old_ref_logprob_s")  # span/*: when phases ran
 
 
 def run(tmp_path, name, overrides, steps=None, resume=False):
