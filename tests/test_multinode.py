@@ -187,7 +187,7 @@ def test_node_loss_keeps_the_run_going(cluster, tmp_path, capsys):
     """Remove the node holding a rollout worker and a reward actor right after step 1: the run goes on,
     every group of every step is there exactly once, the restarts are counted in metrics.jsonl."""
     overrides = TINY + [
-        f"run.dir={tmp_path}", "run.name=loss", "run.steps=3", "run.checkpoint_every=100",
+        f"run.dir={tmp_path}", "run.name=loss", "run.steps=4", "run.checkpoint_every=100",
         "rollout.num_workers=2", f"rollout.placement={ON_WORKER_NODES}", "rewards.num_workers=2",
         "rewards.placement={strategy: SPREAD, resources: {worker_node: 1}}", "learner.num_ranks=1",
         "learner.placement={strategy: PACK, resources: {head: 1}}",
@@ -208,8 +208,8 @@ def test_node_loss_keeps_the_run_going(cluster, tmp_path, capsys):
         remover.join()
         assert removed, "the node was never removed"
         rows = [r for r in driver.metrics.read() if "reward/mean" in r]
-        assert [r["step"] for r in rows] == [1, 2, 3] and all(r["rollouts"] == 16 for r in rows)
-        for step in (1, 2, 3):  # every group regenerated: none lost, none counted twice
+        assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["rollouts"] == 16 for r in rows)
+        for step in (1, 2, 3, 4):  # every group regenerated: none lost, none counted twice
             records = driver.store.read_step(step)
             assert sorted((r["group"], r["group_index"]) for r in records) == [(g, i) for g in range(4)
                                                                              for i in range(4)]
@@ -217,7 +217,8 @@ def test_node_loss_keeps_the_run_going(cluster, tmp_path, capsys):
             assert all(c["status"] not in ("error", "timeout")
                        for r in records for c in json.loads(r["reward_components"]).values())
         # one worker and one reward actor lost, each counted once (step 1 was before the loss; a reward
-        # actor's restart shows when it answers again, which may be a step later)
+        # actor's restart shows when it answers again, which may be a step or two later on a loaded machine:
+        # with 3 steps the full suite once ended at (1, 0))
         restarts = [(r["restarts/rollout"], r["restarts/reward"]) for r in rows]
         assert restarts[0] == (0, 0) and restarts[-1] == (1, 1), restarts
         # the lost actors run again, on the node that replaced the lost one
