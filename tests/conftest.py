@@ -52,3 +52,8 @@ def ray_cluster():
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def pytest_configure(config):
+    # pyproject.toml registers `slow`; `bench` marks the benchmarks' smoke runs (tests/test_benchmarks.py)
+    config.addinivalue_line("markers", "bench: a benchmark's --smoke run; `make bench-smoke` (CI), not `make test`")

@@ -4,8 +4,10 @@ JSON and holds the keys its readers use (docs/benchmarks.md, the docstrings).
 
 The ones whose smoke run starts a Ray cluster or DeepSpeed ranks (SLOW: e2e, elastic, overlap, colocate, gpu_e2e, lora, scale, staleness, ablate, zero3_load: 20-90 s
 each on the shared 2-core machine) are marked slow; the six others take 2-20 s each. Measured on
-2026-12-03: the whole file 209-266 s (load average 2-5 from other jobs), 49 s with `-m "not slow"`.
-`make bench-smoke` runs the same smoke modes outside pytest.
+2026-12-03: the whole file 209-266 s (load average 2-5 from other jobs), 49 s with `-m "not slow"`;
+2026-12-04 the smoke runs alone took ~7 minutes of a 25-minute full suite (load average ~1).
+The smoke runs are marked `bench`: `make bench-smoke` runs them (with the checks below), `make test` the rest,
+and CI both. `python benchmarks/_common.py [NAME ...]` runs the smoke modes outside pytest.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def test_parse_result_is_strict():
             common.parse_result(bad)
 
 
+@pytest.mark.bench  # `make bench-smoke` (CI runs it after `make test`, which leaves these out)
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
                                   for n in sorted(EXPECTED)])
 def test_smoke_run(name):
