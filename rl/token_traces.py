@@ -80,7 +80,9 @@ def trace_table(step: int, records: list[Any], trace: dict[str, np.ndarray]) -> 
     for field in SCHEMA:
         values = np.asarray(columns[field.name])[order]
         if pa.types.is_floating(field.type):  # NaN = absent (no reference model, not a stale row, not sampled)
-            arrays.append(pa.array(values.astype(field.type.to_pandas_dtype()), mask=np.isnan(values)))
+            with np.errstate(over="ignore"):  # float16 beyond 65504 (a k3 KL that exploded) is stored as inf,
+                cast = values.astype(field.type.to_pandas_dtype())  # which the dashboard shows as absent
+            arrays.append(pa.array(cast, mask=np.isnan(values)))
         else:
             arrays.append(pa.array(values.astype(field.type.to_pandas_dtype())))
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
