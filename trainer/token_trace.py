@@ -39,10 +39,11 @@ class TokenTrace:
             version_logp: torch.Tensor | None = None) -> None:
         """One micro-batch of iteration n: rows [B] shard-local row ids, masked [B, L]; the per-token tensors
         are [M], in the row-major order of `masked` (as masked_token_logprobs returns them)."""
-        if self.traced is None:
-            return
+        rows = torch.from_numpy(np.asarray(rows))
+        if self.traced is None or not self.traced[rows].any():
+            return  # nothing traced here: no nonzero over the mask, so no device sync on the update's path
         tok_row, tok_col = (t.cpu() for t in torch.nonzero(masked, as_tuple=True))
-        shard_row = torch.from_numpy(np.asarray(rows))[tok_row]
+        shard_row = rows[tok_row]
         keep = self.traced[shard_row]
         if not keep.any():
             return
