@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import CONFIGS, add_smoke_flag, print_result
+from _common import CONFIGS, add_smoke_flag, print_result, train_rows
 from scale import install_sleeps
 
 from policy.placement import ensure_local_ray_env, patient_node_registration
@@ -59,19 +59,19 @@ def start_cluster():
     return cluster
 
 
-def train_rows(run_dir: Path) -> list[dict]:
+def metrics_rows(run_dir: Path) -> list[dict]:
+    """The training rows the run has written so far (it appends metrics.jsonl as it goes)."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-            if "reward/mean" in r]
+    return train_rows([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
 
 
 def wait_for(run_dir: Path, what, deadline_s: float = 900.0) -> dict:
     """The first training row for which what(row) holds (the run writes metrics.jsonl as it goes)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        hit = next((r for r in train_rows(run_dir) if what(r)), None)
+        hit = next((r for r in metrics_rows(run_dir) if what(r)), None)
         if hit is not None:
             return hit
         time.sleep(0.2)
@@ -149,7 +149,7 @@ def main() -> int:
         finally:
             driver.stop.requested = True  # the loop finishes its step and returns
             trainer.join(timeout=600)
-            rows = train_rows(run_dir)
+            rows = metrics_rows(run_dir)
             driver.shutdown()
     ray.shutdown()
     cluster.shutdown()

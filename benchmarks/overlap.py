@@ -40,10 +40,8 @@ from policy.placement import ensure_local_ray_env
 ensure_local_ray_env()  # before ray is imported
 
 from _common import CONFIGS, add_smoke_flag, print_result, run_driver  # noqa: E402
-from scale import SleepyLearner, SleepyRolloutWorker  # noqa: E402
+from scale import SleepyLearner, SleepyRolloutWorker, install_sleeps  # noqa: E402
 
-import rollout.group  # noqa: E402
-import trainer.learner_group  # noqa: E402
 from rl.config import load_config  # noqa: E402
 from rl.plan import compare_shapes  # noqa: E402
 
@@ -84,22 +82,10 @@ class PlannedLearner(SleepyLearner):
 
 def install(phases: dict, time_scale: float, name: str) -> None:
     """Rollout workers and learner ranks start as this shape's sleepy classes (driver process)."""
-    import ray
-
-    from policy.actor_group import ACTOR_MAX_RESTARTS
-
     worker = shape_class(PlannedRolloutWorker, f"Worker_{name}", generate_s=phases["generate_s"] * time_scale)
     learner = shape_class(PlannedLearner, f"Learner_{name}", update_s=phases["update_s"],
                           publish_s=phases["publish_s"] * time_scale, time_scale=time_scale)
-
-    def start(index, policy_path, text_config=None, image_config=None, num_gpus_per_worker=0,
-              num_cpus_per_worker=1, max_restarts=ACTOR_MAX_RESTARTS, placement=None, **worker_kwargs):
-        return ray.remote(worker).options(num_gpus=0, num_cpus=num_cpus_per_worker, max_restarts=max_restarts,
-                                          **(placement or {})).remote(str(policy_path), text_config, image_config,
-                                                                      **worker_kwargs)
-
-    rollout.group.start_rollout_worker = start
-    trainer.learner_group.LearnerGroup.actor_class = ray.remote(learner)
+    install_sleeps(time_scale, worker, learner)
 
 
 def ideal(phases: dict, asynchronous: bool) -> float:

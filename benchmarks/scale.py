@@ -150,24 +150,26 @@ class SleepyColocatedRank(SleepyLearner, ColocatedRank):
         return rows * UPDATE_S_ONE_GPU / GPUS_PER_COLOCATED_RANK
 
 
-def install_sleeps(time_scale: float) -> None:
-    """Rollout workers and learner ranks start as the sleepy classes (in this, the driver's, process)."""
+def install_sleeps(time_scale: float, worker_class: type | None = None, learner_class: type | None = None) -> None:
+    """Rollout workers and learner ranks start as the sleepy classes (in this, the driver's, process);
+    benchmarks/overlap.py passes subclasses with sleeps of its own (and their time_scale already set)."""
     import ray
 
     from policy.actor_group import ACTOR_MAX_RESTARTS
 
     SleepyRolloutWorker.time_scale = SleepyLearner.time_scale = SleepyColocatedRank.time_scale = time_scale
+    worker_class, learner_class = worker_class or SleepyRolloutWorker, learner_class or SleepyLearner
 
     def start(index, policy_path, text_config=None, image_config=None, num_gpus_per_worker=0,
               num_cpus_per_worker=1, max_restarts=ACTOR_MAX_RESTARTS, placement=None, **worker_kwargs):
         """rollout.worker.start_rollout_worker, starting a SleepyRolloutWorker (no GPU: it only sleeps)."""
-        return ray.remote(SleepyRolloutWorker).options(
+        return ray.remote(worker_class).options(
             num_gpus=0, num_cpus=num_cpus_per_worker, max_restarts=max_restarts, **(placement or {}),
         ).remote(str(policy_path), text_config, image_config, **worker_kwargs)
 
     assert rollout.group.start_rollout_worker is not None
     rollout.group.start_rollout_worker = start
-    trainer.learner_group.LearnerGroup.actor_class = ray.remote(SleepyLearner)
+    trainer.learner_group.LearnerGroup.actor_class = ray.remote(learner_class)
     rl.colocated.ColocatedLearnerGroup.actor_class = ray.remote(SleepyColocatedRank)
 
 
